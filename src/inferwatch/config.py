@@ -1,0 +1,440 @@
+"""Configuration: YAML with ${ENV} interpolation, parsed once into typed, frozen-ish objects.
+
+Every problem is reported as ``file:key: message`` and all problems are collected before
+failing, so a user fixes a file in one pass. Defaults are documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+
+CODECS = ("auto", "kserve_v1", "open_inference_v2", "mlflow", "records")
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; ``problems`` are ``file:key: message`` lines."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class ModelConfig:
+    name: str = "model"
+    version: str = "unversioned"
+    # Free-form labels added to inferwatch_model_info (e.g. framework, git_sha).
+    info: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class UpstreamConfig:
+    url: str = "http://127.0.0.1:8081"
+    timeout_seconds: float = 30.0
+    connect_timeout_seconds: float = 5.0
+    max_connections: int = 256
+    health_path: str = "/"
+    health_interval_seconds: float = 5.0
+
+
+@dataclass
+class ProxyConfig:
+    enabled: bool = True
+    listen_address: str = "0.0.0.0"
+    port: int = 8080
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Route templates for the `endpoint` label and for deciding what is a prediction, in
+    # addition to the built-in inference routes, e.g. "/score/{model}".
+    routes: list[str] = field(default_factory=list)
+    # Methods whose responses on an inference route are decoded as predictions.
+    prediction_methods: list[str] = field(default_factory=lambda: ["POST"])
+
+
+@dataclass
+class AuthConfig:
+    # A static bearer token, or basic-auth users mapped to password hashes made by
+    # `inferwatch hash-password`. Empty = no authentication.
+    bearer_token: str = ""
+    basic_users: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bearer_token or self.basic_users)
+
+
+@dataclass
+class TLSConfig:
+    cert_file: str = ""
+    key_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass
+class AdminConfig:
+    listen_address: str = "0.0.0.0"
+    port: int = 9180
+    max_body_bytes: int = 16 * 1024 * 1024
+    threads: int = 8
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    # Separate credentials for scraping (/metrics) and for writes (/v1/events, ...).
+    metrics_auth: AuthConfig = field(default_factory=AuthConfig)
+    write_auth: AuthConfig = field(default_factory=AuthConfig)
+
+
+@dataclass
+class FeatureSpec:
+    name: str
+    type: Literal["auto", "numeric", "categorical"] = "auto"
+
+
+@dataclass
+class PayloadConfig:
+    codec: Literal["auto", "kserve_v1", "open_inference_v2", "mlflow", "records"] = "auto"
+    # Names for positional (list) rows, in order; also declares types.
+    features: list[FeatureSpec] = field(default_factory=list)
+    # Dotted paths to the inputs in the request and the outputs in the response, overriding
+    # the codec's own, e.g. "data.rows" or "result.scores".
+    input_path: str = ""
+    output_path: str = ""
+    # Bodies above this are forwarded but not decoded (counted as reason="too_large").
+    max_decode_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [spec.name for spec in self.features]
+
+
+@dataclass
+class WindowConfig:
+    max_events: int = 10_000
+    max_age_seconds: float = 3600.0
+
+
+@dataclass
+class LimitsConfig:
+    max_model_versions: int = 8
+    max_features: int = 256
+    max_outputs: int = 32
+    max_categories: int = 64
+
+
+@dataclass
+class QueueConfig:
+    max_items: int = 10_000
+
+
+@dataclass
+class ProcessConfig:
+    # How to find the model server's process: a pid, a pidfile, or a regular expression
+    # matched against the process name and command line. None set = no process metrics.
+    pid: int = 0
+    pidfile: str = ""
+    match: str = ""
+    gpu: bool = True
+
+
+@dataclass
+class PredictionLogConfig:
+    path: str = ""
+    # Share of events whose inputs and outputs are written (metadata is always written).
+    sample_rate: float = 0.0
+    redact: list[str] = field(default_factory=list)
+    max_bytes: int = 100 * 1024 * 1024
+    backup_count: int = 5
+
+
+@dataclass
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    payload: PayloadConfig = field(default_factory=PayloadConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    prediction_log: PredictionLogConfig = field(default_factory=PredictionLogConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: str = "<defaults>"
+
+    def summary(self) -> str:
+        features = ", ".join(self.payload.feature_names) or "(discovered from traffic)"
+        lines = [
+            f"model:       {self.model.name} version {self.model.version}",
+            f"upstream:    {self.upstream.url} (timeout {self.upstream.timeout_seconds:g}s)",
+            f"proxy:       {'%s:%d' % (self.proxy.listen_address, self.proxy.port) if self.proxy.enabled else 'disabled'}",
+            f"admin:       {self.admin.listen_address}:{self.admin.port}"
+            f"{' tls' if self.admin.tls.enabled else ''}"
+            f"{' metrics-auth' if self.admin.metrics_auth.enabled else ''}"
+            f"{' write-auth' if self.admin.write_auth.enabled else ''}",
+            f"codec:       {self.payload.codec}",
+            f"features:    {features}",
+            f"window:      {self.window.max_events} events, {self.window.max_age_seconds:g}s",
+            f"queue:       {self.queue.max_items} items",
+        ]
+        return "\n".join(lines)
+
+
+# --- loading -----------------------------------------------------------------------------
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate_env(text: str, source: str, environ: typing.Mapping[str, str] | None = None) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        line = text.count("\n", 0, match.start()) + 1
+        problems.append(f"{source}:{line}: environment variable {name} is not set and has no default")
+        return ""
+
+    result = _ENV.sub(replace, text)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, problems: list[str], source: str) -> Any:
+    """Check ``value`` against ``tp``; append a problem and return None when it does not fit."""
+    origin = typing.get_origin(tp)
+
+    def bad() -> None:
+        problems.append(f"{source}:{key}: expected {_type_name(tp)}, got {value!r}")
+
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            bad()
+            return None
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str) and item_tp in (str, FeatureSpec):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            bad()
+            return None
+        return [_coerce(v, item_tp, f"{key}[{i}]", problems, source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            bad()
+            return None
+        return {str(k): _coerce(v, str, f"{key}.{k}", problems, source) for k, v in value.items()}
+    if tp is FeatureSpec and isinstance(value, str):
+        return FeatureSpec(name=value)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            bad()
+            return None
+        return _build(tp, value, key, problems, source)
+    if tp is bool:
+        if not isinstance(value, bool):
+            bad()
+            return None
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad()
+            return None
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad()
+            return None
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            bad()
+            return None
+        return str(value)
+    raise TypeError(f"unsupported config type {tp}")
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str, problems: list[str], source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            problems.append(f"{source}:{path}: unknown key (expected one of {', '.join(sorted(names))})")
+            continue
+        coerced = _coerce(value, hints[key], path, problems, source)
+        if coerced is not None:
+            kwargs[key] = coerced
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in kwargs
+    ]
+    for name in missing:
+        problems.append(f"{source}:{prefix + '.' if prefix else ''}{name}: required key is missing")
+    if missing:
+        return None
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config, problems: list[str]) -> None:
+    src = cfg.source
+
+    def positive(key: str, value: float) -> None:
+        if value <= 0:
+            problems.append(f"{src}:{key}: must be greater than 0, got {value!r}")
+
+    url = urlparse(cfg.upstream.url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        problems.append(f"{src}:upstream.url: expected an http(s) URL, got {cfg.upstream.url!r}")
+    for key, value in (
+        ("upstream.timeout_seconds", cfg.upstream.timeout_seconds),
+        ("upstream.connect_timeout_seconds", cfg.upstream.connect_timeout_seconds),
+        ("upstream.max_connections", cfg.upstream.max_connections),
+        ("upstream.health_interval_seconds", cfg.upstream.health_interval_seconds),
+        ("proxy.max_body_bytes", cfg.proxy.max_body_bytes),
+        ("admin.max_body_bytes", cfg.admin.max_body_bytes),
+        ("admin.threads", cfg.admin.threads),
+        ("payload.max_decode_bytes", cfg.payload.max_decode_bytes),
+        ("window.max_events", cfg.window.max_events),
+        ("window.max_age_seconds", cfg.window.max_age_seconds),
+        ("limits.max_model_versions", cfg.limits.max_model_versions),
+        ("limits.max_features", cfg.limits.max_features),
+        ("limits.max_outputs", cfg.limits.max_outputs),
+        ("limits.max_categories", cfg.limits.max_categories),
+        ("queue.max_items", cfg.queue.max_items),
+        ("prediction_log.max_bytes", cfg.prediction_log.max_bytes),
+    ):
+        positive(key, value)
+    for key, port in (("proxy.port", cfg.proxy.port), ("admin.port", cfg.admin.port)):
+        if not 0 <= port <= 65535:
+            problems.append(f"{src}:{key}: expected a port number 0-65535, got {port}")
+    if cfg.proxy.enabled and cfg.proxy.port and cfg.proxy.port == cfg.admin.port:
+        problems.append(f"{src}:admin.port: must differ from proxy.port ({cfg.proxy.port})")
+    if not cfg.upstream.health_path.startswith("/"):
+        problems.append(f"{src}:upstream.health_path: must start with '/', got {cfg.upstream.health_path!r}")
+    for i, route in enumerate(cfg.proxy.routes):
+        if not route.startswith("/"):
+            problems.append(f"{src}:proxy.routes[{i}]: a route template must start with '/', got {route!r}")
+    if not 0.0 <= cfg.prediction_log.sample_rate <= 1.0:
+        problems.append(
+            f"{src}:prediction_log.sample_rate: expected a number from 0 to 1, got {cfg.prediction_log.sample_rate}"
+        )
+    if cfg.admin.tls.cert_file and not cfg.admin.tls.key_file:
+        problems.append(f"{src}:admin.tls.key_file: required when admin.tls.cert_file is set")
+    for key, path in (("admin.tls.cert_file", cfg.admin.tls.cert_file), ("admin.tls.key_file", cfg.admin.tls.key_file)):
+        if path and not Path(path).is_file():
+            problems.append(f"{src}:{key}: file not found: {path}")
+    if cfg.process.match:
+        try:
+            re.compile(cfg.process.match)
+        except re.error as exc:
+            problems.append(f"{src}:process.match: not a valid regular expression ({exc})")
+    seen: set[str] = set()
+    for i, spec in enumerate(cfg.payload.features):
+        if spec is None:
+            continue
+        if not spec.name:
+            problems.append(f"{src}:payload.features[{i}].name: must not be empty")
+        if spec.name in seen:
+            problems.append(f"{src}:payload.features[{i}].name: duplicate feature {spec.name!r}")
+        seen.add(spec.name)
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Build a ``Config`` from parsed YAML (a mapping or None); raise ``ConfigError`` on problems."""
+    problems: list[str] = []
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: expected a mapping at the top level, got {type(data).__name__}"])
+    cfg = _build(Config, data, "", problems, source)
+    if cfg is not None:
+        cfg.source = source
+        _validate(cfg, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a YAML file (or nothing: defaults) and apply dotted-key ``overrides`` from the CLI."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError([f"{source}: file not found"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{source}: cannot read ({exc})"]) from None
+        text = interpolate_env(text, source)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError([f"{source}{where}: invalid YAML ({getattr(exc, 'problem', exc)})"]) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError([f"{source}: expected a mapping at the top level, got {type(loaded).__name__}"])
+        data = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[leaf] = value
+    return parse_config(data, source)
+
+
+def dump_defaults() -> dict[str, Any]:
+    """The default configuration as plain data (for docs and `inferwatch check-config`)."""
+    cfg = Config()
+    data = dataclasses.asdict(cfg)
+    data.pop("source")
+    return data
+
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_config", "interpolate_env", "CODECS"]

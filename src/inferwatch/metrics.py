@@ -1,0 +1,174 @@
+"""The metric contract. Names are public API: docs/metrics.md documents every one.
+
+All metrics live on a registry passed in (tests build their own). Label values that come
+from traffic go through a ``LabelCap`` so no label can grow without bound.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from . import __version__
+
+NAMESPACE = "inferwatch"
+OTHER = "other"
+
+# Model serving spans ~1 ms (a small tree model) to tens of seconds (a large generative model);
+# 0.1 s is a bucket boundary because it is the default latency SLO.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+)
+SIZE_BUCKETS = tuple(float(100 * 4**i) for i in range(11))  # 100 B .. ~100 MiB
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class LabelCap:
+    """Admits the first ``limit`` distinct values of a label; the rest become ``other``.
+
+    Overflows are counted in ``inferwatch_label_values_capped_total{label}``.
+    """
+
+    def __init__(self, label: str, limit: int, overflow: Counter | None = None, initial: Iterable[str] = ()):
+        self.label = label
+        self.limit = limit
+        self._values: set[str] = set(initial)
+        self._lock = threading.Lock()
+        self._overflow = overflow.labels(label=label) if overflow is not None else None
+
+    def __call__(self, value: str) -> str:
+        if value in self._values:
+            return value
+        with self._lock:
+            if value in self._values:
+                return value
+            if len(self._values) < self.limit:
+                self._values.add(value)
+                return value
+        if self._overflow is not None:
+            self._overflow.inc()
+        return OTHER
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def normalize_method(method: str) -> str:
+    return method if method in HTTP_METHODS else OTHER
+
+
+class Metrics:
+    """Every metric the sidecar exports, built on one registry."""
+
+    def __init__(self, model: str, registry: CollectorRegistry | None = None, *, max_model_versions: int = 8,
+                 sidecar_process_metrics: bool = True):
+        self.model = model
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        mv = ("model", "model_version")
+
+        self.label_values_capped = Counter(
+            "inferwatch_label_values_capped", "Label values replaced by 'other' because the label reached its cap.",
+            ["label"], registry=r)
+        self.model_versions = LabelCap("model_version", max_model_versions, self.label_values_capped)
+
+        # --- the serving path -----------------------------------------------------------
+        self.requests = Counter(
+            "inferwatch_requests", "HTTP requests proxied to the model server, by route template and status code.",
+            [*mv, "endpoint", "method", "code"], registry=r)
+        self.request_duration = Histogram(
+            "inferwatch_request_duration_seconds",
+            "Upstream round trip of proxied requests as seen by the sidecar, in seconds.",
+            [*mv, "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests_in_flight = Gauge(
+            "inferwatch_requests_in_flight", "Proxied requests currently waiting for the model server.",
+            list(mv), registry=r)
+        self.request_size = Histogram(
+            "inferwatch_request_size_bytes", "Size of proxied request bodies, in bytes.",
+            [*mv, "endpoint"], buckets=SIZE_BUCKETS, registry=r)
+        self.response_size = Histogram(
+            "inferwatch_response_size_bytes", "Size of proxied response bodies, in bytes.",
+            [*mv, "endpoint"], buckets=SIZE_BUCKETS, registry=r)
+        self.upstream_errors = Counter(
+            "inferwatch_upstream_errors",
+            "Proxied requests that got no response from the model server, by reason (connection, timeout, ...).",
+            [*mv, "reason"], registry=r)
+        self.upstream_up = Gauge(
+            "inferwatch_upstream_up", "1 if the last health probe of the model server succeeded, else 0.",
+            ["model"], registry=r)
+        self.upstream_probe_duration = Gauge(
+            "inferwatch_upstream_probe_duration_seconds", "Duration of the last health probe of the model server.",
+            ["model"], registry=r)
+
+        # --- events -------------------------------------------------------------------
+        self.predictions = Counter(
+            "inferwatch_predictions", "Rows predicted (one request may carry many rows).", list(mv), registry=r)
+        self.events = Counter(
+            "inferwatch_events", "Prediction events added to the window, by source (proxy, push, cloudevent).",
+            [*mv, "source"], registry=r)
+        self.events_dropped = Counter(
+            "inferwatch_events_dropped",
+            "Prediction events dropped before reaching the window, by reason (queue_full, invalid, ...).",
+            [*mv, "reason"], registry=r)
+        self.payload_errors = Counter(
+            "inferwatch_payload_errors", "Request or response bodies that could not be decoded, by reason.",
+            [*mv, "reason"], registry=r)
+        self.monitoring_errors = Counter(
+            "inferwatch_monitoring_errors",
+            "Unexpected exceptions inside monitoring, by stage; the request was still served.",
+            ["model", "stage"], registry=r)
+
+        # --- identity -----------------------------------------------------------------
+        self.build_info = Gauge(
+            "inferwatch_build_info", "Always 1; labels carry the inferwatch and Python versions.",
+            ["version", "python_version"], registry=r)
+        self.build_info.labels(version=__version__, python_version=platform.python_version()).set(1)
+        self._model_info: Gauge | None = None
+
+        if sidecar_process_metrics:
+            # The sidecar's own CPU, memory and GC, under the standard process_/python_ names.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+    def set_model_info(self, version: str, info: dict[str, str], deployed_timestamp: float | None = None) -> None:
+        """``inferwatch_model_info`` = 1, once per configured model version, with free-form labels."""
+        keys = sorted(k for k in info if k not in ("model", "model_version"))
+        if self._model_info is None:
+            self._model_info = Gauge(
+                "inferwatch_model_info", "Always 1; labels describe the served model (from configuration).",
+                ["model", "model_version", *keys], registry=self.registry)
+            self.model_deployed = Gauge(
+                "inferwatch_model_start_timestamp_seconds",
+                "When the sidecar first saw this model version configured (Unix time).",
+                ["model", "model_version"], registry=self.registry)
+        self._model_info.labels(self.model, version, *(str(info[k]) for k in keys)).set(1)
+        if deployed_timestamp is not None:
+            self.model_deployed.labels(self.model, version).set(deployed_timestamp)
+
+    def version_label(self, version: str | None, default: str) -> str:
+        return self.model_versions(version or default)
+
+
+class CallbackCollector:
+    """Publishes gauges computed at scrape time from a callable: ``fn() -> [(labels, value)]``."""
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str], fn):
+        self.name, self.documentation, self.labelnames, self.fn = name, documentation, labelnames, fn
+
+    def describe(self):
+        return [GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self):
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in self.fn():
+            family.add_metric(labels, value)
+        yield family
