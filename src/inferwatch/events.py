@@ -48,6 +48,9 @@ class EventBatch:
     timestamps: list[float] | None = None
     model_version: str | None = None
     source: str = "proxy"
+    # Reasons (PayloadError.REASONS) for parts that could not be decoded while the rest could,
+    # e.g. a response body that is not JSON under a request whose features decoded fine.
+    errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for kind, columns in (("feature", self.features), ("output", self.outputs)):
