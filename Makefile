@@ -1,0 +1,36 @@
+# inferwatch: `make demo` runs the demo, `make test` runs every test. Both install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help demo test system-deps bench lint clean
+
+help:
+	@echo "make demo   - demo model server + inferwatch sidecar + drifting traffic (+ Prometheus when installable)"
+	@echo "make test   - install everything needed and run the whole test suite"
+	@echo "make bench  - run the benchmarks in benchmarks/"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	scripts/install-system-deps.sh prometheus prometheus-alertmanager prometheus-pushgateway
+
+demo: $(STAMP)
+	-scripts/install-system-deps.sh --optional prometheus prometheus-alertmanager
+	$(VENV)/bin/inferwatch demo $(DEMO_ARGS)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/proxy_overhead.py
+	$(PY) benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,147 @@
+"""The admin port: /metrics, health, status, and push-mode ingestion. A thin Flask layer.
+
+Scrapes and writes can have separate credentials; bodies above ``admin.max_body_bytes`` get
+413; every error is JSON saying what and where.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from flask import Flask, Response, jsonify, request
+from prometheus_client.exposition import choose_encoder
+from werkzeug.exceptions import HTTPException
+
+from .auth import check_authorization
+from .cloudevents import CloudEventPairer
+from .config import AuthConfig, Config
+from .events import PayloadError
+from .ingest import parse_events
+from .metrics import Metrics
+from .pipeline import Exchange, Pipeline
+
+
+def _problem(status: int, error: str, detail: str, **extra: Any) -> Response:
+    response = jsonify({"error": error, "detail": detail, **extra})
+    response.status_code = status
+    return response
+
+
+def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, status: Callable[[], dict],
+                     ready: Callable[[], tuple[bool, dict]], pairer: CloudEventPairer | None = None) -> Flask:
+    app = Flask("inferwatch.admin")
+    app.config["MAX_CONTENT_LENGTH"] = cfg.admin.max_body_bytes
+    model = cfg.model.name
+    default_version = cfg.model.version
+    pairer = pairer or CloudEventPairer()
+
+    def authorized(auth: AuthConfig) -> Response | None:
+        if check_authorization(request.headers.get("Authorization"), auth):
+            return None
+        response = _problem(401, "unauthorized", "missing or invalid credentials in the Authorization header")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="inferwatch", Basic realm="inferwatch"'
+        return response
+
+    def reject(reason: str, detail: str, status: int = 400, **extra: Any) -> Response:
+        metrics.payload_errors.labels(model, metrics.version_label(default_version, default_version), reason).inc()
+        return _problem(status, reason, detail, **extra)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.code == 413:
+            return reject("too_large", f"request body exceeds admin.max_body_bytes ({cfg.admin.max_body_bytes} bytes)",
+                          413)
+        return _problem(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
+
+    @app.get("/metrics")
+    def scrape():
+        denied = authorized(cfg.admin.metrics_auth)
+        if denied is not None:
+            return denied
+        encoder, content_type = choose_encoder(request.headers.get("Accept"))
+        return Response(encoder(metrics.registry), content_type=content_type)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz():
+        ok, checks = ready()
+        response = jsonify({"status": "ready" if ok else "not_ready", "checks": checks})
+        response.status_code = 200 if ok else 503
+        return response
+
+    @app.get("/v1/status")
+    def status_view():
+        denied = authorized(cfg.admin.metrics_auth)
+        if denied is not None:
+            return denied
+        return jsonify(status())
+
+    def submit_batches(batches) -> tuple[int, int]:
+        accepted = dropped = 0
+        for batch in batches:
+            version = metrics.version_label(batch.model_version, default_version)
+            if pipeline.submit_batch(version, batch):
+                accepted += batch.n
+            else:
+                dropped += batch.n
+        return accepted, dropped
+
+    @app.post("/v1/events")
+    def push_events():
+        denied = authorized(cfg.admin.write_auth)
+        if denied is not None:
+            return denied
+        if "ce-type" in request.headers or (request.mimetype or "").startswith("application/cloudevents"):
+            return receive_cloudevent()
+        try:
+            batches, rejected = parse_events(request.get_data(), request.headers.get("Content-Type"),
+                                             max_bytes=cfg.admin.max_body_bytes, default_version=default_version)
+        except PayloadError as exc:
+            return reject(exc.reason, exc.detail or str(exc))
+        version = metrics.version_label(default_version, default_version)
+        if rejected:
+            metrics.events_dropped.labels(model, version, "invalid").inc(len(rejected))
+        accepted, dropped = submit_batches(batches)
+        body = {"accepted": accepted, "dropped": dropped, "rejected": rejected}
+        if dropped and not accepted:
+            response = jsonify({**body, "error": "queue_full", "detail": "monitoring queue is full; retry later"})
+            response.status_code = 429
+            response.headers["Retry-After"] = "1"
+            return response
+        return jsonify(body)
+
+    @app.post("/v1/cloudevents")
+    def push_cloudevent():
+        denied = authorized(cfg.admin.write_auth)
+        if denied is not None:
+            return denied
+        return receive_cloudevent()
+
+    def receive_cloudevent():
+        try:
+            paired = pairer.add(dict(request.headers), request.get_data())
+        except PayloadError as exc:
+            return reject(exc.reason, exc.detail or str(exc))
+        if paired is None:
+            return jsonify({"accepted": 0, "pending": True}), 202
+        version = metrics.version_label(default_version, default_version)
+        ok = pipeline.submit_exchange(Exchange(
+            model_version=version,
+            endpoint="cloudevent",
+            status=200,
+            prediction_id=paired.event_id,
+            timestamp=time.time(),
+            latency_seconds=0.0,
+            request_body=paired.request_body,
+            response_body=paired.response_body,
+            request_content_type=paired.content_type,
+            response_content_type=paired.content_type,
+            source="cloudevent",
+        ))
+        return jsonify({"accepted": 1 if ok else 0, "pending": False}), 200 if ok else 429
+
+    return app

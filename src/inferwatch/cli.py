@@ -1,0 +1,167 @@
+"""The `inferwatch` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from . import __version__
+from .config import Config, ConfigError, LoggingConfig, load_config
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(cfg: LoggingConfig) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if cfg.format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(cfg.level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {
+        "upstream.url": args.upstream,
+        "proxy.port": args.proxy_port,
+        "admin.port": args.admin_port,
+        "model.name": args.model,
+        "model.version": args.model_version,
+        "payload.features": args.features,
+    }
+    return {key: value for key, value in pairs.items() if value is not None}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file (optional)")
+    parser.add_argument("--upstream", metavar="URL", help="model server URL (upstream.url)")
+    parser.add_argument("--proxy-port", type=int, metavar="N", help="proxy listen port (proxy.port)")
+    parser.add_argument("--admin-port", type=int, metavar="N", help="admin listen port: /metrics (admin.port)")
+    parser.add_argument("--model", metavar="NAME", help="model name (model.name)")
+    parser.add_argument("--model-version", metavar="V", help="model version (model.version)")
+    parser.add_argument("--features", metavar="a,b,c", help="feature names for positional rows (payload.features)")
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    try:
+        return load_config(args.config, _overrides(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if cfg is None:
+        return 2
+    setup_logging(cfg.logging)
+    from .sidecar import Sidecar
+
+    sidecar = Sidecar(cfg)
+    try:
+        sidecar.start()
+    except OSError as exc:
+        print(f"inferwatch: cannot listen: {exc}", file=sys.stderr)
+        sidecar.stop()
+        return 1
+    proxy = f"http://{cfg.proxy.listen_address}:{sidecar.proxy_port} -> {cfg.upstream.url}" if sidecar.proxy else "off"
+    print(f"inferwatch {__version__}: proxy {proxy}; metrics on "
+          f"{'https' if cfg.admin.tls.enabled else 'http'}://{cfg.admin.listen_address}:{sidecar.admin_port}/metrics",
+          file=sys.stderr, flush=True)
+    sidecar.serve_forever()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if cfg is None:
+        return 2
+    print(f"{cfg.source}: OK")
+    print(cfg.summary())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.runner import run_demo
+
+    return run_demo(duration=args.duration, proxy_port=args.proxy_port, admin_port=args.admin_port,
+                    upstream_port=args.upstream_port, with_stack=not args.no_stack)
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .auth import hash_password
+
+    password = args.password if args.password is not None else getpass.getpass("password: ")
+    print(hash_password(password))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inferwatch",
+        description="A Prometheus sidecar that watches machine learning models in production.",
+    )
+    parser.add_argument("--version", action="version", version=f"inferwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the sidecar (proxy + admin port)",
+                         description="Run the sidecar: a transparent proxy in front of the model server and an "
+                                     "admin port with /metrics, /healthz, /readyz, /v1/status and /v1/events.")
+    _add_config_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file",
+                           description="Validate a configuration: exit 0 with a summary, or exit 2 with every "
+                                       "problem as file:key: message.")
+    _add_config_flags(check)
+    check.set_defaults(func=cmd_check_config)
+
+    demo = sub.add_parser("demo", help="run a demo model server, the sidecar and drifting traffic",
+                          description="Start a small loan-approval model server, the sidecar in front of it, and "
+                                      "traffic whose inputs drift halfway through; print a live summary.")
+    demo.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds of traffic (default 60)")
+    demo.add_argument("--proxy-port", type=int, default=8080, metavar="N")
+    demo.add_argument("--admin-port", type=int, default=9180, metavar="N")
+    demo.add_argument("--upstream-port", type=int, default=8081, metavar="N")
+    demo.add_argument("--no-stack", action="store_true", help="do not start Prometheus/Alertmanager even if present")
+    demo.set_defaults(func=cmd_demo)
+
+    hp = sub.add_parser("hash-password", help="hash a password for admin.*_auth.basic_users",
+                        description="Print a PBKDF2 hash for admin.metrics_auth/write_auth basic_users.")
+    hp.add_argument("--password", help="the password (prompted when omitted)")
+    hp.set_defaults(func=cmd_hash_password)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

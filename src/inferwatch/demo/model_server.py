@@ -1,0 +1,73 @@
+"""The demo model server: the loan model behind KServe v1 and Open Inference Protocol v2 routes.
+
+Run: ``python -m inferwatch.demo.model_server --port 8081``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from flask import Flask, jsonify, request
+
+from .model import FEATURES, LoanModel
+
+MODEL_NAME = "loan"
+
+
+def create_app(model: LoanModel, *, delay_seconds: float = 0.0, version: str = "v1") -> Flask:
+    app = Flask("inferwatch.demo.model_server")
+
+    def predict_rows(rows: list[dict]) -> list[dict]:
+        columns = {name: np.array([row.get(name) for row in rows]) for name in FEATURES}
+        proba = model.predict_proba(columns)
+        return [{"approval_probability": round(float(p), 6), "decision": "approve" if p >= 0.6 else "refer"}
+                for p in proba]
+
+    @app.get("/")
+    def root():
+        return jsonify({"name": MODEL_NAME, "version": version, "ready": True})
+
+    @app.get(f"/v1/models/{MODEL_NAME}")
+    def metadata():
+        return jsonify({"name": MODEL_NAME, "versions": [version], "inputs": list(FEATURES)})
+
+    @app.post(f"/v1/models/{MODEL_NAME}:predict")
+    def predict_v1():
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("instances"), list) or not body["instances"]:
+            return jsonify({"error": "expected a JSON object with a non-empty 'instances' list"}), 400
+        rows = body["instances"]
+        if not all(isinstance(r, dict) for r in rows):
+            return jsonify({"error": "each instance must be an object of features"}), 400
+        if delay_seconds:
+            time.sleep(delay_seconds)
+        try:
+            return jsonify({"predictions": predict_rows(rows)})
+        except (TypeError, ValueError) as exc:
+            return jsonify({"error": f"cannot score: {exc}"}), 400
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="inferwatch demo model server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--delay", type=float, default=0.0, help="extra seconds per prediction")
+    args = parser.parse_args(argv)
+    from cheroot import wsgi
+
+    server = wsgi.Server((args.host, args.port), create_app(LoanModel.train(), delay_seconds=args.delay),
+                         numthreads=16, server_name="loan-model")
+    print(f"demo model server on http://{args.host}:{args.port}/v1/models/{MODEL_NAME}:predict", flush=True)
+    try:
+        server.start()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

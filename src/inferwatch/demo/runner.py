@@ -1,0 +1,181 @@
+"""`inferwatch demo`: the model server, the sidecar in front of it, drifting traffic, and a live
+summary; Prometheus too when its binary is on this machine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from .model import CATEGORICAL, NUMERIC
+from .model_server import MODEL_NAME
+from .traffic import TrafficGenerator
+
+
+def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus's histogram_quantile over cumulative (upper bound, count) pairs."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0
+    if total == 0:
+        return float("nan")
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-12)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def summarize(metrics_text: str) -> dict[str, float]:
+    out = {"requests": 0.0, "errors": 0.0, "events_in_window": 0.0, "predictions": 0.0, "dropped": 0.0,
+           "payload_errors": 0.0}
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for s in family.samples:
+            if s.name == "inferwatch_requests_total":
+                out["requests"] += s.value
+                if s.labels.get("code", "").startswith("5"):
+                    out["errors"] += s.value
+            elif s.name == "inferwatch_request_duration_seconds_bucket":
+                bound = float(s.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + s.value
+            elif s.name == "inferwatch_window_events":
+                out["events_in_window"] += s.value
+            elif s.name == "inferwatch_predictions_total":
+                out["predictions"] += s.value
+            elif s.name == "inferwatch_events_dropped_total":
+                out["dropped"] += s.value
+            elif s.name == "inferwatch_payload_errors_total":
+                out["payload_errors"] += s.value
+    pairs = list(buckets.items())
+    out["p50_ms"] = histogram_quantile(0.5, pairs) * 1000
+    out["p99_ms"] = histogram_quantile(0.99, pairs) * 1000
+    return out
+
+
+def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_port: int, model_pid: int) -> Path:
+    features = [{"name": n, "type": "numeric"} for n in NUMERIC] + [{"name": n, "type": "categorical"}
+                                                                     for n in CATEGORICAL]
+    config = {
+        "model": {"name": MODEL_NAME, "version": "v1", "info": {"framework": "numpy", "task": "binary_classification"}},
+        "upstream": {"url": f"http://127.0.0.1:{upstream_port}", "timeout_seconds": 10, "health_interval_seconds": 2},
+        "proxy": {"listen_address": "127.0.0.1", "port": proxy_port},
+        "admin": {"listen_address": "127.0.0.1", "port": admin_port},
+        "payload": {"codec": "kserve_v1", "features": features},
+        "window": {"max_events": 5000, "max_age_seconds": 900},
+        "process": {"pid": model_pid},
+        "prediction_log": {"path": str(workdir / "predictions.jsonl"), "sample_rate": 0.05,
+                           "max_bytes": 10 * 1024 * 1024, "backup_count": 2},
+    }
+    path = workdir / "inferwatch.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def start_prometheus(workdir: Path, admin_port: int, port: int = 9090) -> subprocess.Popen | None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        print("prometheus is not installed: skipping it (make demo installs it where apt-get can).")
+        return None
+    config = {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "scrape_configs": [{"job_name": "inferwatch", "static_configs": [{"targets": [f"127.0.0.1:{admin_port}"]}]}],
+    }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=open(workdir / "prometheus.log", "wb"))
+    if wait_http(f"http://127.0.0.1:{port}/-/ready", 30, process):
+        print(f"Prometheus:  http://127.0.0.1:{port}/graph?g0.expr=rate(inferwatch_requests_total[1m])")
+        return process
+    print(f"prometheus did not start; see {workdir / 'prometheus.log'}")
+    process.terminate()
+    return None
+
+
+def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int = 9180, upstream_port: int = 8081,
+             with_stack: bool = True, report_every: float = 5.0) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="inferwatch-demo-"))
+    processes: list[subprocess.Popen] = []
+    python = sys.executable
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        model = subprocess.Popen([python, "-m", "inferwatch.demo.model_server", "--port", str(upstream_port)],
+                                 stdout=subprocess.DEVNULL, stderr=open(workdir / "model_server.log", "wb"), env=env)
+        processes.append(model)
+        if not wait_http(f"http://127.0.0.1:{upstream_port}/", 60, model):
+            print(f"the demo model server did not start on port {upstream_port}; see {workdir / 'model_server.log'}",
+                  file=sys.stderr)
+            return 1
+        config = sidecar_config(workdir, upstream_port=upstream_port, proxy_port=proxy_port, admin_port=admin_port,
+                                model_pid=model.pid)
+        sidecar = subprocess.Popen([python, "-m", "inferwatch", "run", "--config", str(config)],
+                                   stdout=subprocess.DEVNULL, stderr=open(workdir / "sidecar.log", "wb"), env=env)
+        processes.append(sidecar)
+        if not wait_http(f"http://127.0.0.1:{admin_port}/healthz", 30, sidecar):
+            print(f"the sidecar did not start; see {workdir / 'sidecar.log'}", file=sys.stderr)
+            return 1
+        wait_http(f"http://127.0.0.1:{admin_port}/readyz", 10)
+        print(f"Model server: http://127.0.0.1:{upstream_port}/v1/models/{MODEL_NAME}:predict")
+        print(f"Sidecar:      http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict (proxy)")
+        print(f"Metrics:      http://127.0.0.1:{admin_port}/metrics   status: http://127.0.0.1:{admin_port}/v1/status")
+        print(f"Work files:   {workdir} (config, logs, prediction log)")
+        if with_stack:
+            prometheus = start_prometheus(workdir, admin_port)
+            if prometheus is not None:
+                processes.append(prometheus)
+        traffic = TrafficGenerator(f"http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict",
+                                   duration=duration).start()
+        print(f"\nSending traffic for {duration:g}s; the applicant population drifts after {duration / 2:g}s.")
+        print(f"{'time':>6} {'drift':>6} {'requests':>9} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'predictions':>11} {'in window':>9} {'dropped':>7}")
+        start = time.monotonic()
+        while traffic.running():
+            time.sleep(min(report_every, max(0.1, duration - (time.monotonic() - start))))
+            try:
+                s = summarize(requests.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).text)
+            except requests.RequestException as exc:
+                print(f"cannot scrape the sidecar: {exc}")
+                continue
+            print(f"{time.monotonic() - start:6.0f} {traffic.shift():6.2f} {s['requests']:9.0f} {s['errors']:7.0f} "
+                  f"{s['p50_ms']:7.1f} {s['p99_ms']:7.1f} {s['predictions']:11.0f} {s['events_in_window']:9.0f} "
+                  f"{s['dropped']:7.0f}", flush=True)
+        traffic.stop()
+        print(f"\nDone: {traffic.sent} requests sent, {traffic.failed} failed. Work files are in {workdir}.")
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -1,0 +1,65 @@
+"""Traffic for the demo: loan applications whose population drifts halfway through."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import requests
+
+from .model import FEATURES, generate
+
+
+class TrafficGenerator:
+    def __init__(self, url: str, *, duration: float, concurrency: int = 4, rate_per_worker: float = 20.0,
+                 drift_at: float = 0.5, seed: int = 11):
+        self.url = url
+        self.duration = duration
+        self.concurrency = concurrency
+        self.interval = 1.0 / rate_per_worker
+        self.drift_at = drift_at
+        self.seed = seed
+        self.sent = 0
+        self.failed = 0
+        self.started = 0.0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def shift(self) -> float:
+        """0 before the drift point, then ramping to 1 over a tenth of the run."""
+        progress = (time.monotonic() - self.started) / self.duration
+        return float(np.clip((progress - self.drift_at) * 10, 0.0, 1.0))
+
+    def _worker(self, index: int) -> None:
+        rng = np.random.default_rng(self.seed + index)
+        session = requests.Session()
+        deadline = self.started + self.duration
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            rows = int(rng.integers(1, 5))
+            data = generate(rows, rng, shift=self.shift())
+            instances = [{name: (data[name][i].item() if hasattr(data[name][i], "item") else data[name][i])
+                          for name in FEATURES} for i in range(rows)]
+            try:
+                response = session.post(self.url, json={"instances": instances}, timeout=10)
+                self.sent += 1
+                if response.status_code >= 400:
+                    self.failed += 1
+            except requests.RequestException:
+                self.failed += 1
+            self._stop.wait(self.interval)
+
+    def start(self) -> "TrafficGenerator":
+        self.started = time.monotonic()
+        self._threads = [threading.Thread(target=self._worker, args=(i,), daemon=True) for i in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)

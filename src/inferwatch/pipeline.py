@@ -1,0 +1,186 @@
+"""The bounded queue between the serving path and monitoring, and the worker that drains it.
+
+The request path only calls ``submit_*`` (a non-blocking put); decoding, windowing and the
+prediction log happen here, in one background thread. A full queue drops the item and counts
+it; an exception while processing an item is counted and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from .codecs import decode_exchange
+from .config import Config
+from .events import EventBatch, PayloadError
+from .metrics import Metrics
+from .predlog import PredictionLogger
+from .window import WindowStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Exchange:
+    """A request/response pair seen by the proxy (or paired from CloudEvents)."""
+
+    model_version: str  # already capped label value
+    endpoint: str
+    status: int
+    prediction_id: str
+    timestamp: float
+    latency_seconds: float
+    request_body: bytes
+    response_body: bytes | None
+    request_content_type: str | None = None
+    response_content_type: str | None = None
+    request_content_encoding: str | None = None
+    response_content_encoding: str | None = None
+    source: str = "proxy"
+
+
+@dataclass
+class PushedBatch:
+    model_version: str  # already capped label value
+    batch: EventBatch
+
+
+_STOP = object()
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, metrics: Metrics, windows: WindowStore, predlog: PredictionLogger | None = None):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.windows = windows
+        self.predlog = predlog
+        self.queue: queue.Queue = queue.Queue(maxsize=cfg.queue.max_items)
+        self.model = cfg.model.name
+        self._thread: threading.Thread | None = None
+        self.processed = 0
+
+    # --- the request side: never blocks, never raises --------------------------------------
+
+    def _count_drop(self, version: str, reason: str, n: int = 1) -> None:
+        try:
+            self.metrics.events_dropped.labels(self.model, version, reason).inc(n)
+        except Exception:  # noqa: BLE001 - counting must not break serving
+            pass
+
+    def submit_exchange(self, exchange: Exchange) -> bool:
+        try:
+            self.queue.put_nowait(exchange)
+            return True
+        except queue.Full:
+            # Rows are unknown before decoding: a dropped exchange counts as one event.
+            self._count_drop(exchange.model_version, "queue_full")
+            return False
+
+    def submit_batch(self, model_version: str, batch: EventBatch) -> bool:
+        try:
+            self.queue.put_nowait(PushedBatch(model_version, batch))
+            return True
+        except queue.Full:
+            self._count_drop(model_version, "queue_full", batch.n)
+            return False
+
+    # --- the worker -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="inferwatch-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        try:
+            self.queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+        self._thread = None
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is processed (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return not self.queue.unfinished_tasks
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is _STOP:
+                    return
+                self.process(item)
+            except Exception:  # noqa: BLE001 - fail open: count and go on
+                log.exception("monitoring failed on a queued item")
+                self.metrics.monitoring_errors.labels(self.model, "worker").inc()
+            finally:
+                self.queue.task_done()
+
+    def process(self, item: Exchange | PushedBatch) -> None:
+        if isinstance(item, PushedBatch):
+            self._ingest(item.model_version, item.batch, source=item.batch.source or "push")
+            self.processed += 1
+            return
+        version = item.model_version
+        payload = self.cfg.payload
+        try:
+            batch = decode_exchange(
+                item.request_body,
+                item.response_body,
+                request_content_type=item.request_content_type,
+                response_content_type=item.response_content_type,
+                request_content_encoding=item.request_content_encoding,
+                response_content_encoding=item.response_content_encoding,
+                codec=payload.codec,
+                feature_names=payload.feature_names or None,
+                input_path=payload.input_path,
+                output_path=payload.output_path,
+                max_bytes=payload.max_decode_bytes,
+            )
+        except PayloadError as exc:
+            self.metrics.payload_errors.labels(self.model, version, exc.reason).inc()
+            self._count_drop(version, "undecodable")
+            self.processed += 1
+            return
+        for reason in batch.errors:
+            self.metrics.payload_errors.labels(self.model, version, reason).inc()
+        if batch.model_version:  # a v2 response names its version: trust it, capped
+            version = self.metrics.version_label(batch.model_version, version)
+        batch.ensure_ids(item.prediction_id)
+        batch.ensure_timestamps(item.timestamp)
+        self._ingest(version, batch, source=item.source, exchange=item)
+        self.processed += 1
+
+    def _ingest(self, version: str, batch: EventBatch, *, source: str, exchange: Exchange | None = None) -> None:
+        if batch.n == 0:
+            return
+        window = self.windows.get(version)
+        before_f, before_o = window.features.columns_capped, window.outputs.columns_capped
+        window.append(batch)
+        m = self.metrics
+        m.events.labels(self.model, version, source).inc(batch.n)
+        m.predictions.labels(self.model, version).inc(batch.n)
+        capped = (window.features.columns_capped - before_f, window.outputs.columns_capped - before_o)
+        if capped[0]:
+            m.label_values_capped.labels("feature").inc(capped[0])
+        if capped[1]:
+            m.label_values_capped.labels("output").inc(capped[1])
+        if self.predlog is not None and self.predlog.enabled:
+            self.predlog.log_batch(
+                model=self.model,
+                model_version=version,
+                endpoint=exchange.endpoint if exchange else source,
+                status=exchange.status if exchange else None,
+                latency_seconds=exchange.latency_seconds if exchange else None,
+                prediction_ids=batch.ensure_ids(),
+                timestamps=batch.ensure_timestamps(),
+                features=batch.features,
+                outputs=batch.outputs,
+            )

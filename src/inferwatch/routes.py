@@ -1,0 +1,91 @@
+"""Request path -> route template, the bounded `endpoint` label.
+
+Labelling by raw path explodes cardinality (prometheus-flask-exporter's lesson), so a path is
+matched against templates: the user's from config, then the known routes of common model
+servers. Anything else is ``other``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .metrics import OTHER
+
+# Inference routes of common model servers: responses on these are decoded as predictions.
+INFERENCE_ROUTES = (
+    "/v1/models/{model}:predict",  # KServe v1, TF Serving
+    "/v1/models/{model}/versions/{version}:predict",
+    "/v1/models/{model}:classify",
+    "/v1/models/{model}:regress",
+    "/v2/models/{model}/infer",  # Open Inference Protocol v2 (KServe, Triton, MLServer)
+    "/v2/models/{model}/versions/{version}/infer",
+    "/invocations",  # MLflow, SageMaker
+    "/predict",
+    "/predictions/{model}",  # TorchServe
+    "/api/v1.0/predictions",  # Seldon Core v1
+    "/score",  # Azure ML
+)
+# Known non-inference routes, labelled by template but not decoded.
+OTHER_KNOWN_ROUTES = (
+    "/v1/models/{model}",
+    "/v1/models/{model}/metadata",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{model}",
+    "/v2/models/{model}/ready",
+    "/v2/models/{model}/versions/{version}",
+    "/ping",
+    "/health",
+    "/healthz",
+    "/ready",
+    "/readyz",
+    "/metadata",
+    "/version",
+    "/",
+)
+
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def compile_template(template: str) -> re.Pattern[str]:
+    """``/v1/models/{model}:predict`` -> a regex where a placeholder is one path segment
+    that stops at ``:`` too (so ``{model}:predict`` and ``{model}`` stay distinct)."""
+    parts = _PLACEHOLDER.split(template)
+    pattern = "[^/:]+".join(re.escape(part) for part in parts)
+    return re.compile(f"^{pattern}/?$")
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint: str
+    inference: bool
+
+
+class Router:
+    def __init__(self, extra_inference_routes: list[str] | tuple[str, ...] = (), cache_size: int = 4096):
+        self._routes = [
+            (compile_template(t), Route(t, True)) for t in (*extra_inference_routes, *INFERENCE_ROUTES)
+        ] + [(compile_template(t), Route(t, False)) for t in OTHER_KNOWN_ROUTES]
+        self._cache: dict[str, Route] = {}
+        self._cache_size = cache_size
+        self._other = Route(OTHER, False)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [route.endpoint for _, route in self._routes] + [OTHER]
+
+    def match(self, path: str) -> Route:
+        route = self._cache.get(path)
+        if route is not None:
+            return route
+        route = self._other
+        for pattern, candidate in self._routes:
+            if pattern.match(path):
+                route = candidate
+                break
+        if len(self._cache) >= self._cache_size:  # bounded: unknown paths must not grow memory
+            self._cache.clear()
+        self._cache[path] = route
+        return route

@@ -1,0 +1,254 @@
+"""Wires the parts together and runs them: the proxy on an asyncio loop thread, the admin
+WSGI server on its own threads, the monitoring worker on one more. One process, so custom
+collectors and process metrics work (client_python's multiprocess mode loses both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import signal
+import threading
+import time
+from typing import Any
+
+from aiohttp import web
+from cheroot import wsgi
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from . import __version__
+from .admin import create_admin_app
+from .cloudevents import CloudEventPairer
+from .config import Config
+from .metrics import Metrics
+from .pipeline import Pipeline
+from .predlog import PredictionLogger
+from .proxy import Proxy
+from .resources import GPUCollector, ModelProcessCollector
+from .window import WindowStore
+
+log = logging.getLogger(__name__)
+
+
+class StateCollector:
+    """Gauges read at scrape time: window sizes, queue depth, pending CloudEvents, log counts."""
+
+    def __init__(self, sidecar: "Sidecar"):
+        self.sidecar = sidecar
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        s = self.sidecar
+        model = s.cfg.model.name
+        window_events = GaugeMetricFamily(
+            "inferwatch_window_events", "Events currently in the window (within its age bound).",
+            labels=["model", "model_version"])
+        window_bytes = GaugeMetricFamily(
+            "inferwatch_window_memory_bytes", "Memory held by the window's columns.", labels=["model", "model_version"])
+        now = time.time()
+        for version, window in s.windows.windows().items():
+            window_events.add_metric([model, version], window.live_events(now))
+            window_bytes.add_metric([model, version], window.memory_bytes())
+        yield window_events
+        yield window_bytes
+        queue = s.pipeline.queue
+        yield GaugeMetricFamily("inferwatch_queue_items", "Items waiting in the monitoring queue.",
+                                value=queue.qsize())
+        yield GaugeMetricFamily("inferwatch_queue_capacity_items", "Capacity of the monitoring queue.",
+                                value=queue.maxsize)
+        yield GaugeMetricFamily("inferwatch_cloudevents_pending",
+                                "CloudEvent halves waiting for their request or response.",
+                                value=s.pairer.pending if hasattr(s.pairer, "pending") else len(s.pairer))
+        unpaired = CounterMetricFamily(
+            "inferwatch_cloudevents_unpaired", "CloudEvent halves discarded without their pair, by reason.",
+            labels=["reason"])
+        unpaired.add_metric(["expired"], s.pairer.expired)
+        unpaired.add_metric(["full"], s.pairer.evicted_full)
+        yield unpaired
+        if s.predlog.enabled:
+            lines = CounterMetricFamily("inferwatch_prediction_log_lines", "Lines written to the prediction log.")
+            lines.add_metric([], s.predlog.written)
+            yield lines
+            errors = CounterMetricFamily("inferwatch_prediction_log_errors",
+                                         "Prediction log writes that failed (the event was still monitored).")
+            errors.add_metric([], s.predlog.errors)
+            yield errors
+
+
+class Sidecar:
+    def __init__(self, cfg: Config, registry: CollectorRegistry | None = None):
+        self.cfg = cfg
+        self.started_at = time.time()
+        self.metrics = Metrics(cfg.model.name, registry, max_model_versions=cfg.limits.max_model_versions)
+        self.metrics.set_model_info(cfg.model.version, cfg.model.info, deployed_timestamp=self.started_at)
+        kinds = {spec.name: spec.type for spec in cfg.payload.features if spec.type != "auto"}
+        self.windows = WindowStore(
+            capacity=cfg.window.max_events, max_age_seconds=cfg.window.max_age_seconds,
+            max_versions=cfg.limits.max_model_versions, max_features=cfg.limits.max_features,
+            max_outputs=cfg.limits.max_outputs, max_categories=cfg.limits.max_categories, feature_kinds=kinds)
+        self.predlog = PredictionLogger(cfg.prediction_log)
+        self.pipeline = Pipeline(cfg, self.metrics, self.windows, self.predlog)
+        self.pairer = CloudEventPairer()
+        self.proxy = Proxy(cfg, self.metrics, self.pipeline) if cfg.proxy.enabled else None
+        registry = self.metrics.registry
+        registry.register(StateCollector(self))
+        p = cfg.process
+        if p.pid or p.pidfile or p.match:
+            registry.register(ModelProcessCollector(cfg.model.name, pid=p.pid, pidfile=p.pidfile, match=p.match))
+        if p.gpu:
+            registry.register(GPUCollector(cfg.model.name))
+        self.admin_app = create_admin_app(cfg, self.metrics, self.pipeline, status=self.status, ready=self.ready,
+                                          pairer=self.pairer)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._threads: list[threading.Thread] = []
+        self._admin_server: wsgi.Server | None = None
+        self.proxy_port: int | None = None
+        self.admin_port: int | None = None
+        self._stopped = threading.Event()
+
+    # --- introspection --------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {"config": "loaded", "worker": "running" if self.pipeline._thread else "stopped"}
+        ok = self.pipeline._thread is not None
+        if self.proxy is not None:
+            up = self.proxy.up_value == 1.0
+            checks["upstream"] = "reachable" if up else f"unreachable ({self.cfg.upstream.url})"
+            ok = ok and up
+        return ok, checks
+
+    def status(self) -> dict[str, Any]:
+        windows = {
+            version: {"events": w.live_events(), "capacity": w.capacity, "appended_total": w.appended_total,
+                      "features": sorted(w.features.columns), "outputs": sorted(w.outputs.columns),
+                      "memory_bytes": w.memory_bytes()}
+            for version, w in self.windows.windows().items()
+        }
+        return {
+            "inferwatch_version": __version__,
+            "python_version": platform.python_version(),
+            "started_at": self.started_at,
+            "model": {"name": self.cfg.model.name, "version": self.cfg.model.version, "info": self.cfg.model.info},
+            "upstream": {"url": self.cfg.upstream.url,
+                         "up": bool(self.proxy.up_value) if self.proxy else None},
+            "proxy": {"enabled": self.proxy is not None, "port": self.proxy_port},
+            "queue": {"depth": self.pipeline.queue.qsize(), "capacity": self.pipeline.queue.maxsize,
+                      "processed": self.pipeline.processed},
+            "windows": windows,
+            "drops": _sample_values(self.metrics.events_dropped),
+            "payload_errors": _sample_values(self.metrics.payload_errors),
+            "config_source": self.cfg.source,
+        }
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> "Sidecar":
+        self.pipeline.start()
+        if self.proxy is not None:
+            started = threading.Event()
+            errors: list[BaseException] = []
+            thread = threading.Thread(target=self._run_loop, args=(started, errors), name="inferwatch-proxy",
+                                      daemon=True)
+            thread.start()
+            started.wait(30)
+            if errors:
+                raise errors[0]
+            self._threads.append(thread)
+        self._start_admin()
+        log.info("inferwatch %s: proxy on %s, admin on %s", __version__, self.proxy_port, self.admin_port)
+        return self
+
+    def _run_loop(self, started: threading.Event, errors: list[BaseException]) -> None:
+        try:
+            import uvloop  # optional: a faster event loop when installed
+
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            self._runner = web.AppRunner(self.proxy.make_app(), access_log=None, handle_signals=False)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, self.cfg.proxy.listen_address, self.cfg.proxy.port,
+                               backlog=1024, reuse_address=True)
+            loop.run_until_complete(site.start())
+            self.proxy_port = site._server.sockets[0].getsockname()[1]
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            errors.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(self._runner.cleanup())
+        loop.close()
+
+    def _start_admin(self) -> None:
+        a = self.cfg.admin
+        server = wsgi.Server((a.listen_address, a.port), self.admin_app, numthreads=a.threads,
+                             server_name="inferwatch")
+        if a.tls.enabled:
+            from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+            server.ssl_adapter = BuiltinSSLAdapter(a.tls.cert_file, a.tls.key_file)
+        server.prepare()
+        self.admin_port = server.bind_addr[1]
+        self._admin_server = server
+        thread = threading.Thread(target=server.serve, name="inferwatch-admin", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._admin_server is not None:
+            self._admin_server.stop()
+        self.pipeline.stop()
+        for thread in self._threads:
+            thread.join(5)
+        self.predlog.close()
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT (the main thread only waits)."""
+        def on_signal(signum, frame):
+            log.info("signal %s: shutting down", signum)
+            self._stopped_by_signal.set()
+
+        self._stopped_by_signal = threading.Event()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            while not self._stopped_by_signal.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> "Sidecar":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _sample_values(metric) -> dict[str, float]:
+    """A counter's non-zero series as {label=value,...: count} for the status endpoint."""
+    out: dict[str, float] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.value:
+                key = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "model")
+                out[key] = sample.value
+    return out
+
+
+def pid() -> int:
+    return os.getpid()

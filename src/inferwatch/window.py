@@ -1,0 +1,308 @@
+"""Bounded, columnar ring buffers of recent events, one per model version.
+
+Each feature and each model output is a typed numpy column:
+- numeric: float64 values;
+- categorical: int32 codes into a bounded vocabulary (overflow -> the ``other`` code);
+and beside it a uint8 ``state`` array that says explicitly what each cell is:
+PRESENT, MISSING (absent or null) or INVALID (a value of the wrong type, e.g. a string where
+a number is expected). Numeric NaN/inf sent by a client stay PRESENT with their value, so
+data-quality checks can tell "null" from "NaN".
+
+Memory is bounded by configuration: ``max_events`` rows x (``max_features`` + ``max_outputs``)
+columns, whatever the traffic. Readers take ``snapshot()``: a consistent copy made under a
+short lock, so drift and quality computations never stop ingestion for long.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+import numpy as np
+
+from .events import EventBatch
+from .metrics import OTHER
+
+PRESENT, MISSING, INVALID = np.uint8(0), np.uint8(1), np.uint8(2)
+MISSING_CODE = -1
+Kind = Literal["numeric", "categorical"]
+_NUMBER_TYPES = (int, float, np.integer, np.floating)
+
+
+def infer_kind(values: Iterable[Any]) -> Kind | None:
+    """The column kind from the first non-null value: numbers are numeric, anything else categorical."""
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
+            return "categorical"
+        return "numeric"
+    return None
+
+
+def to_numeric(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """JSON values -> (float64 values, state). Numbers are PRESENT, None MISSING, others INVALID."""
+    arr = np.asarray(values) if values else np.empty(0, dtype=np.float64)
+    if arr.dtype.kind in "fiub" and arr.ndim == 1:  # the common case: all numbers
+        return arr.astype(np.float64, copy=False), np.zeros(len(values), dtype=np.uint8)
+    is_none = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    is_number = np.fromiter(
+        (isinstance(v, _NUMBER_TYPES) and not isinstance(v, bool) for v in values), dtype=bool, count=len(values)
+    )
+    out = np.full(len(values), np.nan)
+    if is_number.any():
+        out[is_number] = np.array([v for v, ok in zip(values, is_number) if ok], dtype=np.float64)
+    state = np.full(len(values), INVALID, dtype=np.uint8)
+    state[is_number] = PRESENT
+    state[is_none] = MISSING
+    return out, state
+
+
+def category_key(value: Any) -> str | None:
+    """A categorical value's vocabulary key; None for values that cannot be a category."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+@dataclass
+class ColumnSnapshot:
+    kind: Kind
+    values: np.ndarray
+    state: np.ndarray
+    categories: tuple[str, ...] = ()
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.state == PRESENT
+
+    def category_values(self) -> np.ndarray:
+        """Categorical codes decoded to strings (None where not present)."""
+        table = np.array([*self.categories, None], dtype=object)
+        codes = np.where(self.present, self.values, len(self.categories))
+        return table[codes]
+
+
+class Column:
+    """One ring-buffered column. Not thread-safe on its own: the Window holds the lock."""
+
+    def __init__(self, kind: Kind, capacity: int, max_categories: int):
+        self.kind = kind
+        if kind == "numeric":
+            self.values = np.full(capacity, np.nan)
+        else:
+            self.values = np.full(capacity, MISSING_CODE, dtype=np.int32)
+        self.state = np.full(capacity, MISSING, dtype=np.uint8)
+        self.max_categories = max_categories
+        self.vocabulary: dict[str, int] = {}
+        self.categories: list[str] = []
+        self.categories_capped = 0
+
+    def encode(self, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "numeric":
+            return to_numeric(values)
+        keys = [category_key(v) for v in values]
+        vocabulary = self.vocabulary
+        overflow: set[str] = set()
+        for key in dict.fromkeys(keys):  # first-seen order, so the cap is deterministic
+            if key in vocabulary:
+                continue
+            if key is None:
+                continue
+            # The last slot is kept for OTHER, so the vocabulary never exceeds max_categories.
+            if len(self.categories) < self.max_categories - 1 or (
+                    len(self.categories) == self.max_categories - 1 and key == OTHER):
+                vocabulary[key] = len(self.categories)
+                self.categories.append(key)
+            else:
+                overflow.add(key)
+        if overflow:
+            if OTHER not in vocabulary:
+                vocabulary[OTHER] = len(self.categories)
+                self.categories.append(OTHER)
+            self.categories_capped += sum(1 for k in keys if k in overflow)
+        other = vocabulary.get(OTHER, MISSING_CODE)
+        codes = np.fromiter((vocabulary.get(k, other) if k is not None else MISSING_CODE for k in keys),
+                            dtype=np.int32, count=len(keys))
+        state = np.zeros(len(values), dtype=np.uint8)
+        is_key_none = codes == MISSING_CODE
+        if is_key_none.any():
+            is_none = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            state[is_key_none] = INVALID
+            state[is_none] = MISSING
+        return codes, state
+
+    def write(self, positions: np.ndarray | slice, values: np.ndarray, state: np.ndarray) -> None:
+        self.values[positions] = values
+        self.state[positions] = state
+
+    def clear(self, positions: np.ndarray | slice) -> None:
+        self.values[positions] = np.nan if self.kind == "numeric" else MISSING_CODE
+        self.state[positions] = MISSING
+
+
+@dataclass
+class WindowSnapshot:
+    model_version: str
+    prediction_ids: np.ndarray
+    timestamps: np.ndarray
+    features: dict[str, ColumnSnapshot] = field(default_factory=dict)
+    outputs: dict[str, ColumnSnapshot] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.timestamps)
+
+
+class ColumnGroup:
+    """The features (or outputs) of a window: a capped, lazily grown set of columns."""
+
+    def __init__(self, capacity: int, max_columns: int, max_categories: int, kinds: dict[str, Kind]):
+        self.capacity = capacity
+        self.max_columns = max_columns
+        self.max_categories = max_categories
+        self.kinds = kinds
+        self.columns: dict[str, Column] = {}
+        self.columns_capped = 0
+
+    def write(self, data: dict[str, list[Any]], positions: np.ndarray, take: slice) -> None:
+        written = set()
+        for name, values in data.items():
+            column = self.columns.get(name)
+            if column is None:
+                if len(self.columns) >= self.max_columns:
+                    self.columns_capped += 1
+                    continue
+                kind = self.kinds.get(name) or infer_kind(values)
+                if kind is None:  # all null so far: nothing to learn the type from yet
+                    continue
+                column = self.columns[name] = Column(kind, self.capacity, self.max_categories)
+            encoded, state = column.encode(values[take] if take.start else values)
+            column.write(positions, encoded, state)
+            written.add(name)
+        for name, column in self.columns.items():
+            if name not in written:
+                column.clear(positions)
+
+    def snapshot(self, order: np.ndarray) -> dict[str, ColumnSnapshot]:
+        return {
+            name: ColumnSnapshot(col.kind, col.values[order], col.state[order], tuple(col.categories))
+            for name, col in self.columns.items()
+        }
+
+
+class Window:
+    """A ring buffer of the most recent ``capacity`` events of one model version."""
+
+    def __init__(self, model_version: str, capacity: int, max_age_seconds: float, *, max_features: int = 256,
+                 max_outputs: int = 32, max_categories: int = 64, feature_kinds: dict[str, Kind] | None = None,
+                 clock=time.time):
+        self.model_version = model_version
+        self.capacity = capacity
+        self.max_age_seconds = max_age_seconds
+        self.clock = clock
+        self.features = ColumnGroup(capacity, max_features, max_categories, dict(feature_kinds or {}))
+        self.outputs = ColumnGroup(capacity, max_outputs, max_categories, {})
+        self.prediction_ids = np.empty(capacity, dtype=object)
+        self.timestamps = np.full(capacity, -np.inf)
+        self._head = 0  # next write position
+        self._size = 0
+        self.appended_total = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, batch: EventBatch) -> int:
+        """Add a batch; when it holds more rows than the window, only the newest are kept."""
+        n = batch.n
+        if n == 0:
+            return 0
+        ids = batch.ensure_ids()
+        stamps = batch.ensure_timestamps()
+        skip = max(0, n - self.capacity)
+        take = slice(skip, None)
+        with self._lock:
+            positions = (self._head + np.arange(n - skip)) % self.capacity
+            self.prediction_ids[positions] = ids[skip:]
+            self.timestamps[positions] = stamps[skip:]
+            self.features.write(batch.features, positions, take)
+            self.outputs.write(batch.outputs, positions, take)
+            self._head = int((self._head + n - skip) % self.capacity)
+            self._size = min(self.capacity, self._size + n - skip)
+            self.appended_total += n
+        return n
+
+    def _order(self) -> np.ndarray:
+        if self._size < self.capacity:
+            return np.arange(self._size)
+        return (self._head + np.arange(self.capacity)) % self.capacity
+
+    def snapshot(self, now: float | None = None) -> WindowSnapshot:
+        """A consistent copy, oldest first, of the events younger than ``max_age_seconds``."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            order = self._order()
+            stamps = self.timestamps[order]
+            order = order[stamps >= now - self.max_age_seconds]
+            return WindowSnapshot(
+                model_version=self.model_version,
+                prediction_ids=self.prediction_ids[order],
+                timestamps=self.timestamps[order],
+                features=self.features.snapshot(order),
+                outputs=self.outputs.snapshot(order),
+            )
+
+    def live_events(self, now: float | None = None) -> int:
+        """Events in the window that are within the age bound (cheap: no copy of columns)."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            return int(np.count_nonzero(self.timestamps >= now - self.max_age_seconds))
+
+    def memory_bytes(self) -> int:
+        columns = [*self.features.columns.values(), *self.outputs.columns.values()]
+        return int(self.timestamps.nbytes + self.prediction_ids.nbytes
+                   + sum(c.values.nbytes + c.state.nbytes for c in columns))
+
+
+class WindowStore:
+    """One window per model version; versions beyond the cap share the ``other`` window."""
+
+    def __init__(self, *, capacity: int, max_age_seconds: float, max_versions: int, max_features: int = 256,
+                 max_outputs: int = 32, max_categories: int = 64, feature_kinds: dict[str, Kind] | None = None,
+                 clock=time.time):
+        self._kwargs = dict(capacity=capacity, max_age_seconds=max_age_seconds, max_features=max_features,
+                            max_outputs=max_outputs, max_categories=max_categories,
+                            feature_kinds=feature_kinds, clock=clock)
+        self.max_versions = max_versions
+        self._windows: dict[str, Window] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model_version: str) -> Window:
+        """The window of an (already capped) version label."""
+        window = self._windows.get(model_version)
+        if window is None:
+            with self._lock:
+                window = self._windows.get(model_version)
+                if window is None:
+                    window = Window(model_version, **self._kwargs)
+                    self._windows = {**self._windows, model_version: window}
+        return window
+
+    def windows(self) -> dict[str, Window]:
+        return dict(self._windows)
+
+    def snapshot(self, model_version: str) -> WindowSnapshot | None:
+        window = self._windows.get(model_version)
+        return window.snapshot() if window is not None else None
+
+    def memory_bytes(self) -> int:
+        return sum(w.memory_bytes() for w in self._windows.values())
