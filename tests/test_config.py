@@ -16,7 +16,7 @@ def test_yaml_with_env_interpolation(tmp_path, monkeypatch):
     path.write_text(
         "model: {name: fraud, version: '3'}\n"
         "upstream: {url: '${UPSTREAM}', timeout_seconds: 2}\n"
-        "admin: {port: ${ADMIN_PORT:-9999}}\n"
+        "admin:\n  port: ${ADMIN_PORT:-9999}\n"
         "payload:\n  features: [a, {name: b, type: categorical}]\n"
     )
     cfg = load_config(path)
@@ -57,8 +57,13 @@ def test_every_problem_is_reported_with_file_and_key(tmp_path):
 
 def test_missing_env_var_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as info:
-        interpolate_env("a: ${NOPE_NOT_SET}\n", "f.yaml", environ={})
-    assert info.value.problems == ["f.yaml:1: environment variable NOPE_NOT_SET is not set and has no default"]
+        interpolate_env({"a": {"b": "x-${NOPE_NOT_SET}"}}, "f.yaml", environ={})
+    assert info.value.problems == ["f.yaml:a.b: environment variable NOPE_NOT_SET is not set and has no default"]
+
+
+def test_whole_value_variables_take_their_yaml_type():
+    data = interpolate_env({"p": "${P}", "s": "v${P}", "t": "${T:-true}", "e": "${E:-}"}, "f", environ={"P": "80"})
+    assert data == {"p": 80, "s": "v80", "t": True, "e": None}
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):

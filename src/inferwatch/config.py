@@ -199,23 +199,42 @@ class Config:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate_env(text: str, source: str, environ: typing.Mapping[str, str] | None = None) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
+def interpolate_env(data: Any, source: str, environ: typing.Mapping[str, str] | None = None, _path: str = "",
+                    _problems: list[str] | None = None) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in the string values of parsed YAML.
+
+    Done after parsing, so comments are never touched and problems name the key. A value that
+    is exactly one ``${...}`` takes the type its text has in YAML (``port: ${PORT}`` is an int).
+    An unset variable without a default is an error.
+    """
     environ = os.environ if environ is None else environ
-    problems: list[str] = []
+    problems: list[str] = [] if _problems is None else _problems
+    if isinstance(data, dict):
+        result: Any = {k: interpolate_env(v, source, environ, f"{_path}.{k}" if _path else str(k), problems)
+                       for k, v in data.items()}
+    elif isinstance(data, list):
+        result = [interpolate_env(v, source, environ, f"{_path}[{i}]", problems) for i, v in enumerate(data)]
+    elif isinstance(data, str) and "${" in data:
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            problems.append(f"{source}:{_path}: environment variable {name} is not set and has no default")
+            return ""
 
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in environ:
-            return environ[name]
-        if default is not None:
-            return default
-        line = text.count("\n", 0, match.start()) + 1
-        problems.append(f"{source}:{line}: environment variable {name} is not set and has no default")
-        return ""
-
-    result = _ENV.sub(replace, text)
-    if problems:
+        result = _ENV.sub(replace, data)
+        if _ENV.fullmatch(data):
+            try:
+                result = yaml.safe_load(result) if result.strip() else None
+            except yaml.YAMLError:
+                pass
+            if isinstance(result, (dict, list)):  # a variable may set a scalar, not a structure
+                result = _ENV.sub(replace, data)
+    else:
+        result = data
+    if _problems is None and problems:
         raise ConfigError(problems)
     return result
 
@@ -298,6 +317,8 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, problems: list[str], sou
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
             problems.append(f"{source}:{path}: unknown key (expected one of {', '.join(sorted(names))})")
+            continue
+        if value is None:  # `key:` with nothing after it means the default
             continue
         coerced = _coerce(value, hints[key], path, problems, source)
         if coerced is not None:
@@ -406,7 +427,6 @@ def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] |
             raise ConfigError([f"{source}: file not found"]) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{source}: cannot read ({exc})"]) from None
-        text = interpolate_env(text, source)
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -415,7 +435,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] |
             raise ConfigError([f"{source}{where}: invalid YAML ({getattr(exc, 'problem', exc)})"]) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError([f"{source}: expected a mapping at the top level, got {type(loaded).__name__}"])
-        data = loaded or {}
+        data = interpolate_env(loaded or {}, source)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
