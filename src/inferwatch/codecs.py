@@ -1,0 +1,510 @@
+"""Decode model-server request/response bodies into an ``EventBatch``.
+
+This runs for every proxied request in the background worker, so values are moved between
+lists by C-level operations (``zip``, slicing, ``chain``) wherever the layout allows, and
+Python-level work is kept to one check per row rather than one per value.
+
+Codec detection (``detect_codec``) looks at the request only, first match wins:
+
+1. ``{"inputs": [{"name": ..., "shape"/"datatype"/"data": ...}, ...]}``  -> ``open_inference_v2``
+2. ``{"dataframe_split": ...}``, ``{"dataframe_records": ...}`` or the MLflow 1.x
+   pandas-split object ``{"columns": [...], "data": [[...]]}``         -> ``mlflow``
+3. ``{"instances": ...}`` or any other ``{"inputs": ...}``               -> ``kserve_v1``
+   (MLflow's own ``instances``/``inputs`` decode identically, so that tie is harmless)
+4. any other object or list                                             -> ``records``
+
+Row conventions:
+
+* ``instances`` / ``inputs`` / ``dataframe_*``: a list is a list of rows (KServe: ``[1, 2]`` is
+  two instances). A row is an object (named features), a list (positional: ``feature_names``,
+  else ``f0, f1, ...``) or a scalar (one positional feature).
+* ``records`` and values located by ``input_path``: an object is one row; a list of objects or
+  of lists is a list of rows; a flat list of scalars is *one* positional row (a feature vector).
+* Columnar inputs (TF Serving ``{"inputs": {name: [...]}}``) have the batch dimension first.
+* A column whose every value is a flat list of one length is expanded into ``<name>_<k>``
+  (class probabilities, small vectors): drift metrics need scalars.
+
+Responses are decoded by shape: OIP v2 ``outputs`` tensors, ``predictions``, TF Serving
+``outputs``, or a bare list/scalar (one prediction per row). A scalar prediction is the output
+``prediction``, a list ``prediction_0, prediction_1, ...``, an object one output per key. With
+``codec="auto"`` or ``"records"`` a bare object is one row of outputs (or columns of N values);
+with the ``records`` codec a flat list of scalars answering one row is that row's vector.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from itertools import chain
+from math import prod
+from typing import Any
+
+from .config import CODECS
+from .events import EventBatch, PayloadError, matrix_to_columns, rows_to_columns
+
+__all__ = ["decode_exchange", "detect_codec", "load_json", "decompress", "media_type"]
+
+# Media types decoded as JSON besides */json and */*+json. curl -d sends form-urlencoded by
+# default and many clients send text/plain, so refusing them would lose real traffic.
+_TEXTUAL = frozenset({"text/plain", "application/x-www-form-urlencoded"})
+_UTF8_BOM = b"\xef\xbb\xbf"
+_CONTAINERS = (list, dict)
+# Type checks over whole lists go through set(map(type, ...)), which runs in C.
+_CONTAINER_TYPES = frozenset({list, dict})
+_LIST = {list}
+_DICT = {dict}
+
+
+# --- bodies --------------------------------------------------------------------------------
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json`` ('' when absent)."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _is_json_type(mt: str) -> bool:
+    return not mt or mt in _TEXTUAL or mt.endswith("/json") or mt.endswith("+json")
+
+
+def _inflate(data: bytes, wbits: int, max_bytes: int, members: bool) -> bytes:
+    """Decompress with an output cap, so a small "zip bomb" cannot exhaust memory."""
+    out: list[bytes] = []
+    total = 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            # max_length is never 0 here (0 would mean "no limit").
+            chunk = inflater.decompress(data, max_bytes + 1 - total)
+        except zlib.error as exc:
+            raise PayloadError("decompression", str(exc)) from None
+        total += len(chunk)
+        out.append(chunk)
+        if total > max_bytes:
+            raise PayloadError("too_large", f"decompressed body exceeds {max_bytes} bytes")
+        if not inflater.eof:
+            raise PayloadError("decompression", "truncated compressed body")
+        data = inflater.unused_data
+        # gzip allows several concatenated members; anything else after the end is an error.
+        if not data or not members:
+            break
+    if data and not members:
+        raise PayloadError("decompression", "trailing bytes after compressed body")
+    return b"".join(out)
+
+
+def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """Undo ``Content-Encoding`` (gzip, deflate, identity; a list is applied right to left)."""
+    if not content_encoding:
+        return body
+    codings = [c.strip().lower() for c in content_encoding.split(",")]
+    for coding in reversed(codings):
+        if coding in ("", "identity"):
+            continue
+        if coding in ("gzip", "x-gzip"):
+            body = _inflate(body, 16 + zlib.MAX_WBITS, max_bytes, members=True)
+        elif coding == "deflate":
+            # HTTP "deflate" is meant to be zlib-wrapped, but some servers send raw deflate.
+            try:
+                body = _inflate(body, zlib.MAX_WBITS, max_bytes, members=False)
+            except PayloadError as exc:
+                if exc.reason != "decompression":
+                    raise
+                body = _inflate(body, -zlib.MAX_WBITS, max_bytes, members=False)
+        else:
+            raise PayloadError("decompression", f"unsupported Content-Encoding {coding!r}")
+    return body
+
+
+def load_json(
+    body: bytes, content_type: str | None = None, content_encoding: str | None = None, max_bytes: int = 8 * 1024 * 1024
+) -> Any:
+    """Size check, content-type check, decompression, UTF-8 decoding and JSON parsing, in that order."""
+    if len(body) > max_bytes:
+        raise PayloadError("too_large", f"{len(body)} bytes > {max_bytes}")
+    mt = media_type(content_type)
+    if not _is_json_type(mt):
+        raise PayloadError("unsupported_content_type", mt)
+    body = decompress(body, content_encoding, max_bytes)
+    try:
+        text = str(body, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("not_utf8", str(exc)) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        # NaN / Infinity / -Infinity literals are accepted and become floats.
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError("invalid_json", str(exc)[:200]) from None
+
+
+# --- shared column helpers -----------------------------------------------------------------
+
+
+def _names(width: int, names: list[str] | None, prefix: str) -> list[str]:
+    given = list(names[:width]) if names else []
+    return given + [f"{prefix}{i}" for i in range(len(given), width)]
+
+
+def _positional(rows: list[Any], names: list[str] | None, prefix: str = "f") -> dict[str, list[Any]]:
+    """Positional rows to columns; ``zip`` transposes in C when every row is a list of one width."""
+    types = set(map(type, rows))
+    if types == _LIST:
+        widths = set(map(len, rows))
+        if len(widths) == 1:
+            (width,) = widths
+            return dict(zip(_names(width, names, prefix), map(list, zip(*rows))))
+    elif not types & _CONTAINER_TYPES:
+        return {_names(1, names, prefix)[0]: list(rows)}
+    return matrix_to_columns(rows, names, prefix)
+
+
+def _expand_vectors(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Split a column of equal-length flat lists into ``<name>_<k>`` columns."""
+    out: dict[str, list[Any]] = {}
+    for name, column in columns.items():
+        first = column[0] if column else None
+        if (
+            type(first) is list
+            and first
+            and not isinstance(first[0], _CONTAINERS)
+            and set(map(type, column)) == _LIST
+            and len(set(map(len, column))) == 1
+        ):
+            for k, values in enumerate(zip(*column)):
+                out[f"{name}_{k}"] = list(values)
+        else:
+            out[name] = column
+    return out
+
+
+def _rows(value: Any, names: list[str] | None, *, flat_list_is_row: bool) -> tuple[int, dict[str, list[Any]]]:
+    """Rows (records or positional) to ``(n, columns)``."""
+    if isinstance(value, dict):
+        return 1, _expand_vectors(rows_to_columns([value]))
+    if not isinstance(value, list):
+        # A bare scalar: one row with one positional feature.
+        return 1, {_names(1, names, "f")[0]: [value]}
+    if not value:
+        return 0, {}
+    types = set(map(type, value))
+    if dict in types:
+        if types != _DICT:
+            raise PayloadError("unknown_format", "rows mix objects and non-objects")
+        return len(value), _expand_vectors(rows_to_columns(value))
+    if flat_list_is_row and list not in types:
+        return 1, _positional([value], names)
+    return len(value), _expand_vectors(_positional(value, names))
+
+
+def _columnar(value: dict[str, Any], n: int | None = None) -> tuple[int, dict[str, list[Any]]]:
+    """``{name: [v0, v1, ...]}`` (batch dimension first) to ``(n, columns)``.
+
+    Scalars are one row each, so ``{"a": 1, "b": 2}`` is one row.
+    """
+    if not value:
+        return (n or 0), {}
+    columns: dict[str, list[Any]] = {}
+    lengths = set()
+    for name, column in value.items():
+        if type(column) is not list:
+            column = [column]
+        columns[name] = column
+        lengths.add(len(column))
+    if len(lengths) != 1:
+        raise PayloadError("shape_mismatch", f"columns have different lengths {sorted(lengths)}")
+    (rows,) = lengths
+    if n is not None and rows != n:
+        raise PayloadError("row_count_mismatch", f"{rows} rows for {n} requested")
+    return rows, _expand_vectors(columns)
+
+
+# --- Open Inference Protocol v2 tensors ----------------------------------------------------
+
+
+def _flatten(data: Any) -> list[Any]:
+    """Nested (row-major) tensor data to a flat list; one ``chain`` pass per nesting level."""
+    if type(data) is not list:
+        return [data]
+    while data and type(data[0]) is list:
+        if set(map(type, data)) != _LIST:
+            raise PayloadError("shape_mismatch", "ragged tensor data")
+        data = list(chain.from_iterable(data))
+    return data
+
+
+def _looks_like_tensors(value: Any) -> bool:
+    if type(value) is not list or not value:
+        return False
+    first = value[0]
+    return type(first) is dict and "name" in first and ("datatype" in first or "shape" in first or "data" in first)
+
+
+def _tensors(tensors: Any, names: list[str] | None) -> tuple[int, dict[str, list[Any]]]:
+    """OIP v2 tensors to ``(n, columns)``: the first dimension is the row, the rest are flattened.
+
+    A lone [N, F] tensor gives F columns named by ``names`` or ``<tensor>_<j>``; each [N] or
+    [N, 1] tensor gives one column named after the tensor. Flat row-major data is split into
+    columns by slicing (``flat[j::F]``), which copies in C like a numpy reshape would, and
+    keeps the JSON values (ints stay ints, BYTES stay strings).
+    """
+    if type(tensors) is not list:
+        raise PayloadError("unknown_format", "tensors must be a list")
+    n: int | None = None
+    columns: dict[str, list[Any]] = {}
+    single = len(tensors) == 1
+    for tensor in tensors:
+        if type(tensor) is not dict:
+            raise PayloadError("unknown_format", "a tensor must be an object")
+        for key in ("name", "shape", "data"):
+            if key not in tensor:
+                raise PayloadError("missing_field", f"tensor {tensor.get('name', '?')!r} has no {key!r}")
+        name, shape = str(tensor["name"]), tensor["shape"]
+        if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+            raise PayloadError("shape_mismatch", f"tensor {name!r} has an invalid shape {shape!r}")
+        flat = _flatten(tensor["data"])
+        rows = shape[0] if shape else 1
+        width = prod(shape[1:])
+        if len(flat) != rows * width:
+            raise PayloadError(
+                "shape_mismatch", f"tensor {name!r} has {len(flat)} values for shape {shape}"
+            )
+        if n is None:
+            n = rows
+        elif rows != n:
+            raise PayloadError("shape_mismatch", f"tensor {name!r} has {rows} rows, others {n}")
+        if single and names:
+            col_names = _names(width, names, f"{name}_")
+        elif width == 1:
+            col_names = [name]
+        else:
+            col_names = [f"{name}_{j}" for j in range(width)]
+        if width == 1:
+            columns[col_names[0]] = flat
+        else:
+            for j, col_name in enumerate(col_names):
+                columns[col_name] = flat[j::width]
+    return (n or 0), columns
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def detect_codec(request_obj: Any) -> str:
+    """The codec for a parsed request body (order in the module docstring).
+
+    Raises ``PayloadError("unknown_format")`` when the body is neither an object nor a list.
+    """
+    if isinstance(request_obj, dict):
+        inputs = request_obj.get("inputs")
+        if _looks_like_tensors(inputs):
+            return "open_inference_v2"
+        if "dataframe_split" in request_obj or "dataframe_records" in request_obj:
+            return "mlflow"
+        if "columns" in request_obj and "data" in request_obj and set(request_obj) <= {"columns", "data", "index"}:
+            return "mlflow"
+        if "instances" in request_obj or "inputs" in request_obj:
+            return "kserve_v1"
+        return "records"
+    if isinstance(request_obj, list):
+        return "records"
+    raise PayloadError("unknown_format", f"a request body must be an object or a list, not {type(request_obj).__name__}")
+
+
+def _kserve_request(obj: Any, names: list[str] | None) -> tuple[int, dict[str, list[Any]]]:
+    if type(obj) is not dict:
+        raise PayloadError("unknown_format", "expected an object with 'instances' or 'inputs'")
+    if "instances" in obj:
+        instances = obj["instances"]
+        if type(instances) is not list:
+            raise PayloadError("unknown_format", "'instances' must be a list")
+        return _rows(instances, names, flat_list_is_row=False)
+    if "inputs" in obj:
+        inputs = obj["inputs"]
+        if type(inputs) is dict:
+            return _columnar(inputs)
+        if type(inputs) is list:
+            return _rows(inputs, names, flat_list_is_row=False)
+        return 1, {_names(1, names, "f")[0]: [inputs]}
+    raise PayloadError("missing_field", "expected 'instances' or 'inputs'")
+
+
+def _split(split: Any, names: list[str] | None) -> tuple[int, dict[str, list[Any]]]:
+    if type(split) is not dict:
+        raise PayloadError("unknown_format", "'dataframe_split' must be an object")
+    if "data" not in split:
+        raise PayloadError("missing_field", "'dataframe_split' has no 'data'")
+    data = split["data"]
+    if type(data) is not list:
+        raise PayloadError("unknown_format", "'dataframe_split.data' must be a list of rows")
+    if not data:
+        return 0, {}
+    columns = split.get("columns")
+    if columns is not None:
+        names = [str(c) for c in columns]
+    return len(data), _expand_vectors(_positional(data, names))
+
+
+def _mlflow_request(obj: Any, names: list[str] | None) -> tuple[int, dict[str, list[Any]]]:
+    if type(obj) is not dict:
+        raise PayloadError("unknown_format", "expected an MLflow scoring object")
+    if "dataframe_split" in obj:
+        return _split(obj["dataframe_split"], names)
+    if "dataframe_records" in obj:
+        records = obj["dataframe_records"]
+        if type(records) is not list:
+            raise PayloadError("unknown_format", "'dataframe_records' must be a list")
+        return _rows(records, names, flat_list_is_row=False)
+    if "columns" in obj and "data" in obj:
+        return _split(obj, names)
+    if "instances" in obj or "inputs" in obj:
+        return _kserve_request(obj, names)
+    raise PayloadError("missing_field", "expected dataframe_split, dataframe_records, instances or inputs")
+
+
+def _locate(obj: Any, path: str) -> Any:
+    """Follow a dotted path; integer segments index lists."""
+    node = obj
+    for segment in path.split("."):
+        if type(node) is dict:
+            if segment not in node:
+                raise PayloadError("missing_field", f"{path!r}: no key {segment!r}")
+            node = node[segment]
+        elif type(node) is list:
+            try:
+                node = node[int(segment)]
+            except (ValueError, IndexError):
+                raise PayloadError("missing_field", f"{path!r}: no index {segment!r}") from None
+        else:
+            raise PayloadError("missing_field", f"{path!r}: cannot descend into {type(node).__name__}")
+    return node
+
+
+def _decode_request(
+    obj: Any, codec: str, names: list[str] | None, input_path: str
+) -> tuple[int, dict[str, list[Any]]]:
+    if input_path:
+        return _rows(_locate(obj, input_path), names, flat_list_is_row=True)
+    if codec == "open_inference_v2":
+        if type(obj) is not dict or "inputs" not in obj:
+            raise PayloadError("missing_field", "expected 'inputs' tensors")
+        return _tensors(obj["inputs"], names)
+    if codec == "mlflow":
+        return _mlflow_request(obj, names)
+    if codec == "kserve_v1":
+        return _kserve_request(obj, names)
+    if not isinstance(obj, _CONTAINERS):
+        raise PayloadError("unknown_format", "a records body must be an object or a list")
+    return _rows(obj, names, flat_list_is_row=True)
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+def _object_outputs(obj: dict[str, Any], n: int) -> dict[str, list[Any]]:
+    """A bare object: one row of outputs when N is 1, else columns of N values."""
+    if n == 1:
+        return _expand_vectors({key: [value] for key, value in obj.items()})
+    return _columnar(obj, n)[1]
+
+
+def _predictions(preds: Any, n: int, *, lenient: bool, columnar: bool) -> dict[str, list[Any]]:
+    """Per-row predictions (a list of N), a columnar object, or one scalar, to output columns."""
+    if type(preds) is dict:
+        return _columnar(preds, n)[1] if columnar else _object_outputs(preds, n)
+    if type(preds) is not list:
+        preds = [preds]
+    elif lenient and n == 1 and len(preds) != 1 and not set(map(type, preds)) & _CONTAINER_TYPES:
+        # One row answered by a flat list: that row's vector (e.g. class probabilities).
+        preds = [preds]
+    if len(preds) != n:
+        raise PayloadError("row_count_mismatch", f"{len(preds)} predictions for {n} rows")
+    if not preds:
+        return {}
+    types = set(map(type, preds))
+    if dict in types:
+        if types != _DICT:
+            raise PayloadError("unknown_format", "predictions mix objects and non-objects")
+        return _expand_vectors(rows_to_columns(preds))
+    if list not in types:
+        return {"prediction": preds}
+    return _expand_vectors(_positional(preds, None, "prediction_"))
+
+
+def _decode_response(
+    obj: Any, n: int, codec: str, auto: bool, output_path: str
+) -> tuple[dict[str, list[Any]], str | None]:
+    """Output columns (N values each) and the model version the response names, if any."""
+    version = None
+    if type(obj) is dict and obj.get("model_version") not in (None, ""):
+        version = str(obj["model_version"])
+    if output_path:
+        return _predictions(_locate(obj, output_path), n, lenient=True, columnar=False), version
+    if type(obj) is dict:
+        outputs = obj.get("outputs")
+        if codec == "open_inference_v2" or _looks_like_tensors(outputs):
+            if "outputs" not in obj:
+                raise PayloadError("missing_field", "expected 'outputs' tensors")
+            rows, columns = _tensors(outputs, None)
+            if rows != n:
+                raise PayloadError("row_count_mismatch", f"{rows} output rows for {n} input rows")
+            return columns, version
+        if "predictions" in obj:
+            return _predictions(obj["predictions"], n, lenient=False, columnar=True), version
+        if "outputs" in obj:
+            return _predictions(outputs, n, lenient=False, columnar=True), version
+        if not (auto or codec == "records"):
+            raise PayloadError("missing_field", "expected 'predictions' or 'outputs'")
+        if len(obj) == 1 and "error" in obj:
+            raise PayloadError("unknown_format", "an error response")
+        # A plain object has no protocol version field: model_version is an output here.
+        return _object_outputs(obj, n), None
+    if codec == "open_inference_v2":
+        raise PayloadError("unknown_format", "expected an object with 'outputs' tensors")
+    return _predictions(obj, n, lenient=codec == "records", columnar=False), None
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def decode_exchange(
+    request_body: bytes,
+    response_body: bytes | None,
+    *,
+    request_content_type: str | None = None,
+    response_content_type: str | None = None,
+    request_content_encoding: str | None = None,
+    response_content_encoding: str | None = None,
+    codec: str = "auto",
+    feature_names: list[str] | None = None,
+    input_path: str = "",
+    output_path: str = "",
+    max_bytes: int = 8 * 1024 * 1024,
+) -> EventBatch:
+    """Decode one request (and its response) into N events.
+
+    An undecodable request raises ``PayloadError``. An undecodable response, or one with a
+    different row count, leaves the features in place with no outputs and its reason in
+    ``batch.errors``. ``response_body=None`` means no response to decode (no error).
+    """
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r} (expected one of {', '.join(CODECS)})")
+    request = load_json(request_body, request_content_type, request_content_encoding, max_bytes)
+    resolved = codec
+    if codec == "auto":
+        resolved = detect_codec(request) if not input_path or isinstance(request, _CONTAINERS) else "records"
+    names = feature_names or None
+    n, features = _decode_request(request, resolved, names, input_path)
+    batch = EventBatch(n=n, features=features)
+    if response_body is None or n == 0:
+        return batch
+    try:
+        response = load_json(response_body, response_content_type, response_content_encoding, max_bytes)
+        outputs, version = _decode_response(response, n, resolved, codec == "auto", output_path)
+        return EventBatch(n=n, features=features, outputs=outputs, model_version=version)
+    except PayloadError as exc:
+        batch.errors.append(exc.reason)
+        return batch
