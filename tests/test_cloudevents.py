@@ -95,7 +95,10 @@ def test_headers_are_case_insensitive():
 def test_seldon_pairs_on_requestid_even_with_different_ce_ids():
     pairer = CloudEventPairer()
     req = b'{"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP32", "data": [[1, 2, 3, 4]]}]}'
-    resp = b'{"model_name": "iris_1_1", "model_version": "1", "outputs": [{"name": "predict", "shape": [1, 1], "datatype": "INT64", "data": [2]}]}'
+    resp = (
+        b'{"model_name": "iris_1_1", "model_version": "1", '
+        b'"outputs": [{"name": "predict", "shape": [1, 1], "datatype": "INT64", "data": [2]}]}'
+    )
     assert pairer.add(seldon_headers("request", ce_id="a"), req) is None
     exchange = pairer.add(seldon_headers("response", ce_id="b"), resp)
     assert exchange is not None

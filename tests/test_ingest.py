@@ -214,7 +214,9 @@ def test_content_type_with_charset():
 
 
 def test_many_events():
-    events = [{"prediction_id": f"id-{i}", "features": {"x": i, "y": i * 0.5}, "prediction": i % 2} for i in range(5000)]
+    events = [
+        {"prediction_id": f"id-{i}", "features": {"x": i, "y": i * 0.5}, "prediction": i % 2} for i in range(5000)
+    ]
     (batch,), rejections = parse(j({"events": events}))
     assert batch.n == 5000 and rejections == []
     assert batch.prediction_ids[4999] == "id-4999"

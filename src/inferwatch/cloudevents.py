@@ -23,8 +23,9 @@ import json
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .codecs import media_type
 from .events import PayloadError
@@ -85,7 +86,9 @@ def _kind(ce_type: str) -> str:
         return "request"
     if ce_type in RESPONSE_TYPES or ce_type.endswith(_RESPONSE_SUFFIX):
         return "response"
-    raise PayloadError("invalid_event", f"unknown CloudEvent type {ce_type!r} (expected an inference request or response)")
+    raise PayloadError(
+        "invalid_event", f"unknown CloudEvent type {ce_type!r} (expected an inference request or response)"
+    )
 
 
 def _structured(body: bytes) -> tuple[dict[str, Any], bytes, str | None]:

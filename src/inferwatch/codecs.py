@@ -311,7 +311,9 @@ def detect_codec(request_obj: Any) -> str:
         return "records"
     if isinstance(request_obj, list):
         return "records"
-    raise PayloadError("unknown_format", f"a request body must be an object or a list, not {type(request_obj).__name__}")
+    raise PayloadError(
+        "unknown_format", f"a request body must be an object or a list, not {type(request_obj).__name__}"
+    )
 
 
 def _kserve_request(obj: Any, names: list[str] | None) -> tuple[int, dict[str, list[Any]]]:
