@@ -246,6 +246,16 @@ def test_add_expires_stale_halves_too():
     assert [u.event_id for u in pairer.expire()] == ["a"]
 
 
+def test_unanswered_requests_are_bounded_when_nobody_collects_them():
+    clock = FakeClock()
+    pairer = CloudEventPairer(max_pending=3, ttl_seconds=1, clock=clock)
+    for i in range(10):
+        pairer.add(kserve_headers("request", f"r{i}"), KSERVE_REQ)
+        clock.now += 2
+    assert pairer.expired == 9 and pairer.pending == 1
+    assert [u.event_id for u in pairer.expire()] == ["r7", "r8", "r9"]
+
+
 def test_thread_safety():
     pairer = CloudEventPairer()
     results: list[PairedExchange] = []

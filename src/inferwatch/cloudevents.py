@@ -183,7 +183,9 @@ class CloudEventPairer:
         # Insertion order is arrival order, so the oldest pending half is always first.
         self._pending: OrderedDict[tuple[str, str, str], tuple[float, CloudEvent]] = OrderedDict()
         self._pending_bytes = 0
-        self._unanswered: deque[PairedExchange] = deque(maxlen=max_pending)
+        # Expired requests wait here for expire(); bounded too, in case nobody calls it.
+        self._unanswered: deque[PairedExchange] = deque()
+        self._unanswered_bytes = 0
         self.paired = 0
         self.evicted_full = 0
         self.expired = 0
@@ -192,6 +194,11 @@ class CloudEventPairer:
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending)
+
+    @property
+    def pending(self) -> int:
+        """Halves waiting for their other half."""
+        return len(self)
 
     @property
     def pending_bytes(self) -> int:
@@ -229,6 +236,7 @@ class CloudEventPairer:
             self._expire_locked(self._clock())
             unanswered = list(self._unanswered)
             self._unanswered.clear()
+            self._unanswered_bytes = 0
         return unanswered
 
     def _expire_locked(self, now: float) -> None:
@@ -242,6 +250,9 @@ class CloudEventPairer:
             self.expired += 1
             if event.kind == "request":
                 self._unanswered.append(_exchange(event, None))
+                self._unanswered_bytes += len(event.body)
+                while len(self._unanswered) > self.max_pending or self._unanswered_bytes > self.max_pending_bytes:
+                    self._unanswered_bytes -= len(self._unanswered.popleft().request_body)
 
 
 def _exchange(request: CloudEvent, response: CloudEvent | None) -> PairedExchange:
