@@ -1,0 +1,288 @@
+"""The prediction log: one JSON line per prediction, for audits and for building training sets.
+
+Metadata is written for every prediction; inputs and outputs only for a random share
+(``sample_rate``), with the fields named in ``redact`` replaced by ``"[REDACTED]"``. The file
+rotates by size like ``logging.handlers.RotatingFileHandler`` (``path.1`` is the newest
+backup), so the log never holds more than about ``(backup_count + 1) * max_bytes``.
+
+JSON has no NaN or infinity: such values are written as ``null`` (as JavaScript's
+``JSON.stringify`` does), so every line stays valid JSON for strict parsers. A failing disk
+never raises: the lines are counted in ``errors`` and monitoring carries on.
+
+A line::
+
+    {"prediction_id": "ab12-0", "timestamp": "2024-05-01T12:00:00.123456Z",
+     "timestamp_unix": 1714564800.123456, "model": "churn", "model_version": "v3",
+     "endpoint": "/v1/models/{model}:predict", "status": 200, "latency_seconds": 0.012,
+     "sampled": true, "inputs": {"age": 41, "email": "[REDACTED]"}, "outputs": {"score": 0.93}}
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+import math
+import numbers
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from .config import PredictionLogConfig
+
+log = logging.getLogger(__name__)
+
+REDACTED = "[REDACTED]"
+# Fields of every line; keys of ``extra`` with these names are ignored.
+RESERVED = frozenset({
+    "prediction_id", "timestamp", "timestamp_unix", "model", "model_version", "endpoint", "status",
+    "latency_seconds", "sampled", "inputs", "outputs",
+})
+
+
+def _default(value: Any) -> Any:
+    """JSON for what ``json`` cannot encode: numpy values, bytes, sets; else ``str()``."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/inf float replaced by None (recursively)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _finite(value.tolist())
+    return value
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"), default=_default)
+    except ValueError:
+        # Only non-finite numbers get here; the common case pays for no tree walk.
+        return json.dumps(_finite(value), allow_nan=False, separators=(",", ":"), default=_default)
+
+
+def _redact(value: Any, keys: frozenset[str]) -> Any:
+    """Replace values under ``keys`` at any depth of nested objects."""
+    if isinstance(value, dict):
+        return {k: REDACTED if k in keys else _redact(v, keys) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, keys) for v in value]
+    return value
+
+
+class _RotatingFile:
+    """Appends whole lines to ``path``, rotating before a line would push it past ``max_bytes``.
+
+    Not thread-safe by itself: the logger holds its lock around every call.
+    """
+
+    def __init__(self, path: str, max_bytes: int, backup_count: int):
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self._fh: Any = None
+        self._size = 0
+        self.progress = 0  # lines of the current write() that reached the file
+
+    def _open(self) -> None:
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._fh = open(self.path, "ab")
+        self._size = os.fstat(self._fh.fileno()).st_size
+
+    def close(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass
+
+    def _rotate(self) -> None:
+        self.close()
+        if self.backup_count > 0:
+            for i in range(self.backup_count - 1, 0, -1):
+                older = f"{self.path}.{i}"
+                if os.path.exists(older):
+                    os.replace(older, f"{self.path}.{i + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        else:
+            # No backups: start the file over rather than grow without bound.
+            os.remove(self.path)
+        self._open()
+
+    def write(self, lines: list[bytes]) -> None:
+        """Write ``lines``, counting them in ``progress``; raises OSError (after a partial write)."""
+        self.progress = 0
+        if self._fh is None:
+            self._open()
+        chunk: list[bytes] = []
+        chunk_size = 0
+        for line in lines:
+            if self._size + chunk_size + len(line) > self.max_bytes and self._size + chunk_size > 0:
+                self._flush(chunk)
+                chunk, chunk_size = [], 0
+                self._rotate()
+            chunk.append(line)
+            chunk_size += len(line)
+        self._flush(chunk)
+
+    def _flush(self, chunk: list[bytes]) -> None:
+        if not chunk:
+            return
+        data = b"".join(chunk)
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+        except (OSError, ValueError):
+            self.close()  # reopen on the next batch (the disk may have space again)
+            raise
+        self._size += len(data)
+        self.progress += len(chunk)
+
+
+class PredictionLogger:
+    """Writes the prediction log described in the module docstring. Thread-safe.
+
+    ``written`` and ``errors`` count lines written and lines lost (unwritable file,
+    unencodable row); their sum is every line asked for. ``rng`` is a numpy Generator
+    (tests pass a seeded one).
+    """
+
+    def __init__(self, config: PredictionLogConfig, *, rng: np.random.Generator | None = None):
+        self.config = config
+        self.enabled = bool(config.path)
+        self.sample_rate = min(max(float(config.sample_rate), 0.0), 1.0)
+        self.written = 0
+        self.errors = 0
+        self._redact_keys = frozenset(config.redact)
+        self._rng = rng if rng is not None else np.random.default_rng()
+        self._lock = threading.Lock()
+        self._file = _RotatingFile(config.path, config.max_bytes, config.backup_count) if self.enabled else None
+        self._failing = False
+
+    def _sample(self, n: int) -> np.ndarray:
+        if self.sample_rate <= 0.0:
+            return np.zeros(n, dtype=bool)
+        if self.sample_rate >= 1.0:
+            return np.ones(n, dtype=bool)
+        with self._lock:  # a Generator is not thread-safe
+            return self._rng.random(n) < self.sample_rate
+
+    def _columns(self, columns: dict[str, list[Any]], n: int, kind: str) -> dict[str, list[Any]]:
+        good = {}
+        for name, column in columns.items():
+            if len(column) == n:
+                good[str(name)] = column
+            else:
+                log.warning("prediction log: %s %r has %d values for %d rows; left out", kind, name, len(column), n)
+        return good
+
+    def _value(self, name: str, value: Any) -> Any:
+        if name in self._redact_keys:
+            return REDACTED
+        if self._redact_keys and isinstance(value, (dict, list)):
+            return _redact(value, self._redact_keys)
+        return value
+
+    def log_batch(self, *, model: str, model_version: str, endpoint: str, status: Any, latency_seconds: float | None,
+                  prediction_ids: list[str], timestamps: list[float], features: dict[str, list],
+                  outputs: dict[str, list], extra: dict | None = None) -> None:
+        """Write one line per row. Columns are lists of JSON values, one per row."""
+        if not self.enabled or self._file is None:
+            return
+        n = len(prediction_ids)
+        if n == 0:
+            return
+        try:
+            lines = self._format(model, model_version, endpoint, status, latency_seconds, prediction_ids,
+                                 timestamps, features, outputs, extra)
+        except Exception:
+            log.warning("prediction log: could not format a batch", exc_info=True)
+            with self._lock:
+                self.errors += n
+            return
+        lost = n - len(lines)
+        with self._lock:
+            if self._file is None:  # closed meanwhile
+                return
+            try:
+                self._file.write(lines)
+                if self._failing:
+                    log.warning("prediction log: writing to %s again", self.config.path)
+                    self._failing = False
+            except Exception as exc:
+                if not self._failing:  # one warning per outage, not one per batch
+                    log.warning("prediction log: cannot write %s: %s", self.config.path, exc)
+                    self._failing = True
+            written = self._file.progress
+            self.written += written
+            self.errors += lost + len(lines) - written
+
+    def _format(self, model: str, model_version: str, endpoint: str, status: Any, latency_seconds: float | None,
+                prediction_ids: list[str], timestamps: list[float], features: dict[str, list],
+                outputs: dict[str, list], extra: dict | None) -> list[bytes]:
+        n = len(prediction_ids)
+        if timestamps is not None and len(timestamps) == n:
+            try:
+                stamps = np.asarray(timestamps, dtype=float)
+            except (TypeError, ValueError):  # e.g. a None among them
+                stamps = np.array([t if isinstance(t, numbers.Real) else math.nan for t in timestamps], dtype=float)
+        else:
+            stamps = np.full(n, datetime.datetime.now(datetime.timezone.utc).timestamp())
+        # Beyond year 9999 is not RFC 3339 (and would overflow the conversion): treat as invalid.
+        finite = np.isfinite(stamps) & (np.abs(stamps) < 253402300800.0)
+        micros = np.where(finite, np.round(stamps * 1e6), 0).astype(np.int64).astype("datetime64[us]")
+        rfc3339 = np.datetime_as_string(micros, unit="us", timezone="UTC")
+        sampled = self._sample(n)
+        features = self._columns(features, n, "feature") if sampled.any() else {}
+        outputs = self._columns(outputs, n, "output") if sampled.any() else {}
+
+        # Fields shared by the batch are encoded once; each line splices them in.
+        head: dict[str, Any] = {k: v for k, v in (extra or {}).items() if k not in RESERVED}
+        head = {"model": model, "model_version": model_version, "endpoint": endpoint, "status": status,
+                "latency_seconds": latency_seconds, **head}
+        common = _dumps(head)[1:-1]
+        lines: list[bytes] = []
+        for i in range(n):
+            try:
+                stamp = f'"{rfc3339[i]}",' if finite[i] else "null,"
+                unix = repr(float(stamps[i])) if finite[i] else "null"
+                line = (f'{{"prediction_id":{_dumps(str(prediction_ids[i]))},"timestamp":{stamp}'
+                        f'"timestamp_unix":{unix},{common}')
+                if sampled[i]:
+                    inputs = {name: self._value(name, column[i]) for name, column in features.items()}
+                    preds = {name: self._value(name, column[i]) for name, column in outputs.items()}
+                    line += f',"sampled":true,"inputs":{_dumps(inputs)},"outputs":{_dumps(preds)}}}\n'
+                else:
+                    line += ',"sampled":false}\n'
+                lines.append(line.encode("utf-8"))
+            except Exception:
+                log.debug("prediction log: could not encode row %d", i, exc_info=True)
+        return lines
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+__all__ = ["PredictionLogger", "REDACTED"]
