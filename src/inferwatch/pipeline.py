@@ -130,10 +130,11 @@ class Pipeline:
             return
         version = item.model_version
         payload = self.cfg.payload
+        answered = 200 <= item.status < 300
         try:
             batch = decode_exchange(
                 item.request_body,
-                item.response_body,
+                item.response_body if answered else None,
                 request_content_type=item.request_content_type,
                 response_content_type=item.response_content_type,
                 request_content_encoding=item.request_content_encoding,
@@ -146,11 +147,15 @@ class Pipeline:
             )
         except PayloadError as exc:
             self.metrics.payload_errors.labels(self.model, version, exc.reason).inc()
-            self._count_drop(version, "undecodable")
+            if answered:
+                self._count_drop(version, "undecodable")
             self.processed += 1
             return
         for reason in batch.errors:
             self.metrics.payload_errors.labels(self.model, version, reason).inc()
+        if not answered:  # no prediction was made: the payload was checked, nothing is windowed
+            self.processed += 1
+            return
         if batch.model_version:  # a v2 response names its version: trust it, capped
             version = self.metrics.version_label(batch.model_version, version)
         batch.ensure_ids(item.prediction_id)

@@ -88,7 +88,7 @@ class Proxy:
             await self.session.close()
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.proxy.max_body_bytes, handler_args={"max_field_size": 65536})
+        app = web.Application(client_max_size=self.cfg.proxy.max_body_bytes, handler_args={"max_field_size": 65536, "auto_decompress": False})
         app.on_startup.append(self.startup)
         app.on_cleanup.append(self.cleanup)
         app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -188,7 +188,9 @@ class Proxy:
             duration.observe(latency)
             req_size.observe(len(body))
             resp_size.observe(len(response_body))
-            if route.inference and method in self.prediction_methods and 200 <= status < 300:
+            # Requests the model server refused are decoded too (their payload problems count),
+            # but only 2xx answers become events.
+            if route.inference and method in self.prediction_methods:
                 self.pipeline.submit_exchange(Exchange(
                     model_version=self.version,
                     endpoint=route.endpoint,

@@ -1,0 +1,106 @@
+"""Shared fixtures: a real upstream model server process and an in-process sidecar on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from inferwatch.config import load_config
+from inferwatch.sidecar import Sidecar
+
+HERE = Path(__file__).parent
+
+
+class Upstream:
+    def __init__(self, delay: float = 0.0):
+        self.process = subprocess.Popen([sys.executable, str(HERE / "upstream_server.py"), "--delay", str(delay)],
+                                        stdout=subprocess.PIPE, text=True)
+        self.port = int(self.process.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def upstream():
+    server = Upstream()
+    yield server
+    server.stop()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def start_sidecar(upstream_url: str, **overrides) -> Sidecar:
+    values = {
+        "upstream.url": upstream_url,
+        "upstream.health_interval_seconds": 0.2,
+        "upstream.timeout_seconds": 2.0,
+        "proxy.listen_address": "127.0.0.1",
+        "proxy.port": 0,
+        "admin.listen_address": "127.0.0.1",
+        "admin.port": 0,
+        "model.name": "m",
+        "model.version": "1",
+    }
+    values.update(overrides)
+    sidecar = Sidecar(load_config(None, values)).start()
+    wait_for(lambda: sidecar.proxy is None or sidecar.proxy.up_value == 1.0, 5)
+    return sidecar
+
+
+@pytest.fixture
+def sidecar_factory():
+    started: list[Sidecar] = []
+
+    def factory(upstream_url: str, **overrides) -> Sidecar:
+        sidecar = start_sidecar(upstream_url, **overrides)
+        started.append(sidecar)
+        return sidecar
+
+    yield factory
+    for sidecar in started:
+        sidecar.stop()
+
+
+@pytest.fixture
+def sidecar(upstream, sidecar_factory):
+    return sidecar_factory(upstream.url)
+
+
+def proxy_url(sidecar: Sidecar, path: str) -> str:
+    return f"http://127.0.0.1:{sidecar.proxy_port}{path}"
+
+
+def admin_url(sidecar: Sidecar, path: str) -> str:
+    return f"http://127.0.0.1:{sidecar.admin_port}{path}"
+
+
+def scrape(sidecar: Sidecar) -> str:
+    return requests.get(admin_url(sidecar, "/metrics"), timeout=5).text
+
+
+def sample(text: str, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total

@@ -1,0 +1,54 @@
+import subprocess
+import sys
+
+import inferwatch
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "inferwatch", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"inferwatch {inferwatch.__version__}"
+
+
+def test_help_everywhere():
+    for args in ([], ["run"], ["check-config"], ["demo"], ["hash-password"]):
+        result = run(*args, "--help")
+        assert result.returncode == 0 and "usage: inferwatch" in result.stdout, args
+
+
+def test_check_config_ok(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("model: {name: fraud, version: '2'}\nupstream: {url: 'http://m:8000'}\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 0
+    assert f"{path}: OK" in result.stdout and "fraud version 2" in result.stdout
+
+
+def test_check_config_reports_every_problem(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("proxy: {port: eighty}\nwindow: {max_evnts: 5}\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert f"{path}:proxy.port: expected integer, got 'eighty'" in lines
+    assert any(line.startswith(f"{path}:window.max_evnts: unknown key") for line in lines)
+
+
+def test_check_config_missing_file(tmp_path):
+    result = run("check-config", "--config", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "file not found" in result.stderr
+
+
+def test_hash_password():
+    result = run("hash-password", "--password", "s3cret")
+    assert result.returncode == 0 and result.stdout.startswith("pbkdf2_sha256$")
+
+
+def test_run_with_bad_config_exits_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("upstream: {url: 42}\n")
+    result = run("run", "--config", str(path))
+    assert result.returncode == 2 and "upstream.url" in result.stderr
