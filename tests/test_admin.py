@@ -184,3 +184,16 @@ def test_cli_run_serves_and_promtool_checks_live_scrape(upstream, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(10) == 0  # SIGTERM is a clean shutdown
+
+
+def test_cloudevent_request_without_response_is_monitored_after_ttl(upstream, sidecar_factory):
+    sidecar = sidecar_factory(upstream.url, **{"cloudevents.ttl_seconds": 0.2})
+    headers = {"ce-id": "lonely", "ce-specversion": "1.0", "ce-source": "x", "Content-Type": "application/json",
+               "ce-type": "org.kubeflow.serving.inference.request"}
+    r = requests.post(admin_url(sidecar, "/v1/cloudevents"), data=json.dumps({"instances": [{"a": 1.0}]}),
+                      headers=headers, timeout=5)
+    assert r.status_code == 202
+    assert wait_for(lambda: (snap := sidecar.windows.snapshot("1")) is not None and snap.n == 1, 10)
+    snap = sidecar.windows.snapshot("1")
+    assert snap.features["a"].values.tolist() == [1.0] and not snap.outputs
+    assert sample(scrape(sidecar), "inferwatch_cloudevents_unpaired_total", reason="expired") == 1

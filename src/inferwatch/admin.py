@@ -14,7 +14,7 @@ from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException
 
 from .auth import check_authorization
-from .cloudevents import CloudEventPairer
+from .cloudevents import CloudEventPairer, PairedExchange
 from .config import AuthConfig, Config
 from .events import PayloadError
 from .ingest import parse_events
@@ -28,13 +28,30 @@ def _problem(status: int, error: str, detail: str, **extra: Any) -> Response:
     return response
 
 
+def cloudevent_exchange(paired: PairedExchange, version: str) -> Exchange:
+    """A paired (or response-less, expired) CloudEvent as the worker's unit of work."""
+    return Exchange(
+        model_version=version,
+        endpoint=paired.endpoint or "cloudevent",
+        status=200,
+        prediction_id=paired.event_id,
+        timestamp=time.time(),
+        latency_seconds=0.0,
+        request_body=paired.request_body,
+        response_body=paired.response_body,
+        request_content_type=paired.content_type,
+        response_content_type=paired.response_content_type,
+        source="cloudevent",
+    )
+
+
 def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, status: Callable[[], dict],
                      ready: Callable[[], tuple[bool, dict]], pairer: CloudEventPairer | None = None) -> Flask:
     app = Flask("inferwatch.admin")
     app.config["MAX_CONTENT_LENGTH"] = cfg.admin.max_body_bytes
     model = cfg.model.name
     default_version = cfg.model.version
-    pairer = pairer or CloudEventPairer()
+    pairer = pairer if pairer is not None else CloudEventPairer()
 
     def authorized(auth: AuthConfig) -> Response | None:
         if check_authorization(request.headers.get("Authorization"), auth):
@@ -129,19 +146,7 @@ def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, statu
         if paired is None:
             return jsonify({"accepted": 0, "pending": True}), 202
         version = metrics.version_label(default_version, default_version)
-        ok = pipeline.submit_exchange(Exchange(
-            model_version=version,
-            endpoint="cloudevent",
-            status=200,
-            prediction_id=paired.event_id,
-            timestamp=time.time(),
-            latency_seconds=0.0,
-            request_body=paired.request_body,
-            response_body=paired.response_body,
-            request_content_type=paired.content_type,
-            response_content_type=paired.content_type,
-            source="cloudevent",
-        ))
+        ok = pipeline.submit_exchange(cloudevent_exchange(paired, version))
         return jsonify({"accepted": 1 if ok else 0, "pending": False}), 200 if ok else 429
 
     return app

@@ -136,6 +136,14 @@ class QueueConfig:
 
 
 @dataclass
+class CloudEventsConfig:
+    # KServe/Seldon payload loggers send a request and its response as two CloudEvents; the
+    # first half waits here for the second, bounded in count and time.
+    max_pending: int = 10_000
+    ttl_seconds: float = 60.0
+
+
+@dataclass
 class ProcessConfig:
     # How to find the model server's process: a pid, a pidfile, or a regular expression
     # matched against the process name and command line. None set = no process metrics.
@@ -171,6 +179,7 @@ class Config:
     window: WindowConfig = field(default_factory=WindowConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    cloudevents: CloudEventsConfig = field(default_factory=CloudEventsConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     prediction_log: PredictionLogConfig = field(default_factory=PredictionLogConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -361,6 +370,8 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         ("limits.max_outputs", cfg.limits.max_outputs),
         ("limits.max_categories", cfg.limits.max_categories),
         ("queue.max_items", cfg.queue.max_items),
+        ("cloudevents.max_pending", cfg.cloudevents.max_pending),
+        ("cloudevents.ttl_seconds", cfg.cloudevents.ttl_seconds),
         ("prediction_log.max_bytes", cfg.prediction_log.max_bytes),
     ):
         positive(key, value)

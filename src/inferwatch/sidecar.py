@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import platform
 import signal
 import threading
@@ -20,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import __version__
-from .admin import create_admin_app
+from .admin import cloudevent_exchange, create_admin_app
 from .cloudevents import CloudEventPairer
 from .config import Config
 from .metrics import Metrics
@@ -63,19 +62,24 @@ class StateCollector:
                                 value=queue.maxsize)
         yield GaugeMetricFamily("inferwatch_cloudevents_pending",
                                 "CloudEvent halves waiting for their request or response.",
-                                value=s.pairer.pending if hasattr(s.pairer, "pending") else len(s.pairer))
+                                value=s.pairer.pending)
         unpaired = CounterMetricFamily(
             "inferwatch_cloudevents_unpaired", "CloudEvent halves discarded without their pair, by reason.",
             labels=["reason"])
         unpaired.add_metric(["expired"], s.pairer.expired)
         unpaired.add_metric(["full"], s.pairer.evicted_full)
         yield unpaired
+        received = CounterMetricFamily(
+            "inferwatch_cloudevents", "CloudEvents received from payload loggers, by outcome.", labels=["outcome"])
+        received.add_metric(["paired"], s.pairer.paired)
+        received.add_metric(["duplicate"], s.pairer.duplicates)
+        yield received
         if s.predlog.enabled:
             lines = CounterMetricFamily("inferwatch_prediction_log_lines", "Lines written to the prediction log.")
             lines.add_metric([], s.predlog.written)
             yield lines
             errors = CounterMetricFamily("inferwatch_prediction_log_errors",
-                                         "Prediction log writes that failed (the event was still monitored).")
+                                         "Prediction log lines lost to write errors (the events were still monitored).")
             errors.add_metric([], s.predlog.errors)
             yield errors
 
@@ -93,15 +97,18 @@ class Sidecar:
             max_outputs=cfg.limits.max_outputs, max_categories=cfg.limits.max_categories, feature_kinds=kinds)
         self.predlog = PredictionLogger(cfg.prediction_log)
         self.pipeline = Pipeline(cfg, self.metrics, self.windows, self.predlog)
-        self.pairer = CloudEventPairer()
+        self.pairer = CloudEventPairer(max_pending=cfg.cloudevents.max_pending,
+                                       ttl_seconds=cfg.cloudevents.ttl_seconds)
         self.proxy = Proxy(cfg, self.metrics, self.pipeline) if cfg.proxy.enabled else None
         registry = self.metrics.registry
         registry.register(StateCollector(self))
         p = cfg.process
+        process_collector = None
         if p.pid or p.pidfile or p.match:
-            registry.register(ModelProcessCollector(cfg.model.name, pid=p.pid, pidfile=p.pidfile, match=p.match))
+            process_collector = ModelProcessCollector(cfg.model.name, pid=p.pid, pidfile=p.pidfile, match=p.match)
+            registry.register(process_collector)
         if p.gpu:
-            registry.register(GPUCollector(cfg.model.name))
+            registry.register(GPUCollector(cfg.model.name, process=process_collector))
         self.admin_app = create_admin_app(cfg, self.metrics, self.pipeline, status=self.status, ready=self.ready,
                                           pairer=self.pairer)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,6 +168,9 @@ class Sidecar:
                 raise errors[0]
             self._threads.append(thread)
         self._start_admin()
+        maintenance = threading.Thread(target=self._maintain, name="inferwatch-maintenance", daemon=True)
+        maintenance.start()
+        self._threads.append(maintenance)
         log.info("inferwatch %s: proxy on %s, admin on %s", __version__, self.proxy_port, self.admin_port)
         return self
 
@@ -203,6 +213,18 @@ class Sidecar:
         thread = threading.Thread(target=server.serve, name="inferwatch-admin", daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def _maintain(self, interval: float = 1.0) -> None:
+        """Periodic housekeeping: requests whose CloudEvent response never came still carry
+        features, so they are monitored without outputs once their pairing TTL passes."""
+        version = self.metrics.version_label(self.cfg.model.version, self.cfg.model.version)
+        while not self._stopped.wait(interval):
+            try:
+                for paired in self.pairer.expire():
+                    self.pipeline.submit_exchange(cloudevent_exchange(paired, version))
+            except Exception:  # noqa: BLE001
+                log.exception("maintenance failed")
+                self.metrics.monitoring_errors.labels(self.cfg.model.name, "maintenance").inc()
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -249,6 +271,3 @@ def _sample_values(metric) -> dict[str, float]:
                 out[key] = sample.value
     return out
 
-
-def pid() -> int:
-    return os.getpid()
