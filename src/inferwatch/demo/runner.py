@@ -166,6 +166,8 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
             print(f"{time.monotonic() - start:6.0f} {traffic.shift():6.2f} {s['requests']:9.0f} {s['errors']:7.0f} "
                   f"{s['p50_ms']:7.1f} {s['p99_ms']:7.1f} {s['predictions']:11.0f} {s['events_in_window']:9.0f} "
                   f"{s['dropped']:7.0f}", flush=True)
+            if time.monotonic() - start >= duration:
+                break
         traffic.stop()
         print(f"\nDone: {traffic.sent} requests sent, {traffic.failed} failed. Work files are in {workdir}.")
         return 0
