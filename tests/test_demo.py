@@ -1,0 +1,47 @@
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from inferwatch.demo.model import LoanModel, generate
+from inferwatch.demo.runner import histogram_quantile
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_loan_model_is_deterministic_and_shift_moves_scores():
+    a, b = LoanModel.train(n=5000), LoanModel.train(n=5000)
+    assert np.allclose(a.weights, b.weights)
+    rng = np.random.default_rng(0)
+    base = a.predict_proba(generate(4000, rng)).mean()
+    shifted = a.predict_proba(generate(4000, rng, shift=1.0)).mean()
+    assert 0.3 < base < 0.95 and shifted < base - 0.05
+
+
+def test_histogram_quantile_matches_prometheus_interpolation():
+    buckets = [(0.1, 50.0), (0.2, 100.0), (float("inf"), 100.0)]
+    assert histogram_quantile(0.5, buckets) == 0.1
+    assert abs(histogram_quantile(0.75, buckets) - 0.15) < 1e-12
+
+
+def test_demo_runs_end_to_end():
+    proxy, admin, upstream = free_ports(3)
+    result = subprocess.run(
+        [sys.executable, "-m", "inferwatch", "demo", "--duration", "6", "--no-stack", "--proxy-port", str(proxy),
+         "--admin-port", str(admin), "--upstream-port", str(upstream)],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "drifts after 3s" in result.stdout
+    assert ", 0 failed." in result.stdout
+    last_row = [line for line in result.stdout.splitlines() if line.strip()[:1].isdigit()][-1].split()
+    requests_sent, in_window = float(last_row[2]), float(last_row[7])
+    assert requests_sent > 50 and in_window > 50
