@@ -5,7 +5,7 @@
 set -u
 optional=0
 if [ "${1:-}" = "--optional" ]; then optional=1; shift; fi
-declare -A binary=([prometheus]=prometheus [prometheus-alertmanager]=alertmanager
+declare -A binary=([prometheus]=promtool [prometheus-alertmanager]=amtool
                    [prometheus-pushgateway]=prometheus-pushgateway)
 missing=()
 for pkg in "$@"; do
