@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Print a PBKDF2 hash for admin.metrics_auth/write_auth basic_users.")
     hp.add_argument("--password", help="the password (prompted when omitted)")
     hp.set_defaults(func=cmd_hash_password)
+
+    from .rules import add_rules_parser
+
+    add_rules_parser(sub)
     return parser
 
 
