@@ -1,0 +1,212 @@
+"""docker-compose.yml, the Dockerfile and the Kubernetes example agree with each other and with the
+Prometheus, Alertmanager and Grafana files they mount (no Docker needed)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from stack_helpers import REPO, load_yaml
+
+from inferwatch.config import load_config
+
+COMPOSE = load_yaml(REPO / "docker-compose.yml")
+SERVICES = COMPOSE["services"]
+LONG_RUNNING = ["model", "inferwatch", "prometheus", "alertmanager", "grafana", "webhook"]
+
+
+def mounts(service: str) -> dict[str, str]:
+    """Container path -> host path (relative to the repository) of a service's bind mounts."""
+    out = {}
+    for volume in SERVICES[service].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        out[target] = source
+    return out
+
+
+def container_to_host(service: str, container_path: str) -> Path | None:
+    path = PurePosixPath(container_path)
+    for target, source in mounts(service).items():
+        if source.startswith("./") and (path == PurePosixPath(target) or PurePosixPath(target) in path.parents):
+            return REPO / source / path.relative_to(target)
+    return None
+
+
+def host_port(address: str) -> tuple[str, int]:
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    return parts.hostname, parts.port
+
+
+def sidecar_config(tmp_path: Path, text: str, name: str = "inferwatch.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_services_of_the_stack():
+    assert set(SERVICES) == {"model", "inferwatch", "traffic", "prometheus", "alertmanager", "grafana", "webhook"}
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING)
+def test_long_running_services_have_healthchecks(service):
+    test = SERVICES[service]["healthcheck"]["test"]
+    assert test[0] == "CMD" and len(test) > 2
+
+
+def test_dependencies_wait_for_health():
+    for name, service in SERVICES.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in SERVICES
+            assert condition == {"condition": "service_healthy"}, name
+            assert "healthcheck" in SERVICES[dependency]
+
+
+def test_every_bind_mount_exists_and_named_volumes_are_declared():
+    declared = set(COMPOSE["volumes"])
+    used = set()
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (REPO / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in declared, f"{name}: named volume {source} is not declared"
+                used.add(source)
+    assert used == declared == {"prometheus-data", "alertmanager-data", "grafana-data"}
+
+
+def test_demo_commands_and_image():
+    image = SERVICES["model"]["image"]
+    assert SERVICES["model"]["build"] == "."
+    assert all(SERVICES[s]["image"] == image for s in ("inferwatch", "traffic"))
+    assert SERVICES["model"]["command"] == ["python", "-m", "inferwatch.demo.model_server", "--host", "0.0.0.0",
+                                            "--port", "8081"]
+    assert SERVICES["inferwatch"]["command"][:3] == ["inferwatch", "run", "--config"]
+    assert SERVICES["inferwatch"]["pid"] == "service:model"
+
+
+def test_sidecar_config_is_valid_and_agrees_with_ports_and_prometheus(tmp_path):
+    (config_ref,) = SERVICES["inferwatch"]["configs"]
+    assert SERVICES["inferwatch"]["command"][-1] == config_ref["target"]
+    cfg = sidecar_config(tmp_path, COMPOSE["configs"][config_ref["source"]]["content"])
+    assert (cfg.model.name, cfg.model.version) == ("loan", "v1")
+    assert host_port(cfg.upstream.url) == ("model", int(SERVICES["model"]["command"][-1]))
+    assert f"{cfg.proxy.port}:{cfg.proxy.port}" in SERVICES["inferwatch"]["ports"]
+    assert f"{cfg.admin.port}:{cfg.admin.port}" in SERVICES["inferwatch"]["ports"]
+    assert cfg.process.match and re.search(cfg.process.match, " ".join(SERVICES["model"]["command"]))
+    traffic = SERVICES["traffic"]["command"][-1]
+    assert f'"http://inferwatch:{cfg.proxy.port}/v1/models/{cfg.model.name}:predict"' in traffic
+    compile(traffic, "traffic", "exec")
+
+    prometheus = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "inferwatch"]
+    assert job["static_configs"][0]["targets"] == [f"inferwatch:{cfg.admin.port}"]
+    selector = load_yaml(REPO / "prometheus" / "thresholds.yaml")["selector"]
+    assert re.fullmatch(re.search(r'job=~"(.*)"', selector).group(1), job["job_name"])
+
+
+def test_prometheus_loads_the_rules_and_reaches_alertmanager():
+    config_path = "/etc/prometheus/prometheus.yml"
+    assert container_to_host("prometheus", config_path) == REPO / "prometheus" / "prometheus.yml"
+    assert f"--config.file={config_path}" in SERVICES["prometheus"]["command"]
+    prometheus = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    for pattern in prometheus["rule_files"]:
+        host = container_to_host("prometheus", str(PurePosixPath(config_path).parent / pattern))
+        assert host is not None and sorted(host.parent.glob(host.name)) == sorted(
+            (REPO / "prometheus" / "rules").glob("*.yml"))
+    (target,) = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    name, port = host_port(target)
+    assert name in SERVICES and f"{port}:{port}" in SERVICES[name]["ports"]
+
+
+def test_alertmanager_files_secrets_and_webhook_agree():
+    config_path = "/etc/alertmanager/alertmanager.yml"
+    assert f"--config.file={config_path}" in SERVICES["alertmanager"]["command"]
+    assert container_to_host("alertmanager", config_path) == REPO / "alertmanager" / "alertmanager.yml"
+    config = load_yaml(REPO / "alertmanager" / "alertmanager.yml")
+    for pattern in config["templates"]:
+        host = container_to_host("alertmanager", str(PurePosixPath(config_path).parent / pattern))
+        assert host is not None and list(host.parent.glob(host.name))
+    text = (REPO / "alertmanager" / "alertmanager.yml").read_text()
+    for secret in set(re.findall(r"(/etc/alertmanager/secrets/[\w.-]+)", text)):
+        assert container_to_host("alertmanager", secret) is not None, secret   # mounted (the file may be absent)
+    webhook_args = SERVICES["webhook"]["command"]
+    port = int(webhook_args[webhook_args.index("--port") + 1])
+    assert container_to_host("webhook", webhook_args[2]) == REPO / "alertmanager" / "webhook-receiver.py"
+    urls = {c["url"] for r in config["receivers"] for c in r.get("webhook_configs", [])}
+    assert urls and all(host_port(url) == ("webhook", port) for url in urls)
+
+
+def test_grafana_provisioning_agrees_with_mounts_and_prometheus():
+    grafana = SERVICES["grafana"]
+    env = grafana["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD")
+    assert container_to_host("grafana", "/etc/grafana/provisioning") == REPO / "grafana" / "provisioning"
+    (source,) = [d for d in load_yaml(REPO / "grafana/provisioning/datasources/inferwatch.yml")["datasources"]
+                 if d["type"] == "prometheus"]
+    assert source["isDefault"] and host_port(source["url"]) == ("prometheus", 9090)
+    assert "9090:9090" in SERVICES["prometheus"]["ports"]
+    assert "--web.listen-address" not in " ".join(SERVICES["prometheus"]["command"])   # default :9090
+    (manager,) = [d for d in load_yaml(REPO / "grafana/provisioning/datasources/inferwatch.yml")["datasources"]
+                  if d["type"] == "alertmanager"]
+    assert host_port(manager["url"]) == ("alertmanager", 9093)
+    (provider,) = load_yaml(REPO / "grafana/provisioning/dashboards/inferwatch.yml")["providers"]
+    dashboards = container_to_host("grafana", provider["options"]["path"])
+    assert dashboards == REPO / "grafana" / "dashboards" and list(dashboards.glob("*.json"))
+    assert container_to_host("grafana", env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).is_file()
+
+
+def test_dockerfile_is_slim_and_non_root():
+    text = (REPO / "Dockerfile").read_text()
+    assert re.findall(r"^FROM python:\$\{PYTHON_VERSION\}-slim", text, flags=re.M)
+    assert re.search(r"^USER 10001:10001$", text, flags=re.M)
+    cmd = re.search(r"^CMD (.*)$", text, flags=re.M).group(1)
+    assert yaml.safe_load(cmd) == ["inferwatch", "run", "--config", "/etc/inferwatch/inferwatch.yaml"]
+    ignored = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    assert ignored[0] == "*" and {"!pyproject.toml", "!README.md", "!src/"} <= set(ignored)
+
+
+def test_kubernetes_example(tmp_path, monkeypatch):
+    k8s = REPO / "examples" / "kubernetes"
+    kustomization = load_yaml(k8s / "kustomization.yaml")
+    for resource in kustomization["resources"]:
+        assert (k8s / resource).is_file(), resource
+    deployment = load_yaml(k8s / "deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True and pod["securityContext"]["runAsNonRoot"] is True
+    containers = {c["name"]: c for c in pod["containers"]}
+    sidecar = containers["inferwatch"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+    configmap = load_yaml(k8s / "configmap.yaml")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    (mount,) = [m for m in sidecar["volumeMounts"] if m["name"] == "config"]
+    assert sidecar["args"][-1] == f"{mount['mountPath']}/inferwatch.yaml"
+    monkeypatch.delenv("MODEL_VERSION", raising=False)
+    cfg = sidecar_config(tmp_path, configmap["data"]["inferwatch.yaml"])
+    assert cfg.model.name == "loan" and cfg.model.version == "v1"
+    assert re.search(cfg.process.match, shlex.join(containers["model"]["command"]))
+    model_port = int(containers["model"]["command"][-1])
+    assert host_port(cfg.upstream.url) == ("127.0.0.1", model_port)
+    ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    assert ports == {"http": cfg.proxy.port, "metrics": cfg.admin.port}
+
+    service = load_yaml(k8s / "service.yaml")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+    selector = load_yaml(REPO / "prometheus" / "thresholds.yaml")["selector"]
+    job_pattern = re.search(r'job=~"(.*)"', selector).group(1)
+    pod_monitor = load_yaml(k8s / "podmonitor.yaml")
+    assert pod_monitor["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert re.fullmatch(job_pattern, f"ml/{pod_monitor['metadata']['name']}")   # job = <namespace>/<name>
+    service_monitor = load_yaml(k8s / "servicemonitor.yaml")
+    (endpoint,) = service_monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    assert re.fullmatch(job_pattern, endpoint["relabelings"][0]["replacement"])

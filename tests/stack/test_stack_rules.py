@@ -1,0 +1,166 @@
+"""Prometheus rules: promtool checks and unit tests, the render is current, alert conventions."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+
+import pytest
+
+from inferwatch.cli import main as cli_main
+from inferwatch.rules import DEFAULTS, ThresholdsError, load_thresholds
+
+from stack_helpers import REPO, RULE_FILES, THRESHOLDS, load_yaml, run, tool
+
+ALERT_FILES = [p for p in RULE_FILES if p.name != "inferwatch-recording.yml"]
+
+
+def alert_rules():
+    for path in ALERT_FILES:
+        for group in load_yaml(path)["groups"]:
+            for rule in group["rules"]:
+                yield rule
+
+
+def test_rule_files_are_the_rendered_set():
+    assert [p.name for p in RULE_FILES] == ["inferwatch-ops.yml", "inferwatch-recording.yml"]
+
+
+def test_promtool_check_rules():
+    result = run(tool("promtool"), "check", "rules", *map(str, RULE_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_of_every_rule_file():
+    tests = sorted((REPO / "prometheus" / "tests").glob("*.yml"))
+    assert tests
+    result = run(tool("promtool"), "test", "rules", *map(str, tests), cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_firing_and_a_silent_unit_test():
+    cases = [case for path in sorted((REPO / "prometheus" / "tests").glob("*.yml"))
+             for case in load_yaml(path)["tests"]]
+    fires, silent = set(), set()
+    for case in cases:
+        for check in case.get("alert_rule_test", []):
+            (fires if check["exp_alerts"] else silent).add(check["alertname"])
+    names = {rule["alert"] for rule in alert_rules()}
+    assert fires == names
+    assert silent == names   # the watchdog's "silent" case is before its `for:`
+
+
+def test_promtool_check_config():
+    result = run(tool("promtool"), "check", "config", str(REPO / "prometheus" / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 rule files found" in result.stdout
+
+
+def test_committed_rules_match_a_fresh_render(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert cli_main(["rules", "check"]) == 0, capsys.readouterr().out
+
+
+def test_rules_command_via_the_console_script():
+    result = run(sys.executable, "-m", "inferwatch", "rules", "check", cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_check_fails_on_a_stale_render_and_render_fixes_it(tmp_path, capsys):
+    thresholds = tmp_path / "thresholds.yaml"
+    shutil.copy(THRESHOLDS, thresholds)
+    args = ["--thresholds", str(thresholds), "--output-dir", str(tmp_path / "rules"),
+            "--prometheusrule", str(tmp_path / "prometheusrule.yaml")]
+    assert cli_main(["rules", "render", *args]) == 0
+    assert cli_main(["rules", "check", *args]) == 0
+    thresholds.write_text(thresholds.read_text().replace("threshold_seconds: 0.5", "threshold_seconds: 2"))
+    capsys.readouterr()
+    assert cli_main(["rules", "check", *args]) == 1
+    out = capsys.readouterr()
+    assert "+    expr: model:inferwatch_request_duration_seconds:histogram_quantile5m{quantile=\"0.99\"} > 2" in out.out
+    assert "inferwatch rules render" in out.err
+    assert cli_main(["rules", "render", *args]) == 0
+    assert cli_main(["rules", "check", *args]) == 0
+    assert "threshold: 2s for 15m" in (tmp_path / "rules" / "inferwatch-ops.yml").read_text()
+
+
+def test_shipped_thresholds_spell_out_every_default():
+    assert load_thresholds(THRESHOLDS).raw == load_thresholds(None).raw == DEFAULTS
+
+
+@pytest.mark.parametrize("text, message", [
+    ("alerts: {InferwatchHighErrorRate: {treshold: 0.1}}", "alerts.InferwatchHighErrorRate.treshold: unknown key"),
+    ("slo: {latency_seconds: 0.2}", "slo.latency_seconds: must be a bucket boundary"),
+    ("slo: {objective: 95}", "slo.objective: must be a number between 0 and 1"),
+    ("alerts: {InferwatchHighErrorRate: {for: 10 minutes}}", "alerts.InferwatchHighErrorRate.for: must be a Prometheus duration"),
+    ("alerts: {InferwatchEventsDropped: {reasons: [lost]}}", "alerts.InferwatchEventsDropped.reasons"),
+    ("selector: 'model=\"loan\"'", "selector: must be label matchers"),
+    ("slo: {burn_rate_alerts: [{severity: critical, factor: 30, long_window: 1h, short_window: 5m, for: 2m}]}",
+     "can never fire"),
+])
+def test_thresholds_problems_are_reported_with_their_key(tmp_path, text, message):
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(text)
+    with pytest.raises(ThresholdsError) as info:
+        load_thresholds(path)
+    assert any(message in problem and str(path) in problem for problem in info.value.problems), info.value.problems
+
+
+def test_alert_conventions():
+    base = load_thresholds(THRESHOLDS).raw["runbook_base_url"]
+    names = set()
+    for rule in alert_rules():
+        name = rule["alert"]
+        names.add(name)
+        assert re.fullmatch(r"Inferwatch(?:[A-Z][a-z0-9]*|SLO|P99)+", name), name
+        assert set(rule["labels"]) >= {"severity", "team"}, name
+        assert rule["labels"]["team"] == "ops"
+        assert rule["labels"]["severity"] in ("critical", "warning", "info", "none")
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), name
+        annotations = rule["annotations"]
+        assert set(annotations) == {"summary", "description", "runbook_url"}, name
+        assert "{{" not in annotations["summary"] and annotations["summary"].endswith("."), name
+        assert annotations["runbook_url"] == f"{base}/docs/runbooks.md#{name.lower()}"
+        description = annotations["description"]
+        assert "$value" in description and "threshold" in description, name
+        if name != "InferwatchWatchdog":
+            assert "$labels.model }}" in description and "$labels.model_version }}" in description, name
+    assert names == {"InferwatchModelServerDown", "InferwatchSidecarDown", "InferwatchHighErrorRate",
+                     "InferwatchLatencySLOBurnRate", "InferwatchHighLatencyP99", "InferwatchEventsDropped",
+                     "InferwatchWatchdog"}
+
+
+def test_burn_rate_alerts_are_multi_window_with_critical_and_warning():
+    burns = [r for r in alert_rules() if r["alert"] == "InferwatchLatencySLOBurnRate"]
+    assert {r["labels"]["severity"] for r in burns} == {"critical", "warning"}
+    for rule in burns:
+        windows = re.findall(r"ratio_rate(\w+) >", rule["expr"])
+        assert len(windows) == 2 and "\nand\n" in rule["expr"], rule["expr"]
+
+
+def test_recording_rules_are_named_level_metric_operations():
+    for group in load_yaml(REPO / "prometheus" / "rules" / "inferwatch-recording.yml")["groups"]:
+        for rule in group["rules"]:
+            assert re.fullmatch(r"[a-z_]+:inferwatch_[a-z_]+:[a-z0-9_]+", rule["record"]), rule["record"]
+
+
+def test_runbooks_have_a_section_per_alert():
+    text = (REPO / "docs" / "runbooks.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^## (\S+)$", text, flags=re.M))
+    for rule in alert_rules():
+        assert rule["alert"] in headings, rule["alert"]
+        anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[1]
+        assert anchor == rule["alert"].lower()   # GitHub's anchor of "## <name>"
+        section = text.split(f"## {rule['alert']}\n", 1)[1].split("\n## ", 1)[0]
+        for part in ("**Meaning.**", "**First checks.**", "**Likely causes", "**Actions.**"):
+            assert part in section, (rule["alert"], part)
+
+
+def test_kubernetes_prometheusrule_has_the_same_groups_as_prometheus_rules():
+    rule = load_yaml(REPO / "examples" / "kubernetes" / "prometheusrule.yaml")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
+    groups = [g for path in sorted(RULE_FILES, key=lambda p: p.name != "inferwatch-recording.yml")
+              for g in load_yaml(path)["groups"]]
+    assert rule["spec"]["groups"] == groups
+    assert "inferwatch rules render" in (REPO / "examples" / "kubernetes" / "prometheusrule.yaml").read_text()
