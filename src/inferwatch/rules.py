@@ -276,8 +276,9 @@ def _model_version_of_instance(t: Thresholds) -> str:
     Joined onto ``up`` and ``inferwatch_upstream_up`` so their alerts can name the version;
     ``topk`` keeps the newest version when a sidecar restarted with another one.
     """
+    started = _sel(t, "inferwatch_model_start_timestamp_seconds")
     return (f"group by (job, instance, model, model_version) (\n"
-            f"    topk by (job, instance) (1, last_over_time({_sel(t, 'inferwatch_model_start_timestamp_seconds')}[1h]))\n"
+            f"    topk by (job, instance) (1, last_over_time({started}[1h]))\n"
             f"  )")
 
 
@@ -301,10 +302,10 @@ def recording_groups(t: Thresholds) -> list[dict[str, Any]]:
         {"record": "model_le:inferwatch_request_duration_seconds_bucket:rate5m",
          "expr": _sum_rate(t, "inferwatch_request_duration_seconds_bucket", "5m", by=f"{BY_MODEL}, le")},
     ]
+    buckets = "model_le:inferwatch_request_duration_seconds_bucket:rate5m"
     for quantile in ("0.5", "0.95", "0.99"):
         serving.append({"record": "model:inferwatch_request_duration_seconds:histogram_quantile5m",
-                        "expr": f"histogram_quantile({quantile}, model_le:inferwatch_request_duration_seconds_bucket:rate5m)",
-                        "labels": {"quantile": quantile}})
+                        "expr": f"histogram_quantile({quantile}, {buckets})", "labels": {"quantile": quantile}})
 
     # Bad events of the latency SLO: requests slower than slo.latency_seconds, and requests the
     # model server never answered (502/504, in inferwatch_upstream_errors_total but not in the

@@ -181,7 +181,8 @@ def test_kubernetes_example(tmp_path, monkeypatch):
     assert pod["shareProcessNamespace"] is True and pod["securityContext"]["runAsNonRoot"] is True
     containers = {c["name"]: c for c in pod["containers"]}
     sidecar = containers["inferwatch"]
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
     configmap = load_yaml(k8s / "configmap.yaml")
     (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
