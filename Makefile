@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help demo test system-deps bench lint clean
+.PHONY: help demo test system-deps bench rules clean
 
 help:
 	@echo "make demo   - demo model server + inferwatch sidecar + drifting traffic (+ Prometheus when installable)"
 	@echo "make test   - install everything needed and run the whole test suite"
 	@echo "make bench  - run the benchmarks in benchmarks/"
+	@echo "make rules  - render prometheus/rules/ from prometheus/thresholds.yaml"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,9 @@ test: $(STAMP) system-deps
 bench: $(STAMP)
 	$(PY) benchmarks/proxy_overhead.py
 	$(PY) benchmarks/ingest.py
+
+rules: $(STAMP)
+	$(VENV)/bin/inferwatch rules render
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

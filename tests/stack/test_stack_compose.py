@@ -98,9 +98,12 @@ def test_sidecar_config_is_valid_and_agrees_with_ports_and_prometheus(tmp_path):
     assert f"{cfg.proxy.port}:{cfg.proxy.port}" in SERVICES["inferwatch"]["ports"]
     assert f"{cfg.admin.port}:{cfg.admin.port}" in SERVICES["inferwatch"]["ports"]
     assert cfg.process.match and re.search(cfg.process.match, " ".join(SERVICES["model"]["command"]))
-    traffic = SERVICES["traffic"]["command"][-1]
-    assert f'"http://inferwatch:{cfg.proxy.port}/v1/models/{cfg.model.name}:predict"' in traffic
-    compile(traffic, "traffic", "exec")
+    traffic = SERVICES["traffic"]["command"]
+    assert traffic[:3] == ["python", "-m", "inferwatch.demo.traffic"]
+    assert traffic[traffic.index("--url") + 1] == f"http://inferwatch:{cfg.proxy.port}/v1/models/{cfg.model.name}:predict"
+    from inferwatch.demo import traffic as traffic_module  # the module the command runs exists
+
+    assert callable(traffic_module.main)
 
     prometheus = load_yaml(REPO / "prometheus" / "prometheus.yml")
     (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "inferwatch"]

@@ -63,3 +63,34 @@ class TrafficGenerator:
         self._stop.set()
         for thread in self._threads:
             thread.join(5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m inferwatch.demo.traffic --url URL``: rounds of drifting traffic (compose stack)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="inferwatch demo traffic: loan applications that drift")
+    parser.add_argument("--url", required=True, help="prediction URL, e.g. http://inferwatch:8080/v1/models/loan:predict")
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds per round (drift halfway)")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--loop", action="store_true", help="repeat rounds until stopped")
+    args = parser.parse_args(argv)
+    round_number = 0
+    while True:
+        round_number += 1
+        traffic = TrafficGenerator(args.url, duration=args.duration, concurrency=args.concurrency,
+                                   seed=11 + round_number).start()
+        try:
+            while traffic.running():
+                time.sleep(1)
+        except KeyboardInterrupt:
+            traffic.stop()
+            return 130
+        traffic.stop()
+        print(f"round {round_number}: {traffic.sent} requests sent, {traffic.failed} failed", flush=True)
+        if not args.loop:
+            return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
