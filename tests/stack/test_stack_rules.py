@@ -14,17 +14,19 @@ from inferwatch.rules import DEFAULTS, ThresholdsError, load_thresholds
 from stack_helpers import REPO, RULE_FILES, THRESHOLDS, load_yaml, run, tool
 
 ALERT_FILES = [p for p in RULE_FILES if p.name != "inferwatch-recording.yml"]
+TEAMS = {"inferwatch-data.yml": "data", "inferwatch-ml.yml": "ml", "inferwatch-ops.yml": "ops"}
 
 
-def alert_rules():
+def alert_rules(with_file: bool = False):
     for path in ALERT_FILES:
         for group in load_yaml(path)["groups"]:
             for rule in group["rules"]:
-                yield rule
+                yield (path.name, rule) if with_file else rule
 
 
 def test_rule_files_are_the_rendered_set():
-    assert [p.name for p in RULE_FILES] == ["inferwatch-ops.yml", "inferwatch-recording.yml"]
+    assert [p.name for p in RULE_FILES] == ["inferwatch-data.yml", "inferwatch-ml.yml", "inferwatch-ops.yml",
+                                            "inferwatch-recording.yml"]
 
 
 def test_promtool_check_rules():
@@ -54,7 +56,7 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test():
 def test_promtool_check_config():
     result = run(tool("promtool"), "check", "config", str(REPO / "prometheus" / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 rule files found" in result.stdout
+    assert f"{len(RULE_FILES)} rule files found" in result.stdout
 
 
 def test_committed_rules_match_a_fresh_render(monkeypatch, capsys):
@@ -99,6 +101,11 @@ def test_shipped_thresholds_spell_out_every_default():
     ("selector: 'model=\"loan\"'", "selector: must be label matchers"),
     ("slo: {burn_rate_alerts: [{severity: critical, factor: 30, long_window: 1h, short_window: 5m, for: 2m}]}",
      "can never fire"),
+    ("alerts: {InferwatchFeatureDrift: {method: pvalue}}", "alerts.InferwatchFeatureDrift.method: must be one of"),
+    ("alerts: {InferwatchFeatureDrift: {min_score: -1}}", "alerts.InferwatchFeatureDrift.min_score: must be a number >= 0"),
+    ("alerts: {InferwatchPredictionDrift: {threshold_score: 0}}",
+     "alerts.InferwatchPredictionDrift.threshold_score: must be a positive number"),
+    ("alerts: {InferwatchPayloadErrors: {threshold: 5}}", "alerts.InferwatchPayloadErrors.threshold: must be a number"),
 ])
 def test_thresholds_problems_are_reported_with_their_key(tmp_path, text, message):
     path = tmp_path / "thresholds.yaml"
@@ -111,12 +118,12 @@ def test_thresholds_problems_are_reported_with_their_key(tmp_path, text, message
 def test_alert_conventions():
     base = load_thresholds(THRESHOLDS).raw["runbook_base_url"]
     names = set()
-    for rule in alert_rules():
+    for filename, rule in alert_rules(with_file=True):
         name = rule["alert"]
         names.add(name)
         assert re.fullmatch(r"Inferwatch(?:[A-Z][a-z0-9]*|SLO|P99)+", name), name
         assert set(rule["labels"]) >= {"severity", "team"}, name
-        assert rule["labels"]["team"] == "ops"
+        assert rule["labels"]["team"] == TEAMS[filename], name
         assert rule["labels"]["severity"] in ("critical", "warning", "info", "none")
         assert re.fullmatch(r"\d+[smh]", rule["for"]), name
         annotations = rule["annotations"]
@@ -127,9 +134,28 @@ def test_alert_conventions():
         assert "$value" in description and "threshold" in description, name
         if name != "InferwatchWatchdog":
             assert "$labels.model }}" in description and "$labels.model_version }}" in description, name
+        if "inferwatch_feature_" in rule["expr"]:
+            assert "$labels.feature }}" in description, name
+        if "inferwatch_prediction_" in rule["expr"]:
+            assert "$labels.output }}" in description, name
     assert names == {"InferwatchModelServerDown", "InferwatchSidecarDown", "InferwatchHighErrorRate",
                      "InferwatchLatencySLOBurnRate", "InferwatchHighLatencyP99", "InferwatchEventsDropped",
-                     "InferwatchWatchdog"}
+                     "InferwatchWatchdog",
+                     "InferwatchFeatureDrift", "InferwatchDatasetDrift", "InferwatchPayloadErrors",
+                     "InferwatchDriftEvaluationStale",
+                     "InferwatchPredictionDrift"}
+
+
+def test_drift_alerts_use_the_drift_engine_metrics():
+    """The names of the drift engine's metrics contract (issue 3), spelled exactly."""
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    assert "inferwatch_feature_drift_score{" in exprs["InferwatchFeatureDrift"]
+    assert "inferwatch_feature_drifted{" in exprs["InferwatchFeatureDrift"]
+    assert "inferwatch_dataset_drifted{" in exprs["InferwatchDatasetDrift"]
+    assert "inferwatch_drifted_features_ratio{" in exprs["InferwatchDatasetDrift"]
+    assert "inferwatch_drift_last_evaluation_timestamp_seconds{" in exprs["InferwatchDriftEvaluationStale"]
+    assert "inferwatch_prediction_drift_score{" in exprs["InferwatchPredictionDrift"]
+    assert "inferwatch_payload_errors" in exprs["InferwatchPayloadErrors"]
 
 
 def test_burn_rate_alerts_are_multi_window_with_critical_and_warning():
