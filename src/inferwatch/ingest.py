@@ -22,6 +22,7 @@ import re
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from typing import Any
 
 from .codecs import decompress, media_type
@@ -94,7 +95,10 @@ def _check_event(event: Any, default_version: str | None, now: float) -> tuple[s
     elif len(prediction_id) > _MAX_ID_LENGTH:
         raise ValueError(f"prediction_id is longer than {_MAX_ID_LENGTH} characters")
     timestamp = event.get("timestamp")
-    timestamp = now if timestamp is None else parse_timestamp(timestamp)
+    if timestamp is None:
+        timestamp = now
+    elif not (type(timestamp) is float and 0.0 <= timestamp < _MAX_SECONDS):  # else already valid seconds
+        timestamp = parse_timestamp(timestamp)
     version = event.get("model_version")
     if version is None or version == "":
         version = default_version
@@ -141,6 +145,20 @@ def _json_lines(text: str) -> tuple[list[Any], list[dict[str, Any]], list[int]]:
 
 
 _INVALID = object()  # a JSON line that did not parse; already rejected
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """``rows_to_columns``, transposed in C when every row has the same keys (the usual body)."""
+    if rows:
+        first = rows[0].keys()
+        if all(map(first.__eq__, map(dict.keys, rows))):
+            names = list(first)
+            if len(names) > 1:
+                return dict(zip(names, map(list, zip(*map(itemgetter(*names), rows)))))
+            if names:
+                return {names[0]: [row[names[0]] for row in rows]}
+            return {}
+    return rows_to_columns(rows)
 
 
 def parse_events(
@@ -206,7 +224,10 @@ def parse_events(
                 rejection["line"] = lines[index]
             rejections.append(rejection)
             continue
-        ids, stamps, feature_rows, output_rows = groups.setdefault(version, ([], [], [], []))
+        group = groups.get(version)
+        if group is None:
+            group = groups[version] = ([], [], [], [])
+        ids, stamps, feature_rows, output_rows = group
         ids.append(prediction_id)
         stamps.append(timestamp)
         feature_rows.append(features)
@@ -215,8 +236,8 @@ def parse_events(
     batches = [
         EventBatch(
             n=len(ids),
-            features=rows_to_columns(feature_rows),
-            outputs=rows_to_columns(output_rows),
+            features=_columns(feature_rows),
+            outputs=_columns(output_rows),
             prediction_ids=ids,
             timestamps=stamps,
             model_version=version,

@@ -61,6 +61,7 @@ class Pipeline:
         self.model = cfg.model.name
         self._thread: threading.Thread | None = None
         self.processed = 0
+        self._counters: dict[tuple[str, str], tuple] = {}
 
     # --- the request side: never blocks, never raises --------------------------------------
 
@@ -170,8 +171,12 @@ class Pipeline:
         before_f, before_o = window.features.columns_capped, window.outputs.columns_capped
         window.append(batch)
         m = self.metrics
-        m.events.labels(self.model, version, source).inc(batch.n)
-        m.predictions.labels(self.model, version).inc(batch.n)
+        counters = self._counters.get((version, source))
+        if counters is None:  # labelled children cached: versions are capped, sources are few
+            counters = (m.events.labels(self.model, version, source), m.predictions.labels(self.model, version))
+            self._counters[(version, source)] = counters
+        counters[0].inc(batch.n)
+        counters[1].inc(batch.n)
         capped = (window.features.columns_capped - before_f, window.outputs.columns_capped - before_o)
         if capped[0]:
             m.label_values_capped.labels("feature").inc(capped[0])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Iterable, Literal
 
 import numpy as np
@@ -29,6 +30,7 @@ PRESENT, MISSING, INVALID = np.uint8(0), np.uint8(1), np.uint8(2)
 MISSING_CODE = -1
 Kind = Literal["numeric", "categorical"]
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
+_STR = {str}
 
 
 def infer_kind(values: Iterable[Any]) -> Kind | None:
@@ -109,7 +111,9 @@ class Column:
     def encode(self, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "numeric":
             return to_numeric(values)
-        keys = [category_key(v) for v in values]
+        # category_key(s) is s for a string: the common all-strings column skips the call per value.
+        all_str = set(map(type, values)) == _STR
+        keys = values if all_str else [category_key(v) for v in values]
         vocabulary = self.vocabulary
         overflow: set[str] = set()
         for key in dict.fromkeys(keys):  # first-seen order, so the cap is deterministic
@@ -130,6 +134,9 @@ class Column:
                 self.categories.append(OTHER)
             self.categories_capped += sum(1 for k in keys if k in overflow)
         other = vocabulary.get(OTHER, MISSING_CODE)
+        if all_str:  # every string is in the vocabulary or overflowed to OTHER: no missing codes
+            codes = np.fromiter(map(vocabulary.get, keys, repeat(other)), dtype=np.int32, count=len(keys))
+            return codes, np.zeros(len(values), dtype=np.uint8)
         codes = np.fromiter((vocabulary.get(k, other) if k is not None else MISSING_CODE for k in keys),
                             dtype=np.int32, count=len(keys))
         state = np.zeros(len(values), dtype=np.uint8)
@@ -185,7 +192,17 @@ class ColumnGroup:
                 if kind is None:  # all null so far: nothing to learn the type from yet
                     continue
                 column = self.columns[name] = Column(kind, self.capacity, self.max_categories)
-            encoded, state = column.encode(values[take] if take.start else values)
+            values = values[take] if take.start else values
+            if column.kind == "numeric" and values:
+                # to_numeric's common case inline: all numbers are written as one cast assignment
+                # and a PRESENT fill, without the intermediate float64 and state arrays.
+                arr = np.asarray(values)
+                if arr.dtype.kind in "fiub" and arr.ndim == 1:
+                    column.values[positions] = arr
+                    column.state[positions] = PRESENT
+                    written.add(name)
+                    continue
+            encoded, state = column.encode(values)
             column.write(positions, encoded, state)
             written.add(name)
         for name, column in self.columns.items():
@@ -231,7 +248,11 @@ class Window:
         skip = max(0, n - self.capacity)
         take = slice(skip, None)
         with self._lock:
-            positions = (self._head + np.arange(n - skip)) % self.capacity
+            kept = n - skip
+            if self._head + kept <= self.capacity:  # no wrap: a slice, not an index array
+                positions: np.ndarray | slice = slice(self._head, self._head + kept)
+            else:
+                positions = (self._head + np.arange(kept)) % self.capacity
             self.prediction_ids[positions] = ids[skip:]
             self.timestamps[positions] = stamps[skip:]
             self.features.write(batch.features, positions, take)
