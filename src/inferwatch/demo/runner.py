@@ -4,7 +4,6 @@ summary; Prometheus too when its binary is on this machine."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .model import CATEGORICAL, NUMERIC
 from .model_server import MODEL_NAME
+from .stack import start_demo_stack
 from .traffic import TrafficGenerator
 
 
@@ -97,28 +97,6 @@ def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_
     return path
 
 
-def start_prometheus(workdir: Path, admin_port: int, port: int = 9090) -> subprocess.Popen | None:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        print("prometheus is not installed: skipping it (make demo installs it where apt-get can).")
-        return None
-    config = {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
-        "scrape_configs": [{"job_name": "inferwatch", "static_configs": [{"targets": [f"127.0.0.1:{admin_port}"]}]}],
-    }
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
-        [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=open(workdir / "prometheus.log", "wb"))
-    if wait_http(f"http://127.0.0.1:{port}/-/ready", 30, process):
-        print(f"Prometheus:  http://127.0.0.1:{port}/graph?g0.expr=rate(inferwatch_requests_total[1m])")
-        return process
-    print(f"prometheus did not start; see {workdir / 'prometheus.log'}")
-    process.terminate()
-    return None
-
-
 def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int = 9180, upstream_port: int = 8081,
              with_stack: bool = True, report_every: float = 5.0) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="inferwatch-demo-"))
@@ -147,9 +125,9 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
         print(f"Metrics:      http://127.0.0.1:{admin_port}/metrics   status: http://127.0.0.1:{admin_port}/v1/status")
         print(f"Work files:   {workdir} (config, logs, prediction log)")
         if with_stack:
-            prometheus = start_prometheus(workdir, admin_port)
-            if prometheus is not None:
-                processes.append(prometheus)
+            stack = start_demo_stack(workdir, admin_port)
+            if stack is not None:
+                processes.extend(stack.processes)
         traffic = TrafficGenerator(f"http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict",
                                    duration=duration).start()
         print(f"\nSending traffic for {duration:g}s; the applicant population drifts after {duration / 2:g}s.")
