@@ -28,6 +28,7 @@ from inferwatch.sidecar import Sidecar
 
 MAX_FOR = "2s"   # every alert's `for:` in the test's copy of the rules
 DRIFT_ENGINE = importlib.util.find_spec("inferwatch.drift") is not None
+WARMUP_EVENTS = 1000   # the first healthy events become the drift reference
 
 
 class Traffic:
@@ -78,7 +79,7 @@ def sidecar_overrides(upstream_port: int, model_pid: int) -> dict:
         "payload.features": features,
         "window.max_events": 3000,
         "process.pid": model_pid,
-    }
+    } | ({"reference.warmup_events": WARMUP_EVENTS, "drift.interval_seconds": 1.0} if DRIFT_ENGINE else {})
 
 
 class E2E:
@@ -146,6 +147,12 @@ def test_healthy_traffic_raises_no_alert_but_the_watchdog(e2e):
     # The rules see a few seconds of healthy traffic: rates exist and every rule evaluated.
     assert wait_until(lambda: stack.query('model:inferwatch_requests:rate5m{model="loan", model_version="v1"} > 0'),
                       20), e2e.logs()
+    if DRIFT_ENGINE:   # the drift alerts must have seen healthy drift figures, not none at all
+        selector = f'{{instance="{e2e.instance}", model="loan", model_version="v1"}}'
+        for metric in ("inferwatch_feature_drift_score", "inferwatch_feature_drifted",
+                       "inferwatch_drifted_features_ratio", "inferwatch_dataset_drifted",
+                       "inferwatch_prediction_drift_score", "inferwatch_drift_last_evaluation_timestamp_seconds"):
+            assert wait_until(lambda: stack.query(metric + selector), 30), (metric, e2e.logs())
     time.sleep(4)   # twice MAX_FOR: anything true now would be firing
     groups = requests.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     unhealthy = [(r["name"], r.get("lastError")) for g in groups for r in g["rules"] if r["health"] != "ok"]
@@ -165,7 +172,24 @@ def test_healthy_traffic_raises_no_alert_but_the_watchdog(e2e):
 @pytest.mark.skipif(not DRIFT_ENGINE, reason="needs the drift engine of issue 3 (src/inferwatch/drift.py), "
                                             "which has not landed yet")
 def test_feature_drift_reaches_the_data_team(e2e):
-    pytest.skip("the drift engine landed: configure its reference in sidecar_overrides() and enable this test")
+    e2e.traffic.shift = 1.0   # the demo's drifted population: lower incomes, more debt, more contractors
+    delivered = wait_until(lambda: e2e.stack.webhook.alerts(status="firing", alertname="InferwatchFeatureDrift"), 45)
+    assert delivered, (e2e.stack.alerts(), e2e.logs())
+    for receiver, alert in delivered:
+        labels = alert["labels"]
+        assert receiver == "data-chat"   # team data, severity warning
+        assert {k: labels[k] for k in ("team", "severity", "model", "model_version", "instance", "method")} == {
+            "team": "data", "severity": "warning", "model": "loan", "model_version": "v1",
+            "instance": e2e.instance, "method": "psi"}
+        assert labels["feature"] in FEATURES
+        description = alert["annotations"]["description"]
+        match = re.fullmatch(rf"Feature {labels['feature']} of loan version v1 \(sidecar {re.escape(e2e.instance)}\) "
+                             r"has drifted from its reference: psi = ([0-9.e+-]+); threshold: .* psi >= 0\.1, for .*\.",
+                             description)
+        assert match and float(match.group(1)) >= 0.1, description
+        assert alert["annotations"]["runbook_url"].endswith("docs/runbooks.md#inferwatchfeaturedrift")
+    drifted = {alert["labels"]["feature"] for _, alert in delivered}
+    assert drifted & {"income", "debt_ratio", "age", "employment"}, drifted   # the features the demo shifts
 
 
 def test_model_server_down_reaches_the_ops_team(e2e):
