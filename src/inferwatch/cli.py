@@ -46,6 +46,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "model.name": args.model,
         "model.version": args.model_version,
         "payload.features": args.features,
+        "reference.path": getattr(args, "reference", None),
+        "drift.interval_seconds": getattr(args, "drift_interval", None),
     }
     return {key: value for key, value in pairs.items() if value is not None}
 
@@ -91,6 +93,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import build_profile_from_file
+
+    def names(text: str | None) -> list[str]:
+        return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+    predictions: dict[str, str] = {}
+    for item in args.prediction_column or []:
+        for part in names(item):
+            column, _, output = part.partition("=")
+            predictions[column] = output or column
+    try:
+        profile = build_profile_from_file(
+            args.input, fmt=args.format, features=names(args.features) or None, categorical=names(args.categorical),
+            numeric=names(args.numeric), prediction_columns=predictions, label_column=args.label_column,
+            sample_size=args.sample_size, bins=args.bins, top_k=args.top_k, chunk_rows=args.chunk_rows,
+            seed=args.seed)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"inferwatch profile: {exc}", file=sys.stderr)
+        return 1
+    digest = profile.save(args.output)
+    print(f"{args.output}: {profile.describe()}")
+    print(f"hash {digest}")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if cfg is None:
@@ -129,7 +157,31 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run the sidecar: a transparent proxy in front of the model server and an "
                                      "admin port with /metrics, /healthz, /readyz, /v1/status and /v1/events.")
     _add_config_flags(run)
+    run.add_argument("--reference", metavar="FILE", help="reference profile for drift (reference.path)")
+    run.add_argument("--drift-interval", type=float, metavar="SECONDS",
+                     help="seconds between drift evaluations (drift.interval_seconds)")
     run.set_defaults(func=cmd_run)
+
+    prof = sub.add_parser("profile", help="build a reference profile from training data",
+                          description="Profile a CSV, JSON lines or Parquet file (read in chunks, bounded memory) "
+                                      "into a reference profile for `inferwatch run --reference`.")
+    prof.add_argument("--input", "-i", required=True, metavar="FILE", help="CSV, JSON lines (.jsonl) or Parquet")
+    prof.add_argument("--output", "-o", required=True, metavar="FILE", help="where to write reference.json")
+    prof.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="default: from the file name")
+    prof.add_argument("--features", metavar="a,b,c", help="feature columns (default: every other column)")
+    prof.add_argument("--categorical", metavar="a,b", help="columns to treat as categorical")
+    prof.add_argument("--numeric", metavar="a,b", help="columns to treat as numeric")
+    prof.add_argument("--prediction-column", action="append", metavar="COL[=OUTPUT]",
+                      help="a model output column; =OUTPUT names it as the sidecar sees it (a scalar prediction "
+                           "is 'prediction'); repeatable")
+    prof.add_argument("--label-column", metavar="COL", help="the ground-truth label column")
+    prof.add_argument("--sample-size", type=int, default=10_000, metavar="N",
+                      help="rows kept for quantiles, KS/Wasserstein, correlation and PCA (default 10000)")
+    prof.add_argument("--bins", type=int, default=10, metavar="N", help="quantile bins per numeric column (10)")
+    prof.add_argument("--top-k", type=int, default=20, metavar="K", help="categories kept per column (20)")
+    prof.add_argument("--chunk-rows", type=int, default=20_000, metavar="N", help=argparse.SUPPRESS)
+    prof.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    prof.set_defaults(func=cmd_profile)
 
     check = sub.add_parser("check-config", help="validate a configuration file",
                            description="Validate a configuration: exit 0 with a summary, or exit 2 with every "

@@ -170,6 +170,56 @@ class LoggingConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    # A reference profile made by `inferwatch profile` (docs/reference-profile.md) ...
+    path: str = ""
+    # ... or, without a file, the first N production events frozen as the reference (0 = off).
+    warmup_events: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path or self.warmup_events)
+
+
+@dataclass
+class FeatureDriftConfig:
+    # Per-feature (or per-output) override of the drift decision; see docs/drift.md.
+    method: str = "auto"
+    threshold: float = 0.0  # 0 = the method's default (drift.thresholds)
+    enabled: bool = True
+
+
+DRIFT_METHODS = ("ks", "psi", "js", "hellinger", "kl", "wasserstein", "chi2", "linf")
+
+
+@dataclass
+class DriftConfig:
+    # Active when a reference is configured (reference.path or reference.warmup_events).
+    interval_seconds: float = 60.0
+    # Windows with fewer present values of a feature are not evaluated (no series for it).
+    min_events: int = 100
+    # Statistics published as inferwatch_feature_drift_score{method}; empty = every method of the type.
+    methods: list[str] = field(default_factory=list)
+    # inferwatch_feature_statistic (mean, std, quantiles, ... of reference and current).
+    summary_statistics: bool = True
+    # The decision: "auto" = a test (ks / chi2) while a window holds at most
+    # sample_test_max_events values of the feature, a distance (wasserstein / js) above.
+    numeric_method: str = "auto"
+    categorical_method: str = "auto"
+    sample_test_max_events: int = 1000
+    # p-value decisions: family-wise (bonferroni) or false discovery rate (bh) at alpha.
+    correction: Literal["bonferroni", "bh", "none"] = "bonferroni"
+    alpha: float = 0.01
+    # Distance decisions: score >= threshold; keys are methods (defaults in docs/drift.md).
+    thresholds: dict[str, float] = field(default_factory=dict)
+    # The dataset drifted when at least this share of features drifted (0 = any one feature).
+    dataset_drift_share: float = 0.0
+    features: dict[str, FeatureDriftConfig] = field(default_factory=dict)
+    # Cumulative per-bin counters for fleet-wide PSI in PromQL.
+    bin_counters: bool = True
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -183,6 +233,8 @@ class Config:
     process: ProcessConfig = field(default_factory=ProcessConfig)
     prediction_log: PredictionLogConfig = field(default_factory=PredictionLogConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     source: str = "<defaults>"
 
     def summary(self) -> str:
@@ -285,7 +337,8 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str], source: str) -> 
         if not isinstance(value, dict):
             bad()
             return None
-        return {str(k): _coerce(v, str, f"{key}.{k}", problems, source) for k, v in value.items()}
+        value_tp = typing.get_args(tp)[1] if typing.get_args(tp) else str
+        return {str(k): _coerce(v, value_tp, f"{key}.{k}", problems, source) for k, v in value.items()}
     if tp is FeatureSpec and isinstance(value, str):
         return FeatureSpec(name=value)
     if dataclasses.is_dataclass(tp):
@@ -399,6 +452,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             re.compile(cfg.process.match)
         except re.error as exc:
             problems.append(f"{src}:process.match: not a valid regular expression ({exc})")
+    _validate_drift(cfg, problems)
     seen: set[str] = set()
     for i, spec in enumerate(cfg.payload.features):
         if spec is None:
@@ -408,6 +462,37 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         if spec.name in seen:
             problems.append(f"{src}:payload.features[{i}].name: duplicate feature {spec.name!r}")
         seen.add(spec.name)
+
+
+def _validate_drift(cfg: Config, problems: list[str]) -> None:
+    src, d, ref = cfg.source, cfg.drift, cfg.reference
+    if ref.path and ref.warmup_events:
+        problems.append(f"{src}:reference.warmup_events: set either reference.path or reference.warmup_events")
+    if ref.warmup_events < 0:
+        problems.append(f"{src}:reference.warmup_events: must be 0 (off) or more, got {ref.warmup_events}")
+    if ref.path and not Path(ref.path).is_file():
+        problems.append(f"{src}:reference.path: file not found: {ref.path}")
+    for key, value in (("drift.interval_seconds", d.interval_seconds), ("drift.min_events", d.min_events),
+                       ("drift.sample_test_max_events", d.sample_test_max_events)):
+        if value <= 0:
+            problems.append(f"{src}:{key}: must be greater than 0, got {value!r}")
+    if not 0.0 < d.alpha < 1.0:
+        problems.append(f"{src}:drift.alpha: expected a number between 0 and 1, got {d.alpha}")
+    if not 0.0 <= d.dataset_drift_share <= 1.0:
+        problems.append(f"{src}:drift.dataset_drift_share: expected a number from 0 to 1, got {d.dataset_drift_share}")
+    known = ", ".join(DRIFT_METHODS)
+    for i, method in enumerate(d.methods):
+        if method not in DRIFT_METHODS:
+            problems.append(f"{src}:drift.methods[{i}]: unknown method {method!r} (expected one of {known})")
+    for key, method in (("drift.numeric_method", d.numeric_method), ("drift.categorical_method", d.categorical_method),
+                        *((f"drift.features.{name}.method", f.method) for name, f in d.features.items() if f)):
+        if method != "auto" and method not in DRIFT_METHODS:
+            problems.append(f"{src}:{key}: unknown method {method!r} (expected auto or one of {known})")
+    for method, value in d.thresholds.items():
+        if method not in DRIFT_METHODS:
+            problems.append(f"{src}:drift.thresholds.{method}: unknown method (expected one of {known})")
+        elif not value > 0:
+            problems.append(f"{src}:drift.thresholds.{method}: must be greater than 0, got {value!r}")
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:
