@@ -22,7 +22,6 @@ import re
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from operator import itemgetter
 from typing import Any
 
 from .codecs import decompress, media_type
@@ -148,16 +147,16 @@ _INVALID = object()  # a JSON line that did not parse; already rejected
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """``rows_to_columns``, transposed in C when every row has the same keys (the usual body)."""
-    if rows:
-        first = rows[0].keys()
-        if all(map(first.__eq__, map(dict.keys, rows))):
-            names = list(first)
-            if len(names) > 1:
-                return dict(zip(names, map(list, zip(*map(itemgetter(*names), rows)))))
-            if names:
-                return {names[0]: [row[names[0]] for row in rows]}
-            return {}
+    """``rows_to_columns`` when every row has the same keys (the usual body), without ``get``.
+
+    Rows of one length that all hold the first row's keys have the same key set; a row that
+    lacks one raises KeyError and the general version takes over.
+    """
+    if rows and len(set(map(len, rows))) == 1:
+        try:
+            return {name: [row[name] for row in rows] for name in rows[0]}
+        except KeyError:
+            pass
     return rows_to_columns(rows)
 
 
