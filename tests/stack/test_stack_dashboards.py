@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 import re
 import subprocess
 import sys
@@ -210,6 +211,9 @@ class Stack:
             "model.name": "loan", "model.version": "v1",
             "payload.codec": "kserve_v1",
             "process.pid": self.upstream.pid,
+            # drift panels: the first events become the reference, evaluated twice a second
+            **({"reference.warmup_events": 40, "drift.interval_seconds": 0.5, "drift.min_events": 10}
+               if DRIFT_ENGINE else {}),
         })).start()
         self.instance = f"127.0.0.1:{self.sidecar.admin_port}"
         self.proxy = f"http://127.0.0.1:{self.sidecar.proxy_port}"
@@ -240,8 +244,10 @@ class Stack:
         rejected push events."""
         session = requests.Session()
         deadline = time.monotonic() + seconds
-        row = {"income": 52000.0, "debt_ratio": 0.3, "region": "north"}
+        rng = random.Random(5)
         while time.monotonic() < deadline:
+            row = {"income": rng.gauss(52000.0, 9000.0), "debt_ratio": rng.uniform(0.1, 0.6),
+                   "region": rng.choice(["north", "south", "east"])}
             session.post(f"{self.proxy}/v1/models/loan:predict", json={"instances": [row, row]}, timeout=5)
             session.post(f"{self.proxy}/v1/models/loan:predict", data=b"{not json",
                          headers={"Content-Type": "application/json"}, timeout=5)
@@ -279,6 +285,9 @@ def stack(tmp_path_factory):
         stack.traffic(3.0)
         assert wait_until(lambda: stack.query('count(rate(inferwatch_requests_total[1m]) > 0) >= 3')["data"]["result"],
                           20), stack.prometheus_log()
+        if DRIFT_ENGINE:   # and the drift engine has published its first evaluation
+            for metric in sorted(DRIFT_METRICS):
+                assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
         yield stack
     finally:
         stack.stop()
