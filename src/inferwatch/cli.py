@@ -78,7 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(cfg.logging)
     from .sidecar import Sidecar
 
-    sidecar = Sidecar(cfg)
+    try:
+        sidecar = Sidecar(cfg)
+    except (OSError, ValueError) as exc:  # e.g. an unreadable or corrupt reference profile
+        print(f"inferwatch: {exc}", file=sys.stderr)
+        return 2
     try:
         sidecar.start()
     except OSError as exc:

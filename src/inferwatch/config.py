@@ -470,6 +470,9 @@ def _validate_drift(cfg: Config, problems: list[str]) -> None:
         problems.append(f"{src}:reference.warmup_events: set either reference.path or reference.warmup_events")
     if ref.warmup_events < 0:
         problems.append(f"{src}:reference.warmup_events: must be 0 (off) or more, got {ref.warmup_events}")
+    if ref.warmup_events > cfg.window.max_events:
+        problems.append(f"{src}:reference.warmup_events: must not exceed window.max_events "
+                        f"({cfg.window.max_events}), got {ref.warmup_events}")
     if ref.path and not Path(ref.path).is_file():
         problems.append(f"{src}:reference.path: file not found: {ref.path}")
     for key, value in (("drift.interval_seconds", d.interval_seconds), ("drift.min_events", d.min_events),

@@ -62,6 +62,7 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self.processed = 0
         self._counters: dict[tuple[str, str], tuple] = {}
+        self.observers: list = []  # callables (version, batch) run after each window append
 
     # --- the request side: never blocks, never raises --------------------------------------
 
@@ -170,6 +171,8 @@ class Pipeline:
         window = self.windows.get(version)
         before_f, before_o = window.features.columns_capped, window.outputs.columns_capped
         window.append(batch)
+        for observe in self.observers:  # e.g. the drift engine's per-bin counters; they never raise
+            observe(version, batch)
         m = self.metrics
         counters = self._counters.get((version, source))
         if counters is None:  # labelled children cached: versions are capped, sources are few

@@ -102,6 +102,16 @@ class Sidecar:
         self.proxy = Proxy(cfg, self.metrics, self.pipeline) if cfg.proxy.enabled else None
         registry = self.metrics.registry
         registry.register(StateCollector(self))
+        # Drift against a reference profile (or a warm-up reference): a background thread and a collector.
+        self.drift = None
+        if cfg.reference.enabled:
+            from .drift import DriftCollector, DriftEngine
+
+            self.drift = DriftEngine.from_config(
+                cfg, self.windows, version_label=lambda v: self.metrics.version_label(v, v),
+                on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "drift").inc())
+            self.pipeline.observers.append(self.drift.observe)
+            registry.register(DriftCollector(self.drift))
         p = cfg.process
         process_collector = None
         if p.pid or p.pidfile or p.match:
@@ -150,6 +160,7 @@ class Sidecar:
             "windows": windows,
             "drops": _sample_values(self.metrics.events_dropped),
             "payload_errors": _sample_values(self.metrics.payload_errors),
+            "drift": self.drift.status() if self.drift is not None else None,
             "config_source": self.cfg.source,
         }
 
@@ -157,6 +168,8 @@ class Sidecar:
 
     def start(self) -> "Sidecar":
         self.pipeline.start()
+        if self.drift is not None:
+            self.drift.start()
         if self.proxy is not None:
             started = threading.Event()
             errors: list[BaseException] = []
@@ -235,6 +248,8 @@ class Sidecar:
         if self._admin_server is not None:
             self._admin_server.stop()
         self.pipeline.stop()
+        if self.drift is not None:
+            self.drift.stop()
         for thread in self._threads:
             thread.join(5)
         self.predlog.close()

@@ -14,6 +14,7 @@ from .multivariate import PCAModel
 from .numeric import (
     SampleComparison,
     compare_samples,
+    compare_samples_rows,
     bin_counts,
     hellinger,
     js_distance,
@@ -32,6 +33,7 @@ __all__ = [
     "PCAModel",
     "SampleComparison",
     "compare_samples",
+    "compare_samples_rows",
     "benjamini_hochberg",
     "bin_counts",
     "bonferroni",

@@ -44,6 +44,7 @@ __all__ = [
     "kl_divergence",
     "SampleComparison",
     "compare_samples",
+    "compare_samples_rows",
     "ks_2samp",
     "wasserstein",
     "wasserstein_normalized",
@@ -420,3 +421,56 @@ def wasserstein_normalized(reference_sorted: np.ndarray, current: np.ndarray, *,
         return w
     std = float(ref.std()) if reference_std is None else float(reference_std)
     return w / std if std > 0 else w
+
+
+def compare_samples_rows(reference_sorted: np.ndarray, current_sorted: np.ndarray, *,
+                         reference_std: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                             np.ndarray]:
+    """``compare_samples(method="fast")`` for many features at once, one per row.
+
+    ``reference_sorted`` is (d, n1) and ``current_sorted`` (d, n2): each row ascending and
+    NaN-free (not checked: the caller built them with ``np.sort``). Returns arrays of length d:
+    KS statistic, KS p-value (``"fast"``), Wasserstein, Wasserstein / reference std. Row i
+    equals ``compare_samples(reference_sorted[i], current_sorted[i], method="fast")`` (to
+    rounding); one merge of all rows replaces d Python-level merges, which is what makes a
+    100-feature evaluation take milliseconds.
+    """
+    ref = np.asarray(reference_sorted, dtype=np.float64)
+    cur = np.asarray(current_sorted, dtype=np.float64)
+    if ref.ndim != 2 or cur.ndim != 2 or ref.shape[0] != cur.shape[0]:
+        raise ValueError("expected two 2-D arrays with one row per feature")
+    d, n1 = ref.shape
+    n2 = cur.shape[1]
+    if d == 0 or n1 == 0 or n2 == 0:
+        nan = np.full(d, _NAN)
+        return nan, nan.copy(), nan.copy(), nan.copy()
+    both = np.concatenate((ref, cur), axis=1)
+    order = np.argsort(both, axis=1, kind="stable")
+    merged = np.take_along_axis(both, order, axis=1)
+    # n1*n2*(F_ref - F_cur) as float64: the running sums are integers below 2**53, so exact.
+    gap = np.where(order < n1, float(n2), float(-n1))
+    del order, both
+    np.cumsum(gap, axis=1, out=gap)
+    # Wasserstein: sum |F_ref - F_cur| * width over the merged sample (before gap is modified).
+    deltas = np.diff(merged, axis=1)
+    w = np.einsum("ij,ij->i", np.abs(gap[:, :-1]), deltas) / (float(n1) * float(n2))
+    # KS: the gap at the last element of each run of ties (elsewhere zeroed, as _ks_statistic does).
+    gap[:, :-1] *= merged[:, 1:] != merged[:, :-1]
+    rows = np.arange(d)
+    i_max, i_min = gap.argmax(axis=1), gap.argmin(axis=1)
+    g_max, g_min = gap[rows, i_max], gap[rows, i_min]
+
+    def at(i: np.ndarray, g: np.ndarray) -> np.ndarray:
+        a = np.round((g + (i + 1) * float(n1)) / (n1 + n2))  # reference values <= merged[i], exact
+        return a / n1 - (i + 1 - a) / n2
+
+    max_s = np.where(g_max > 0, at(i_max, g_max), 0.0)
+    min_s = np.where(g_min < 0, np.clip(-at(i_min, g_min), 0.0, 1.0), 0.0)
+    ks = np.where(min_s > max_s, min_s, max_s)
+    en = n1 * n2 / (n1 + n2)
+    s = math.sqrt(en)
+    p = np.clip(special.kolmogorov((s + 0.12 + 0.11 / s) * ks), 0.0, 1.0)
+    std = ref.std(axis=1) if reference_std is None else np.asarray(reference_std, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_norm = np.where(std > 0, w / np.where(std > 0, std, 1.0), w)
+    return ks, p, w, w_norm
