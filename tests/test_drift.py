@@ -201,7 +201,8 @@ def test_pca_complement_equals_the_model():
     rng = np.random.default_rng(15)
     x = rng.normal(size=(500, 6)) * np.array([1, 1, 1, 1, 1, 1.5])
     ev = Evaluator(prepared, _drift_cfg())
-    assert ev._pca_score(x) == pytest.approx(profile.pca.drift_score(x), rel=1e-9)
+    z = (x - profile.pca.mean) / profile.pca.scale
+    assert ev._pca_score(z) == pytest.approx(profile.pca.drift_score(x), rel=1e-9)
 
 
 def test_small_windows_are_not_evaluated():

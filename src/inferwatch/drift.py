@@ -248,6 +248,23 @@ def _pooled_chi2(ref: np.ndarray, cur: np.ndarray, min_expected: float = 5.0) ->
     return chi_squared(ref, cur)
 
 
+def _summary_rows(s: np.ndarray) -> dict[str, np.ndarray]:
+    """``_quantiles_sorted`` for every row of a (features x n) matrix of sorted NaN-free rows."""
+    n = s.shape[1]
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(invalid="ignore", over="ignore"):
+        out["mean"] = s.mean(axis=1)
+        out["std"] = s.std(axis=1)
+        out["min"], out["max"] = s[:, 0], s[:, -1]
+        for name, q in _QUANTILES:
+            pos = q * (n - 1)
+            lo = int(math.floor(pos))
+            frac = pos - lo
+            a, b = s[:, lo], s[:, min(lo + 1, n - 1)]
+            out[name] = a if frac == 0 else a + (b - a) * frac
+    return out
+
+
 def _quantiles_sorted(s: np.ndarray) -> dict[str, float]:
     """mean, std, min, max and quantiles of a sorted NaN-free sample (``summary_statistics``'s definitions)."""
     out: dict[str, float] = {}
@@ -261,6 +278,28 @@ def _quantiles_sorted(s: np.ndarray) -> dict[str, float]:
             a, b = s[lo], s[min(lo + 1, n - 1)]
             out[name] = float(a if frac == 0 else a + (b - a) * frac)
     return out
+
+
+def _correlation_drift(ref_corr: np.ndarray, x: np.ndarray, has_nan: bool) -> float:
+    """``stats.correlation_drift`` with a fast path for a window without missing values.
+
+    The same Pearson correlations (one centred matrix product, constant columns NaN); with
+    missing values the library's pairwise computation is used.
+    """
+    if x.shape[0] < 2 or has_nan:
+        return correlation_drift(ref_corr, x)
+    xc = x - x.mean(axis=0)
+    sxy = xc.T @ xc
+    var = np.diag(sxy).copy()
+    constant = np.ptp(x, axis=0) == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.clip(sxy / np.sqrt(np.outer(var, var)), -1.0, 1.0)
+    r[constant, :] = np.nan
+    r[:, constant] = np.nan
+    iu = np.triu_indices(r.shape[0], k=1)
+    delta = np.abs(r[iu] - ref_corr[iu])
+    delta = delta[~np.isnan(delta)]
+    return float(delta.max()) if delta.size else math.nan
 
 
 class Evaluator:
@@ -328,11 +367,13 @@ class Evaluator:
             groups.setdefault((ref.sample.size, values.size, ref.counts.size), []).append(i)
         for (n1, n2, k), idx in groups.items():
             cur_sorted = np.sort(np.stack([ready[i][2] for i in idx]), axis=1)
+            summary = _summary_rows(cur_sorted)
             for row, i in enumerate(idx):
-                ready[i][1].statistics.update(_quantiles_sorted(cur_sorted[row]))
+                ready[i][1].statistics.update({name: float(v[row]) for name, v in summary.items()})
             ref_counts = np.stack([ready[i][0].counts for i in idx])
-            cur_counts = np.stack([np.diff(np.searchsorted(cur_sorted[row], ready[i][0].profile.edges, side="right"),
-                                           prepend=0, append=n2) for row, i in enumerate(idx)])
+            cum = np.array([np.searchsorted(cur_sorted[row], ready[i][0].profile.edges, side="right")
+                            for row, i in enumerate(idx)], dtype=np.int64).reshape(len(idx), k - 1)
+            cur_counts = np.diff(cum, axis=1, prepend=0, append=n2)
             binned = _binned_scores(ref_counts, cur_counts, need & {"psi", "js", "hellinger", "kl"})
             if need & {"ks", "wasserstein"} and n1 > 0:
                 if min(n1, n2) >= 100:
@@ -451,39 +492,54 @@ class Evaluator:
         result.duration = time.perf_counter() - start
         return result
 
-    def _matrix(self, snapshot: WindowSnapshot, names: list[str]) -> np.ndarray | None:
-        cols = []
-        for name in names:
+    def _matrix(self, snapshot: WindowSnapshot, names: list[str]) -> tuple[np.ndarray, bool]:
+        """(rows x features) values, column-major, NaN where not present; and whether any is NaN."""
+        x = np.empty((snapshot.n, len(names)), order="F")
+        has_nan = False
+        for j, name in enumerate(names):
             col = snapshot.features.get(name)
             if col is None or col.kind != "numeric":
-                cols.append(np.full(snapshot.n, np.nan))
-            else:
-                cols.append(np.where(col.state == PRESENT, col.values, np.nan))
-        return np.column_stack(cols) if cols else None
+                x[:, j] = np.nan
+                has_nan = True
+                continue
+            x[:, j] = col.values
+            if col.state.any():  # PRESENT is 0
+                x[col.state != PRESENT, j] = np.nan
+                has_nan = True
+            elif not has_nan and np.isnan(col.values).any():
+                has_nan = True
+        return x, has_nan
 
     def _multivariate(self, snapshot: WindowSnapshot) -> tuple[float, float]:
+        """PCA reconstruction-error ratio and correlation drift, sharing one standardised matrix."""
         profile = self.ref.profile
         multivariate = correlation = math.nan
-        if profile.pca is not None:
-            x = self._matrix(snapshot, profile.pca_features)
-            if x is not None:
-                multivariate = self._pca_score(x)
+        pca = profile.pca
+        if pca is not None and snapshot.n:
+            x, has_nan = self._matrix(snapshot, profile.pca_features)
+            z = np.subtract(x, pca.mean, order="F")
+            z /= pca.scale
+            if has_nan:
+                z[np.isnan(z)] = 0.0
+            multivariate = self._pca_score(z)
             if profile.correlation is not None and profile.correlation_features == profile.pca_features:
-                correlation = correlation_drift(profile.correlation, x)
-        if profile.correlation is not None and math.isnan(correlation) and profile.correlation_features:
-            x = self._matrix(snapshot, profile.correlation_features)
-            correlation = correlation_drift(profile.correlation, x)
+                # Correlations are unchanged by the per-column standardisation.
+                correlation = _correlation_drift(profile.correlation, x if has_nan else z, has_nan)
+                return multivariate, correlation
+        if profile.correlation is not None and profile.correlation_features and snapshot.n:
+            x, has_nan = self._matrix(snapshot, profile.correlation_features)
+            correlation = _correlation_drift(profile.correlation, x, has_nan)
         return multivariate, correlation
 
-    def _pca_score(self, x: np.ndarray) -> float:
+    def _pca_score(self, z: np.ndarray) -> float:
+        """``PCAModel.drift_score`` of standardised rows (NaN already 0)."""
         pca = self.ref.profile.pca
         complement = self.ref.pca_complement
-        if complement is None:
-            return pca.drift_score(x)
-        z = (x - pca.mean) / pca.scale
-        z[np.isnan(z)] = 0.0
-        r = z @ complement.T  # |residual|^2 = |z W^T|^2 for an orthonormal complement W
-        err = float(np.mean(np.einsum("ij,ij->i", r, r))) / pca.n_features
+        if complement is not None:  # |residual|^2 = |z W^T|^2 for an orthonormal complement W
+            r = z @ complement.T
+        else:
+            r = z - (z @ pca.components.T) @ pca.components
+        err = float(np.einsum("ij,ij->", r, r)) / (z.shape[0] * pca.n_features)
         if pca.ref_error_mean > 0:
             return err / pca.ref_error_mean
         return 1.0 if err <= 1e-24 else math.inf

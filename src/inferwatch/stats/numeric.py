@@ -455,7 +455,13 @@ def compare_samples_rows(reference_sorted: np.ndarray, current_sorted: np.ndarra
     deltas = np.diff(merged, axis=1)
     w = np.einsum("ij,ij->i", np.abs(gap[:, :-1]), deltas) / (float(n1) * float(n2))
     # KS: the gap at the last element of each run of ties (elsewhere zeroed, as _ks_statistic does).
-    gap[:, :-1] *= merged[:, 1:] != merged[:, :-1]
+    # A zero width is a tie; equal infinities give a NaN width (and a NaN Wasserstein): those rows
+    # compare the values themselves.
+    distinct = deltas != 0
+    bad = np.flatnonzero(np.isnan(w))
+    if bad.size:
+        distinct[bad] = merged[bad, 1:] != merged[bad, :-1]
+    gap[:, :-1] *= distinct
     rows = np.arange(d)
     i_max, i_min = gap.argmax(axis=1), gap.argmin(axis=1)
     g_max, g_min = gap[rows, i_max], gap[rows, i_min]
