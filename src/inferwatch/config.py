@@ -220,6 +220,23 @@ class DriftConfig:
 
 
 @dataclass
+class SegmentsConfig:
+    # Features whose values slice requests, drift and performance (e.g. [region]); see
+    # docs/configuration.md#segments. Each becomes a `segment` label value.
+    features: list[str] = field(default_factory=list)
+    # Label values per segment feature: the first max_values distinct values seen, the rest
+    # `other` (counted in inferwatch_label_values_capped_total{label="segment"}).
+    max_values: int = 10
+    # Drift per segment value: each value's rows of the version's window are evaluated by the
+    # drift engine (needs a reference); costs about one extra evaluation per segment feature.
+    drift: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.features)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -235,6 +252,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     source: str = "<defaults>"
 
     def summary(self) -> str:
@@ -453,6 +471,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         except re.error as exc:
             problems.append(f"{src}:process.match: not a valid regular expression ({exc})")
     _validate_drift(cfg, problems)
+    _validate_segments(cfg, problems)
     seen: set[str] = set()
     for i, spec in enumerate(cfg.payload.features):
         if spec is None:
@@ -496,6 +515,27 @@ def _validate_drift(cfg: Config, problems: list[str]) -> None:
             problems.append(f"{src}:drift.thresholds.{method}: unknown method (expected one of {known})")
         elif not value > 0:
             problems.append(f"{src}:drift.thresholds.{method}: must be greater than 0, got {value!r}")
+
+
+MAX_SEGMENT_FEATURES = 8
+
+
+def _validate_segments(cfg: Config, problems: list[str]) -> None:
+    src, seg = cfg.source, cfg.segments
+    if not 1 <= seg.max_values <= 1000:
+        problems.append(f"{src}:segments.max_values: expected an integer from 1 to 1000, got {seg.max_values!r}")
+    if len(seg.features) > MAX_SEGMENT_FEATURES:
+        problems.append(f"{src}:segments.features: at most {MAX_SEGMENT_FEATURES} segment features "
+                        f"(each multiplies segment series by max_values), got {len(seg.features)}")
+    seen: set[str] = set()
+    for i, name in enumerate(seg.features):
+        if name is None:
+            continue
+        if not name:
+            problems.append(f"{src}:segments.features[{i}]: must not be empty")
+        elif name in seen:
+            problems.append(f"{src}:segments.features[{i}]: duplicate segment feature {name!r}")
+        seen.add(name)
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:

@@ -37,7 +37,8 @@ from .stats import (
     benjamini_hochberg, bonferroni, chi_squared, compare_samples, compare_samples_rows, correlation_drift,
 )
 from .stats.numeric import DEFAULT_EPS
-from .window import PRESENT, WindowSnapshot, WindowStore, category_key
+from .segments import SegmentLabeler
+from .window import PRESENT, ColumnSnapshot, WindowSnapshot, WindowStore, category_key
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +475,8 @@ class Evaluator:
                 c.drifted = bool(score >= c.threshold)
 
     # --- the whole window ----------------------------------------------------------------
-    def evaluate(self, snapshot: WindowSnapshot, now: float | None = None) -> VersionResult:
+    def evaluate(self, snapshot: WindowSnapshot, now: float | None = None, *,
+                 multivariate: bool = True) -> VersionResult:
         start = time.perf_counter()
         result = VersionResult(snapshot.model_version, snapshot.n, time.time() if now is None else now)
         if snapshot.n >= self.cfg.min_events:
@@ -488,7 +490,8 @@ class Evaluator:
                 result.drifted_ratio = flagged / len(decided)
                 needed = max(1, math.ceil(self.cfg.dataset_drift_share * len(decided) - 1e-9))
                 result.dataset_drifted = flagged >= needed
-            result.multivariate, result.correlation = self._multivariate(snapshot)
+            if multivariate:
+                result.multivariate, result.correlation = self._multivariate(snapshot)
         result.duration = time.perf_counter() - start
         return result
 
@@ -543,6 +546,16 @@ class Evaluator:
         if pca.ref_error_mean > 0:
             return err / pca.ref_error_mean
         return 1.0 if err <= 1e-24 else math.inf
+
+
+def _subset(snapshot: WindowSnapshot, rows: np.ndarray, drop: str = "") -> WindowSnapshot:
+    """The snapshot's ``rows`` (indices) as a snapshot of their own, without the column ``drop``."""
+    def take(group: dict[str, ColumnSnapshot]) -> dict[str, ColumnSnapshot]:
+        return {name: ColumnSnapshot(c.kind, c.values[rows], c.state[rows], c.categories)
+                for name, c in group.items() if name != drop}
+
+    return WindowSnapshot(snapshot.model_version, snapshot.prediction_ids[rows], snapshot.timestamps[rows],
+                          take(snapshot.features), take(snapshot.outputs))
 
 
 # --------------------------------------------------------------------------- bin counters
@@ -622,8 +635,11 @@ class DriftEngine:
     """Owns the reference, the background evaluation thread, the bin counters and the results."""
 
     def __init__(self, cfg: Config, windows: WindowStore, *, profile: ReferenceProfile | None = None,
-                 version_label=None, on_error=None, clock=time.time):
+                 version_label=None, on_error=None, clock=time.time, segments: SegmentLabeler | None = None):
         self.cfg = cfg
+        # Drift per segment value (segments.drift): {version: {(segment, value): result}}.
+        self.segments = segments if segments is not None and segments.enabled and cfg.segments.drift else None
+        self.segment_results: dict[str, dict[tuple[str, str], VersionResult]] = {}
         self.model = cfg.model.name
         self.windows = windows
         self.clock = clock
@@ -731,19 +747,48 @@ class DriftEngine:
         if evaluator is None:
             return {}
         results: dict[str, VersionResult] = {}
+        segment_results: dict[str, dict[tuple[str, str], VersionResult]] = {}
         now = self.clock()
         for version, window in self.windows.windows().items():
             try:
                 snapshot = window.snapshot(now)
                 results[version] = evaluator.evaluate(snapshot, now=now)
+                if self.segments is not None:
+                    segment_results[version] = self.evaluate_segments(evaluator, snapshot, now)
             except Exception:  # noqa: BLE001 - one bad window must not stop the others
                 log.exception("drift evaluation of version %s failed", version)
                 self._error()
                 if version in self.results:
                     results[version] = self.results[version]
+                if version in self.segment_results:
+                    segment_results[version] = self.segment_results[version]
         self.results = results
+        self.segment_results = segment_results
         self.evaluations += 1
         return results
+
+    def evaluate_segments(self, evaluator: Evaluator, snapshot: WindowSnapshot,
+                          now: float) -> dict[tuple[str, str], VersionResult]:
+        """Each segment value's rows of the snapshot, evaluated like a window of their own.
+
+        The rows of one segment feature partition the window, so the cost is about one more
+        evaluation per segment feature; values with fewer than ``drift.min_events`` rows are
+        skipped by the evaluator's own bound, and the segment feature is left out of its segments
+        (it is constant there). PCA and correlation drift are not sliced.
+        """
+        labeler = self.segments
+        out: dict[tuple[str, str], VersionResult] = {}
+        min_events = self.cfg.drift.min_events
+        for feature in labeler.features:
+            column = snapshot.features.get(feature)
+            if column is None:
+                continue
+            for value, rows in labeler.groups(feature, labeler.column_labels(feature, column)).items():
+                if rows.size < min_events:
+                    continue
+                sub = _subset(snapshot, rows, drop=feature)
+                out[(feature, value)] = evaluator.evaluate(sub, now=now, multivariate=False)
+        return out
 
     def _run(self) -> None:
         interval = self.cfg.drift.interval_seconds
@@ -787,7 +832,9 @@ class DriftEngine:
             reference["warmup_collected"] = self.warmup_progress() if profile is None else self.warmup_events
         return {"reference": reference, "interval_seconds": self.cfg.drift.interval_seconds,
                 "evaluations": self.evaluations, "errors": self.errors,
-                "versions": {v: r.summary() for v, r in self.results.items()}}
+                "versions": {v: r.summary() for v, r in self.results.items()},
+                "segments": {v: {f"{segment}={value}": r.summary() for (segment, value), r in seg.items()}
+                             for v, seg in self.segment_results.items()}}
 
 
 # --------------------------------------------------------------------------- the collector
@@ -885,6 +932,7 @@ class DriftCollector:
             fam["last"].add_metric(base, r.timestamp)
             fam["events"].add_metric(base, r.events)
         yield from fam.values()
+        yield from _segment_families(model, e.segment_results)
         info = GaugeMetricFamily("inferwatch_reference_info",
                                  "Always 1; the drift reference in use (type: file or warmup).",
                                  labels=["model", "hash", "type", "source", "rows"])
@@ -912,6 +960,43 @@ class DriftCollector:
             for name, label, value in counters.series():
                 bins.add_metric([model, version, name, label], value)
         yield bins
+
+
+def _segment_families(model: str, results: dict[str, dict[tuple[str, str], VersionResult]]):
+    """Per-segment drift: the decision's score and flag per feature/output, and the drifted share.
+
+    Only the decision method is published per segment value (not every method): the series are
+    segments x values x features, so one per feature keeps them bounded by configuration.
+    """
+    seg = ["model", "model_version", "segment", "value"]
+    score = GaugeMetricFamily("inferwatch_segment_feature_drift_score",
+                              "Drift of a feature within one segment value, by the feature's decision method.",
+                              labels=[*seg, "feature", "method"])
+    drifted = GaugeMetricFamily("inferwatch_segment_feature_drifted",
+                                "1 if the feature drifted within the segment value by its decision, else 0.",
+                                labels=[*seg, "feature"])
+    ratio = GaugeMetricFamily("inferwatch_segment_drifted_features_ratio",
+                              "Share of evaluated features that drifted within the segment value.", labels=seg)
+    pscore = GaugeMetricFamily("inferwatch_segment_prediction_drift_score",
+                               "Drift of a model output within one segment value, by its decision method.",
+                               labels=[*seg, "output", "method"])
+    events = GaugeMetricFamily("inferwatch_segment_drift_window_events",
+                               "Events of the segment value in the window snapshot the last evaluation used.",
+                               labels=seg)
+    for version, by_segment in results.items():
+        for (segment, value), r in by_segment.items():
+            base = [model, version, segment, value]
+            for c in r.features:
+                if c.method and c.method in c.scores:
+                    score.add_metric([*base, c.name, c.method], c.scores[c.method])
+                    drifted.add_metric([*base, c.name], 1.0 if c.drifted else 0.0)
+            for c in r.outputs:
+                if c.method and c.method in c.scores:
+                    pscore.add_metric([*base, c.name, c.method], c.scores[c.method])
+            if r.features:
+                ratio.add_metric(base, r.drifted_ratio)
+            events.add_metric(base, r.events)
+    yield from (score, drifted, ratio, pscore, events)
 
 
 __all__ = ["DriftEngine", "DriftCollector", "Evaluator", "PreparedReference", "BinCounters", "FLEET_PSI_RULES",

@@ -51,6 +51,9 @@ class EventBatch:
     # Reasons (PayloadError.REASONS) for parts that could not be decoded while the rest could,
     # e.g. a response body that is not JSON under a request whose features decoded fine.
     errors: list[str] = field(default_factory=list)
+    # Segment label values per segment feature (``segments.SegmentLabeler``), one per row; the
+    # worker fills them before the batch reaches observers (drift counters, outputs, joins).
+    segments: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for kind, columns in (("feature", self.features), ("output", self.outputs)):

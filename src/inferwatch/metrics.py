@@ -121,6 +121,10 @@ class Metrics:
         self.payload_errors = Counter(
             "inferwatch_payload_errors", "Request or response bodies that could not be decoded, by reason.",
             [*mv, "reason"], registry=r)
+        self.segment_events = Counter(
+            "inferwatch_segment_events",
+            "Prediction events by segment feature and its value (first segments.max_values values, then other).",
+            [*mv, "segment", "value"], registry=r)
         self.monitoring_errors = Counter(
             "inferwatch_monitoring_errors",
             "Unexpected exceptions inside monitoring, by stage; the request was still served.",

@@ -13,11 +13,14 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from .codecs import decode_exchange
 from .config import Config
 from .events import EventBatch, PayloadError
 from .metrics import Metrics
 from .predlog import PredictionLogger
+from .segments import SegmentLabeler
 from .window import WindowStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ class Pipeline:
         self.processed = 0
         self._counters: dict[tuple[str, str], tuple] = {}
         self.observers: list = []  # callables (version, batch) run after each window append
+        # Segment labels of every windowed batch, in batch.segments before the observers run.
+        self.segments = SegmentLabeler.from_config(cfg, metrics.label_values_capped)
 
     # --- the request side: never blocks, never raises --------------------------------------
 
@@ -165,12 +170,24 @@ class Pipeline:
         self._ingest(version, batch, source=item.source, exchange=item)
         self.processed += 1
 
+    def _label_segments(self, version: str, batch: EventBatch) -> None:
+        """Segment label values of a batch (``batch.segments``) and their event counts."""
+        for feature in self.segments.features:
+            values = batch.features.get(feature)
+            labels = self.segments.labels(feature, values if values is not None else [None] * batch.n)
+            batch.segments[feature] = labels
+            distinct, counts = np.unique(labels.astype(str), return_counts=True)
+            for value, count in zip(distinct.tolist(), counts.tolist()):
+                self.metrics.segment_events.labels(self.model, version, feature, value).inc(count)
+
     def _ingest(self, version: str, batch: EventBatch, *, source: str, exchange: Exchange | None = None) -> None:
         if batch.n == 0:
             return
         window = self.windows.get(version)
         before_f, before_o = window.features.columns_capped, window.outputs.columns_capped
         window.append(batch)
+        if self.segments.enabled:
+            self._label_segments(version, batch)
         for observe in self.observers:  # e.g. the drift engine's per-bin counters; they never raise
             observe(version, batch)
         m = self.metrics

@@ -109,7 +109,8 @@ class Sidecar:
 
             self.drift = DriftEngine.from_config(
                 cfg, self.windows, version_label=lambda v: self.metrics.version_label(v, v),
-                on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "drift").inc())
+                on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "drift").inc(),
+                segments=self.pipeline.segments)
             self.pipeline.observers.append(self.drift.observe)
             registry.register(DriftCollector(self.drift))
         p = cfg.process
