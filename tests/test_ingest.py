@@ -221,3 +221,66 @@ def test_many_events():
     assert batch.n == 5000 and rejections == []
     assert batch.prediction_ids[4999] == "id-4999"
     assert batch.outputs["prediction"][:4] == [0, 1, 0, 1]
+
+
+# --- the uniform-body fast path gives what the per-event path gives ---------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+import inferwatch.ingest as ingest_module  # noqa: E402
+
+_value = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
+                   st.text(max_size=5), st.lists(st.integers(), max_size=2))
+_event = st.fixed_dictionaries(
+    {"features": st.one_of(st.dictionaries(st.sampled_from(["a", "b", "c"]), _value, max_size=3), _value)},
+    optional={
+        "prediction_id": st.one_of(st.text(max_size=3), st.integers(), st.none()),
+        "timestamp": st.one_of(st.floats(allow_nan=True), st.integers(-5, 2 * 10**11), st.booleans(),
+                               st.just("2024-05-01T12:00:00Z"), st.none()),
+        "model_version": st.one_of(st.sampled_from(["", "v1", "v2"]), st.none(), st.integers()),
+        "prediction": _value,
+    },
+)
+
+
+def _both_paths(body: bytes) -> tuple:
+    fast = parse_events(body, "application/json", max_bytes=1 << 20, default_version="d")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(ingest_module, "_uniform_batch", lambda *a: None)
+        slow = parse_events(body, "application/json", max_bytes=1 << 20, default_version="d")
+    return fast, slow
+
+
+def _comparable(result: tuple) -> tuple:
+    batches, rejections = result
+    # Generated ids and "now" timestamps differ between two parses; compare their presence.
+    return ([(b.n, b.model_version, b.source, json.dumps(b.features, sort_keys=True), json.dumps(b.outputs),
+              [len(i) for i in b.prediction_ids], b.timestamps) for b in batches], rejections)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(_event, min_size=1, max_size=6), uniform_keys=st.booleans())
+def test_fast_path_matches_per_event_path(events, uniform_keys):
+    if uniform_keys:  # the fast path's case: every event has the first one's fields
+        keys = events[0].keys()
+        events = [{k: e.get(k, events[0][k]) for k in keys} for e in events]
+    for e in events:  # fixed timestamps: both parses must not stamp "now" differently
+        e.setdefault("timestamp", 1.7e9)
+        if e["timestamp"] is None:
+            e["timestamp"] = 1.7e9
+    body = json.dumps({"events": events}).encode()
+    fast, slow = _both_paths(body)
+    assert _comparable(fast) == _comparable(slow)
+
+
+def test_fast_path_takes_a_uniform_body(monkeypatch):
+    events = [{"prediction_id": f"p{i}", "timestamp": 1.7e9 + i, "features": {"a": i, "b": "x"},
+               "prediction": 0.5} for i in range(50)]
+    calls = []
+    real = ingest_module._uniform_batch
+    monkeypatch.setattr(ingest_module, "_uniform_batch", lambda *a: calls.append(1) or real(*a))
+    batches, rejections = parse_events(json.dumps(events).encode(), "application/json", max_bytes=1 << 20)
+    assert calls and not rejections
+    assert batches[0].features == {"a": list(range(50)), "b": ["x"] * 50}
+    assert batches[0].outputs == {"prediction": [0.5] * 50}
+    assert batches[0].prediction_ids == [f"p{i}" for i in range(50)]

@@ -39,10 +39,12 @@ from itertools import chain
 from math import prod
 from typing import Any
 
+import orjson
+
 from .config import CODECS
 from .events import EventBatch, PayloadError, matrix_to_columns, rows_to_columns
 
-__all__ = ["decode_exchange", "detect_codec", "load_json", "decompress", "media_type"]
+__all__ = ["decode_exchange", "detect_codec", "load_json", "parse_json", "decompress", "media_type"]
 
 # Media types decoded as JSON besides */json and */*+json. curl -d sends form-urlencoded by
 # default and many clients send text/plain, so refusing them would lose real traffic.
@@ -118,6 +120,20 @@ def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> byt
     return body
 
 
+def parse_json(text: str | bytes) -> Any:
+    """One JSON document; orjson when it can, the standard library for what orjson refuses.
+
+    orjson parses about three times faster (measured in benchmarks/ingest.py). It rejects the
+    NaN / Infinity literals Python's json.dumps writes by default and integers beyond 64 bits;
+    those bodies, and invalid ones, go to ``json.loads``, which accepts the former and words
+    the error message for the latter. Raises ``ValueError`` or ``RecursionError``.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def load_json(
     body: bytes, content_type: str | None = None, content_encoding: str | None = None, max_bytes: int = 8 * 1024 * 1024
 ) -> Any:
@@ -136,7 +152,7 @@ def load_json(
         text = text[1:]
     try:
         # NaN / Infinity / -Infinity literals are accepted and become floats.
-        return json.loads(text)
+        return parse_json(text)
     except (ValueError, RecursionError) as exc:
         raise PayloadError("invalid_json", str(exc)[:200]) from None
 

@@ -22,9 +22,12 @@ import re
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from typing import Any
 
-from .codecs import decompress, media_type
+import numpy as np
+
+from .codecs import decompress, media_type, parse_json
 from .events import EventBatch, PayloadError, rows_to_columns
 
 __all__ = ["parse_events", "parse_timestamp"]
@@ -133,7 +136,7 @@ def _json_lines(text: str) -> tuple[list[Any], list[dict[str, Any]], list[int]]:
         if not line.strip():
             continue
         try:
-            events.append(json.loads(line))
+            events.append(parse_json(line))
             lines.append(number)
         except (ValueError, RecursionError) as exc:
             rejections.append({"index": index, "line": number, "reason": f"line {number}: invalid JSON ({exc})"})
@@ -147,17 +150,92 @@ _INVALID = object()  # a JSON line that did not parse; already rejected
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """``rows_to_columns`` when every row has the same keys (the usual body), without ``get``.
+    """``rows_to_columns`` when every row has the same keys (the usual body), transposed in C.
 
     Rows of one length that all hold the first row's keys have the same key set; a row that
     lacks one raises KeyError and the general version takes over.
     """
     if rows and len(set(map(len, rows))) == 1:
+        names = list(rows[0])
         try:
-            return {name: [row[name] for row in rows] for name in rows[0]}
+            if len(names) == 1:
+                return {names[0]: [row[names[0]] for row in rows]}
+            if names:
+                return dict(zip(names, map(list, zip(*map(itemgetter(*names), rows)))))
         except KeyError:
             pass
     return rows_to_columns(rows)
+
+
+_EVENT_KEYS = frozenset({"prediction_id", "timestamp", "model_version", "features", "prediction"})
+_SCALARS = frozenset({int, float, str, bool})
+_NUMBERS = frozenset({int, float})
+
+
+def _uniform_batch(events: list[Any], default_version: str | None, now: float) -> EventBatch | None:
+    """The whole body at once when every event has the same, valid fields (the usual body).
+
+    Checks run over columns (``set(map(type, ...))`` and numpy, in C) instead of event by
+    event. Any doubt returns None and the per-event path decides, with exact rejections; both
+    paths give the same batch for the same body (tests/test_ingest.py).
+    """
+    first = events[0] if events else None
+    if type(first) is not dict or "features" not in first or not first.keys() <= _EVENT_KEYS:
+        return None
+    if set(map(type, events)) != _DICT or set(map(len, events)) != {len(first)}:
+        return None
+    try:  # one length and every key of the first event present: the same key set everywhere
+        columns = dict(zip(first, map(list, zip(*map(itemgetter(*first), events))))) if len(first) > 1 \
+            else {"features": [event["features"] for event in events]}
+    except KeyError:
+        return None
+    n = len(events)
+    features = columns["features"]
+    if set(map(type, features)) != _DICT:
+        return None
+    ids = columns.get("prediction_id")
+    if ids is None:
+        ids = [uuid.uuid4().hex for _ in range(n)]
+    elif set(map(type, ids)) != _STR or not 0 < min(map(len, ids)) <= max(map(len, ids)) <= _MAX_ID_LENGTH:
+        return None
+    stamps = columns.get("timestamp")
+    if stamps is None:
+        stamps = [now] * n
+    else:
+        if not set(map(type, stamps)) <= _NUMBERS:
+            return None
+        try:
+            seconds = np.asarray(stamps, dtype=np.float64)
+        except OverflowError:
+            return None
+        if not ((seconds >= 0).all() and (seconds < _MAX_SECONDS).all()):  # NaN fails both
+            return None
+        stamps = seconds.tolist()
+    version = default_version
+    if "model_version" in columns:
+        try:
+            distinct = set(columns["model_version"])
+        except TypeError:  # an unhashable (array or object) version: rejected event by event
+            return None
+        if len(distinct) != 1:
+            return None
+        named = distinct.pop()
+        if named is not None and named != "":
+            if type(named) is not str:
+                return None
+            version = named
+    outputs: dict[str, list[Any]] = {}
+    if "prediction" in columns:
+        predictions = columns["prediction"]
+        if not set(map(type, predictions)) <= _SCALARS:
+            return None
+        outputs = {"prediction": predictions}
+    return EventBatch(n=n, features=_columns(features), outputs=outputs, prediction_ids=ids, timestamps=stamps,
+                      model_version=version, source="push")
+
+
+_DICT = {dict}
+_STR = {str}
 
 
 def parse_events(
@@ -189,7 +267,7 @@ def parse_events(
         events, rejections, lines = _json_lines(text)
     else:
         try:
-            parsed = json.loads(text)
+            parsed = parse_json(text)
         except json.JSONDecodeError as exc:
             # Several JSON values one per line, sent without the ndjson content type.
             if exc.msg == "Extra data" and "\n" in text.strip():
@@ -211,6 +289,9 @@ def parse_events(
                 raise PayloadError("invalid_event", 'expected {"events": [...]}, a list of events or JSON lines')
 
     now = time.time()
+    uniform = _uniform_batch(events, default_version, now)
+    if uniform is not None:
+        return [uniform], []
     groups: dict[str | None, tuple[list[str], list[float], list[dict], list[dict]]] = {}
     for index, event in enumerate(events):
         if event is _INVALID:
