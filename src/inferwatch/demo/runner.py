@@ -53,7 +53,7 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 
 def summarize(metrics_text: str) -> dict[str, float]:
     out = {"requests": 0.0, "errors": 0.0, "events_in_window": 0.0, "predictions": 0.0, "dropped": 0.0,
-           "payload_errors": 0.0}
+           "payload_errors": 0.0, "drifted_features": 0.0, "features_evaluated": 0.0, "dataset_drifted": 0.0}
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(metrics_text):
         for s in family.samples:
@@ -72,10 +72,28 @@ def summarize(metrics_text: str) -> dict[str, float]:
                 out["dropped"] += s.value
             elif s.name == "inferwatch_payload_errors_total":
                 out["payload_errors"] += s.value
+            elif s.name == "inferwatch_feature_drifted":
+                out["features_evaluated"] += 1
+                out["drifted_features"] += s.value
+            elif s.name == "inferwatch_dataset_drifted":
+                out["dataset_drifted"] = max(out["dataset_drifted"], s.value)
     pairs = list(buckets.items())
     out["p50_ms"] = histogram_quantile(0.5, pairs) * 1000
     out["p99_ms"] = histogram_quantile(0.99, pairs) * 1000
     return out
+
+
+def drifted(summary: dict[str, float]) -> str:
+    """"2/9": drifted features of those evaluated; "-" before the first evaluation."""
+    if not summary["features_evaluated"]:
+        return "-"
+    return f"{summary['drifted_features']:.0f}/{summary['features_evaluated']:.0f}"
+
+
+def dataset(summary: dict[str, float]) -> str:
+    if not summary["features_evaluated"]:
+        return "warm-up"
+    return "DRIFTED" if summary["dataset_drifted"] else "ok"
 
 
 def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_port: int, model_pid: int) -> Path:
@@ -88,6 +106,9 @@ def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_
         "admin": {"listen_address": "127.0.0.1", "port": admin_port},
         "payload": {"codec": "kserve_v1", "features": features},
         "window": {"max_events": 5000, "max_age_seconds": 900},
+        # No training data in the demo: the first 1,000 (undrifted) requests are the reference.
+        "reference": {"warmup_events": 1000},
+        "drift": {"interval_seconds": 5},
         "process": {"pid": model_pid},
         "prediction_log": {"path": str(workdir / "predictions.jsonl"), "sample_rate": 0.05,
                            "max_bytes": 10 * 1024 * 1024, "backup_count": 2},
@@ -131,8 +152,8 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
         traffic = TrafficGenerator(f"http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict",
                                    duration=duration).start()
         print(f"\nSending traffic for {duration:g}s; the applicant population drifts after {duration / 2:g}s.")
-        print(f"{'time':>6} {'drift':>6} {'requests':>9} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'predictions':>11} {'in window':>9} {'dropped':>7}")
+        print(f"{'time':>6} {'shift':>6} {'requests':>9} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'predictions':>11} {'in window':>9} {'dropped':>7} {'drifted':>8} {'dataset':>8}")
         start = time.monotonic()
         while traffic.running():
             time.sleep(min(report_every, max(0.1, duration - (time.monotonic() - start))))
@@ -143,7 +164,7 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
                 continue
             print(f"{time.monotonic() - start:6.0f} {traffic.shift():6.2f} {s['requests']:9.0f} {s['errors']:7.0f} "
                   f"{s['p50_ms']:7.1f} {s['p99_ms']:7.1f} {s['predictions']:11.0f} {s['events_in_window']:9.0f} "
-                  f"{s['dropped']:7.0f}", flush=True)
+                  f"{s['dropped']:7.0f} {drifted(s):>8} {dataset(s):>8}", flush=True)
             if time.monotonic() - start >= duration:
                 break
         traffic.stop()
