@@ -18,6 +18,7 @@ from .cloudevents import CloudEventPairer, PairedExchange
 from .config import AuthConfig, Config
 from .events import PayloadError
 from .ingest import parse_events
+from .labels import parse_labels
 from .metrics import Metrics
 from .pipeline import Exchange, Pipeline
 
@@ -130,6 +131,31 @@ def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, statu
             response.headers["Retry-After"] = "1"
             return response
         return jsonify(body)
+
+    @app.post("/v1/labels")
+    def push_labels():
+        denied = authorized(cfg.admin.write_auth)
+        if denied is not None:
+            return denied
+        if not cfg.labels.enabled:
+            return _problem(404, "labels_disabled", "ground truth is not enabled: set labels.enabled: true")
+        try:
+            batch, rejected = parse_labels(request.get_data(), cfg.labels.max_batch)
+        except PayloadError as exc:
+            return reject(exc.reason, exc.detail or str(exc))
+        version = metrics.version_label(default_version, default_version)
+        if rejected:
+            metrics.labels_received.labels(model, version, "invalid").inc(len(rejected))
+        if not batch.n:
+            return _problem(400, "invalid_labels", f"no valid label among {len(rejected)}: see rejected",
+                            rejected=rejected)
+        if not pipeline.submit_labels(batch):
+            response = jsonify({"accepted": 0, "rejected": rejected, "error": "queue_full",
+                                "detail": "monitoring queue is full; retry later"})
+            response.status_code = 429
+            response.headers["Retry-After"] = "1"
+            return response
+        return jsonify({"accepted": batch.n, "rejected": rejected}), 202
 
     @app.post("/v1/cloudevents")
     def push_cloudevent():

@@ -237,6 +237,46 @@ class SegmentsConfig:
 
 
 @dataclass
+class LabelsConfig:
+    # Ground truth joined to predictions by prediction id (POST /v1/labels on the admin port).
+    enabled: bool = False
+    # The join store: predictions waiting for their label, bounded in count and time (the
+    # oldest is evicted first; evictions are counted). About 200 bytes per prediction.
+    max_pending: int = 100_000
+    ttl_seconds: float = 86_400.0
+    # Labels accepted in one POST (more is a 400 saying so).
+    max_batch: int = 10_000
+
+
+@dataclass
+class PerformanceConfig:
+    # What the model does: "auto" decides on the first label (class-like values, i.e. strings,
+    # booleans and integers on both sides, mean classification; anything else regression).
+    task: Literal["auto", "classification", "regression"] = "auto"
+    # The output holding the predicted class or value ("" = "prediction" when present, else the
+    # first output) and, for binary classifiers, the one holding the positive class's probability.
+    prediction_output: str = ""
+    score_output: str = ""
+    # Binary classification: the positive and negative classes (as label values: "1", "true",
+    # "fraud" ...), and the decision threshold used when only a score is given.
+    positive_class: str = "1"
+    negative_class: str = "0"
+    threshold: float = 0.5
+    # The labelled window performance is computed over, per model version.
+    max_events: int = 10_000
+    max_age_seconds: float = 7 * 86_400.0
+    interval_seconds: float = 60.0
+    # Fewer labelled events in the window: no performance series (too noisy to publish).
+    min_events: int = 30
+    # Distinct classes tracked (confusion matrix, macro averages); the rest are "other".
+    max_classes: int = 20
+    # Adjusted R²: the model's number of features (0 = the features seen in the window).
+    feature_count: int = 0
+    # Confidence-based performance estimation from calibrated scores of a binary classifier.
+    estimation: bool = True
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -253,6 +293,8 @@ class Config:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     source: str = "<defaults>"
 
     def summary(self) -> str:
@@ -444,6 +486,14 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         ("cloudevents.max_pending", cfg.cloudevents.max_pending),
         ("cloudevents.ttl_seconds", cfg.cloudevents.ttl_seconds),
         ("prediction_log.max_bytes", cfg.prediction_log.max_bytes),
+        ("labels.max_pending", cfg.labels.max_pending),
+        ("labels.ttl_seconds", cfg.labels.ttl_seconds),
+        ("labels.max_batch", cfg.labels.max_batch),
+        ("performance.max_events", cfg.performance.max_events),
+        ("performance.max_age_seconds", cfg.performance.max_age_seconds),
+        ("performance.interval_seconds", cfg.performance.interval_seconds),
+        ("performance.min_events", cfg.performance.min_events),
+        ("performance.max_classes", cfg.performance.max_classes),
     ):
         positive(key, value)
     for key, port in (("proxy.port", cfg.proxy.port), ("admin.port", cfg.admin.port)):
@@ -472,6 +522,15 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             problems.append(f"{src}:process.match: not a valid regular expression ({exc})")
     _validate_drift(cfg, problems)
     _validate_segments(cfg, problems)
+    perf = cfg.performance
+    if not 0.0 <= perf.threshold <= 1.0:
+        problems.append(f"{src}:performance.threshold: expected a number from 0 to 1, got {perf.threshold}")
+    if perf.positive_class == perf.negative_class:
+        problems.append(f"{src}:performance.negative_class: must differ from performance.positive_class "
+                        f"({perf.positive_class!r})")
+    if perf.feature_count < 0:
+        problems.append(f"{src}:performance.feature_count: must be 0 (the features seen) or more, "
+                        f"got {perf.feature_count}")
     seen: set[str] = set()
     for i, spec in enumerate(cfg.payload.features):
         if spec is None:

@@ -28,6 +28,7 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from scipy import special
 
+from .background import BackgroundWorker, EngineCollector
 from .config import Config, DriftConfig
 from .events import EventBatch
 from .profile import (
@@ -633,8 +634,10 @@ class BinCounters:
 # --------------------------------------------------------------------------- the engine
 
 
-class DriftEngine:
+class DriftEngine(BackgroundWorker):
     """Owns the reference, the background evaluation thread, the bin counters and the results."""
+
+    thread_name = "inferwatch-drift"
 
     def __init__(self, cfg: Config, windows: WindowStore, *, profile: ReferenceProfile | None = None,
                  version_label=None, on_error=None, clock=time.time, segments: SegmentLabeler | None = None):
@@ -810,18 +813,6 @@ class DriftEngine:
                 max(next_due - time.monotonic(), 0.01)
             self._stop.wait(wait)
 
-    def start(self) -> DriftEngine:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="inferwatch-drift", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
     def status(self) -> dict[str, Any]:
         profile = self.reference
         reference: dict[str, Any] = {"type": self.reference_type, "ready": profile is not None}
@@ -842,14 +833,8 @@ class DriftEngine:
 # --------------------------------------------------------------------------- the collector
 
 
-class DriftCollector:
+class DriftCollector(EngineCollector):
     """Yields the engine's last results at scrape time (nothing is computed here)."""
-
-    def __init__(self, engine: DriftEngine):
-        self.engine = engine
-
-    def describe(self):
-        return []
 
     def collect(self):
         e = self.engine

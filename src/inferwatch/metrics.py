@@ -27,6 +27,9 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
     1.0, 2.5, 5.0, 10.0, 30.0,
 )
+# Ground truth arrives seconds (a click) to weeks (a loan default) after the prediction.
+LABEL_DELAY_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0, 86400.0,
+                       2 * 86400.0, 7 * 86400.0, 30 * 86400.0)
 SIZE_BUCKETS = tuple(float(100 * 4**i) for i in range(11))  # 100 B .. ~100 MiB
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -129,6 +132,16 @@ class Metrics:
             "inferwatch_monitoring_errors",
             "Unexpected exceptions inside monitoring, by stage; the request was still served.",
             ["model", "stage"], registry=r)
+
+        # --- ground truth ---------------------------------------------------------------
+        self.labels_received = Counter(
+            "inferwatch_labels",
+            "Labels received on /v1/labels, by outcome of the join to their prediction "
+            "(matched, unknown_id, expired, duplicate, invalid).",
+            [*mv, "outcome"], registry=r)
+        self.label_delay = Histogram(
+            "inferwatch_label_delay_seconds", "Time from a prediction to the arrival of its label, in seconds.",
+            list(mv), buckets=LABEL_DELAY_BUCKETS, registry=r)
 
         # --- identity -----------------------------------------------------------------
         self.build_info = Gauge(

@@ -19,6 +19,7 @@ import numpy as np
 from .codecs import decode_exchange
 from .config import Config
 from .events import EventBatch, PayloadError
+from .labels import LabelBatch
 from .metrics import Metrics
 from .predlog import PredictionLogger
 from .segments import SegmentLabeler
@@ -116,6 +117,7 @@ class Pipeline:
         self.observers: list = []  # callables (version, batch) run after each window append
         # Segment labels of every windowed batch, in batch.segments before the observers run.
         self.segments = SegmentLabeler.from_config(cfg, metrics.label_values_capped)
+        self.label_sink = None  # callable(LabelBatch): the performance engine's join, when enabled
 
     # --- the request side: never blocks, never raises --------------------------------------
 
@@ -132,6 +134,18 @@ class Pipeline:
         except queue.Full:
             # Rows are unknown before decoding: a dropped exchange counts as one event.
             self._count_drop(exchange.model_version, "queue_full")
+            return False
+
+    def submit_labels(self, batch: LabelBatch) -> bool:
+        """Labels go through the same queue as predictions, so a label sent right after its
+        prediction is joined after that prediction was stored."""
+        try:
+            self.queue.put_nowait(batch)
+            return True
+        except queue.Full:
+            self.metrics.labels_received.labels(
+                self.model, self.metrics.version_label(self.cfg.model.version, self.cfg.model.version),
+                "dropped").inc(batch.n)
             return False
 
     def submit_batch(self, model_version: str, batch: EventBatch) -> bool:
@@ -175,7 +189,12 @@ class Pipeline:
                 finally:
                     self.queue.done()
 
-    def process(self, item: Exchange | PushedBatch) -> None:
+    def process(self, item: Exchange | PushedBatch | LabelBatch) -> None:
+        if isinstance(item, LabelBatch):
+            if self.label_sink is not None:
+                self.label_sink(item)
+            self.processed += 1
+            return
         if isinstance(item, PushedBatch):
             self._ingest(item.model_version, item.batch, source=item.batch.source or "push")
             self.processed += 1

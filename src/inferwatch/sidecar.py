@@ -113,6 +113,17 @@ class Sidecar:
                 segments=self.pipeline.segments)
             self.pipeline.observers.append(self.drift.observe)
             registry.register(DriftCollector(self.drift))
+        # Ground truth and performance: the join store, a background thread and a collector.
+        self.performance = None
+        if cfg.labels.enabled:
+            from .performance import PerformanceCollector, PerformanceEngine
+
+            self.performance = PerformanceEngine(
+                cfg, self.windows, self.metrics,
+                reference=lambda: self.drift.reference if self.drift is not None else None)
+            self.pipeline.observers.append(self.performance.observe)
+            self.pipeline.label_sink = self.performance.add_labels
+            registry.register(PerformanceCollector(self.performance))
         p = cfg.process
         process_collector = None
         if p.pid or p.pidfile or p.match:
@@ -162,6 +173,7 @@ class Sidecar:
             "drops": _sample_values(self.metrics.events_dropped),
             "payload_errors": _sample_values(self.metrics.payload_errors),
             "drift": self.drift.status() if self.drift is not None else None,
+            "performance": self.performance.status() if self.performance is not None else None,
             "config_source": self.cfg.source,
         }
 
@@ -171,6 +183,8 @@ class Sidecar:
         self.pipeline.start()
         if self.drift is not None:
             self.drift.start()
+        if self.performance is not None:
+            self.performance.start()
         if self.proxy is not None:
             started = threading.Event()
             errors: list[BaseException] = []
@@ -251,6 +265,8 @@ class Sidecar:
         self.pipeline.stop()
         if self.drift is not None:
             self.drift.stop()
+        if self.performance is not None:
+            self.performance.stop()
         for thread in self._threads:
             thread.join(5)
         self.predlog.close()

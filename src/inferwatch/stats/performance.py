@@ -1,0 +1,170 @@
+"""Model performance statistics: predictions and labels in, numbers out.
+
+Classification inputs are integer class codes (``0 .. k-1``, the caller's bounded vocabulary),
+binary scores are the probability of the positive class; regression inputs are floats. Every
+function is vectorised (``np.bincount``, one sort for ROC-AUC) and agrees with scikit-learn's
+function of the same name on the same data (tests/stats/test_stats_performance.py); scikit-learn
+itself is a test dependency only. Undefined results (no rows, one class for ROC-AUC, a constant
+target for R²) are NaN, never exceptions; a ratio with a zero denominator is 0, as scikit-learn's
+``zero_division=0``.
+
+``estimate_binary_performance`` is confidence-based performance estimation (CBPE): with
+calibrated scores, a prediction of the positive class with score p is right with probability p,
+so the expected confusion matrix, and from it accuracy, precision, recall and F1, follow from
+the scores alone, before any label arrives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import rankdata
+
+__all__ = [
+    "confusion_matrix",
+    "classification_metrics",
+    "roc_auc",
+    "log_loss",
+    "regression_metrics",
+    "adjusted_r2",
+    "estimate_binary_performance",
+    "expected_confusion",
+]
+
+_NAN = float("nan")
+LOG_LOSS_EPS = float(np.finfo(np.float64).eps)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """``k x k`` counts, rows = actual class, columns = predicted class (codes ``0 .. k-1``)."""
+    t = np.asarray(y_true, dtype=np.int64).ravel()
+    p = np.asarray(y_pred, dtype=np.int64).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.size} != {p.size}")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
+                           positive: int | None = None) -> dict[str, float]:
+    """Accuracy; macro precision, recall and F1 over the classes present in either array; and,
+    when ``positive`` is given and at most two classes are present, binary precision, recall
+    and F1 of the positive class (scikit-learn's ``average="binary"``). Empty input: ``{}``."""
+    t = np.asarray(y_true, dtype=np.int64).ravel()
+    if t.size == 0:
+        return {}
+    cm = confusion_matrix(t, y_pred, n_classes)
+    tp = np.diag(cm).astype(np.float64)
+    actual, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    precision, recall = _ratio(tp, predicted), _ratio(tp, actual)
+    f1 = _ratio(2 * tp, actual + predicted)
+    present = (actual + predicted) > 0
+    out = {
+        "accuracy": float(tp.sum() / t.size),
+        "precision_macro": float(precision[present].mean()),
+        "recall_macro": float(recall[present].mean()),
+        "f1_macro": float(f1[present].mean()),
+    }
+    if positive is not None and 0 <= positive < n_classes and int(present.sum()) <= 2:
+        out.update(precision=float(precision[positive]), recall=float(recall[positive]), f1=float(f1[positive]))
+    return out
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of binary labels (1 = positive) and scores, ties counted half
+    (the Mann-Whitney U statistic over n_pos * n_neg). NaN unless both classes are present."""
+    t = np.asarray(y_true).ravel().astype(bool)
+    s = np.asarray(score, dtype=np.float64).ravel()
+    n_pos = int(t.sum())
+    n_neg = t.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return _NAN
+    ranks = rankdata(s)  # average ranks for ties
+    u = ranks[t].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def log_loss(y_true: np.ndarray, score: np.ndarray, eps: float = LOG_LOSS_EPS) -> float:
+    """Mean binary cross-entropy of labels (1 = positive) and positive-class probabilities,
+    clipped to ``[eps, 1 - eps]`` as scikit-learn does. Empty input: NaN."""
+    t = np.asarray(y_true).ravel().astype(bool)
+    p = np.clip(np.asarray(score, dtype=np.float64).ravel(), eps, 1.0 - eps)
+    if t.size == 0:
+        return _NAN
+    return float(-np.mean(np.where(t, np.log(p), np.log1p(-p))))
+
+
+def adjusted_r2(r2: float, n: int, n_features: int) -> float:
+    """``1 - (1 - R²)(n - 1)/(n - p - 1)``; NaN when ``n - p - 1 <= 0``."""
+    if not math.isfinite(r2) or n - n_features - 1 <= 0:
+        return _NAN
+    return 1.0 - (1.0 - r2) * (n - 1) / (n - n_features - 1)
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_features: int | None = None) -> dict[str, float]:
+    """RMSE, MAE, MAPE, R² and (with ``n_features``) adjusted R². Empty input: ``{}``.
+
+    MAPE divides by ``max(|y|, machine epsilon)`` as scikit-learn does, so a true value of 0
+    gives a large finite error instead of a division by zero. R² of a constant target is NaN
+    (scikit-learn's ``force_finite=False``).
+    """
+    t = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(y_pred, dtype=np.float64).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.size} != {p.size}")
+    if t.size == 0:
+        return {}
+    err = p - t
+    sse = float(np.dot(err, err))
+    centred = t - t.mean()
+    sst = float(np.dot(centred, centred))
+    r2 = 1.0 - sse / sst if sst > 0 else _NAN
+    out = {
+        "rmse": math.sqrt(sse / t.size),
+        "mae": float(np.mean(np.abs(err))),
+        "mape": float(np.mean(np.abs(err) / np.maximum(np.abs(t), np.finfo(np.float64).eps))),
+        "r2": r2,
+    }
+    if n_features is not None:
+        out["adjusted_r2"] = adjusted_r2(r2, t.size, n_features)
+    return out
+
+
+def expected_confusion(score: np.ndarray, predicted_positive: np.ndarray) -> tuple[float, float, float, float]:
+    """Expected (TP, FP, FN, TN) of binary predictions whose calibrated positive-class
+    probability is ``score``: a positive prediction is a true positive with probability p, a
+    negative prediction a false negative with probability p."""
+    p = np.asarray(score, dtype=np.float64).ravel()
+    pos = np.asarray(predicted_positive, dtype=bool).ravel()
+    tp = float(p[pos].sum())
+    fp = float(pos.sum()) - tp
+    fn = float(p[~pos].sum())
+    tn = float((~pos).sum()) - fn
+    return tp, fp, fn, tn
+
+
+def estimate_binary_performance(score: np.ndarray, predicted_positive: np.ndarray | None = None,
+                                threshold: float = 0.5) -> dict[str, float]:
+    """CBPE: accuracy, precision, recall and F1 expected from calibrated scores alone.
+
+    ``predicted_positive`` is the model's decision per row (default ``score >= threshold``).
+    NaN scores are ignored; no scores: ``{}``.
+    """
+    p = np.asarray(score, dtype=np.float64).ravel()
+    pos = (p >= threshold) if predicted_positive is None else np.asarray(predicted_positive, dtype=bool).ravel()
+    keep = np.isfinite(p)
+    p, pos = np.clip(p[keep], 0.0, 1.0), pos[keep]
+    if p.size == 0:
+        return {}
+    tp, fp, fn, tn = expected_confusion(p, pos)
+    return {
+        "accuracy": (tp + tn) / p.size,
+        "precision": tp / (tp + fp) if tp + fp > 0 else 0.0,
+        "recall": tp / (tp + fn) if tp + fn > 0 else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0,
+    }
