@@ -277,6 +277,33 @@ class PerformanceConfig:
 
 
 @dataclass
+class ChallengerConfig:
+    name: str  # the `challenger` label value
+    url: str  # its model server; the request's path and query are appended
+
+
+@dataclass
+class ShadowConfig:
+    # Challengers that get a copy of sampled inference requests; their answers are compared with
+    # the champion's and never returned to the client.
+    challengers: list[ChallengerConfig] = field(default_factory=list)
+    sample_rate: float = 1.0
+    # Mirrored requests waiting per challenger; when full a request is not mirrored (counted).
+    max_queue: int = 1000
+    # Mirrored requests in flight per challenger.
+    concurrency: int = 4
+    timeout_seconds: float = 10.0
+    # Regression: answers within this absolute difference agree.
+    agreement_tolerance: float = 0.0
+    # inferwatch_shadow_agreement_ratio is over the last this many comparisons.
+    agreement_window: int = 1000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.challengers)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -295,6 +322,7 @@ class Config:
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
     source: str = "<defaults>"
 
     def summary(self) -> str:
@@ -494,6 +522,10 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         ("performance.interval_seconds", cfg.performance.interval_seconds),
         ("performance.min_events", cfg.performance.min_events),
         ("performance.max_classes", cfg.performance.max_classes),
+        ("shadow.max_queue", cfg.shadow.max_queue),
+        ("shadow.concurrency", cfg.shadow.concurrency),
+        ("shadow.timeout_seconds", cfg.shadow.timeout_seconds),
+        ("shadow.agreement_window", cfg.shadow.agreement_window),
     ):
         positive(key, value)
     for key, port in (("proxy.port", cfg.proxy.port), ("admin.port", cfg.admin.port)):
@@ -522,6 +554,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             problems.append(f"{src}:process.match: not a valid regular expression ({exc})")
     _validate_drift(cfg, problems)
     _validate_segments(cfg, problems)
+    _validate_shadow(cfg, problems)
     perf = cfg.performance
     if not 0.0 <= perf.threshold <= 1.0:
         problems.append(f"{src}:performance.threshold: expected a number from 0 to 1, got {perf.threshold}")
@@ -540,6 +573,31 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         if spec.name in seen:
             problems.append(f"{src}:payload.features[{i}].name: duplicate feature {spec.name!r}")
         seen.add(spec.name)
+
+
+def _validate_shadow(cfg: Config, problems: list[str]) -> None:
+    src, sh = cfg.source, cfg.shadow
+    if not 0.0 <= sh.sample_rate <= 1.0:
+        problems.append(f"{src}:shadow.sample_rate: expected a number from 0 to 1, got {sh.sample_rate}")
+    if sh.agreement_tolerance < 0:
+        problems.append(f"{src}:shadow.agreement_tolerance: must be 0 or more, got {sh.agreement_tolerance}")
+    if sh.challengers and not cfg.proxy.enabled:
+        problems.append(f"{src}:shadow.challengers: shadow traffic mirrors proxied requests; proxy.enabled is false")
+    names: set[str] = set()
+    for i, ch in enumerate(sh.challengers):
+        if ch is None:
+            continue
+        key = f"shadow.challengers[{i}]"
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", ch.name or ""):
+            problems.append(f"{src}:{key}.name: expected 1-64 letters, digits, '_', '.', ':' or '-', got {ch.name!r}")
+        if ch.name in names:
+            problems.append(f"{src}:{key}.name: duplicate challenger {ch.name!r}")
+        names.add(ch.name)
+        url = urlparse(ch.url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            problems.append(f"{src}:{key}.url: expected an http(s) URL, got {ch.url!r}")
+        elif ch.url.rstrip("/") == cfg.upstream.url.rstrip("/"):
+            problems.append(f"{src}:{key}.url: is the champion (upstream.url); a challenger must be another server")
 
 
 def _validate_drift(cfg: Config, problems: list[str]) -> None:

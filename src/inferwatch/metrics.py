@@ -30,6 +30,9 @@ LATENCY_BUCKETS = (
 # Ground truth arrives seconds (a click) to weeks (a loan default) after the prediction.
 LABEL_DELAY_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0, 86400.0,
                        2 * 86400.0, 7 * 86400.0, 30 * 86400.0)
+# |challenger - champion| of a score (0..1) or a regression value: fine steps below 0.1 for
+# scores, coarse ones above for values.
+DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 100.0)
 SIZE_BUCKETS = tuple(float(100 * 4**i) for i in range(11))  # 100 B .. ~100 MiB
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -142,6 +145,35 @@ class Metrics:
         self.label_delay = Histogram(
             "inferwatch_label_delay_seconds", "Time from a prediction to the arrival of its label, in seconds.",
             list(mv), buckets=LABEL_DELAY_BUCKETS, registry=r)
+
+        # --- shadow challengers --------------------------------------------------------
+        self.shadow_requests = Counter(
+            "inferwatch_shadow_requests",
+            "Requests mirrored to a shadow challenger, by status code (or timeout, connection, error).",
+            ["model", "challenger", "code"], registry=r)
+        self.shadow_duration = Histogram(
+            "inferwatch_shadow_duration_seconds", "Round trip of requests mirrored to a shadow challenger, in seconds.",
+            ["model", "challenger"], buckets=LATENCY_BUCKETS, registry=r)
+        self.shadow_dropped = Counter(
+            "inferwatch_shadow_dropped",
+            "Sampled requests not mirrored or not compared, by reason (queue_full: the challenger's queue; "
+            "monitoring_queue_full: the worker's).", ["model", "challenger", "reason"], registry=r)
+        self.shadow_comparisons = Counter(
+            "inferwatch_shadow_comparisons",
+            "Challenger answers compared with the champion's, by outcome (agree, disagree, unmatched, undecodable).",
+            ["model", "challenger", "outcome"], registry=r)
+        self.shadow_agreement = Gauge(
+            "inferwatch_shadow_agreement_ratio",
+            "Share of the last shadow.agreement_window compared answers where the challenger agreed with the "
+            "champion (same class; regression: within shadow.agreement_tolerance).", ["model", "challenger"],
+            registry=r)
+        self.shadow_difference = Histogram(
+            "inferwatch_shadow_prediction_difference",
+            "Absolute difference between the challenger's and the champion's score (or regression value).",
+            ["model", "challenger"], buckets=DIFFERENCE_BUCKETS, registry=r)
+        self.shadow_queue = Gauge(
+            "inferwatch_shadow_queue_items", "Requests waiting to be mirrored to a shadow challenger.",
+            ["model", "challenger"], registry=r)
 
         # --- identity -----------------------------------------------------------------
         self.build_info = Gauge(

@@ -54,7 +54,7 @@ def _class_like(value: Any) -> bool:
     return isinstance(value, float) and value.is_integer()
 
 
-def _number(value: Any) -> float:
+def as_number(value: Any) -> float:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, (int, float)):
@@ -117,7 +117,7 @@ class PerformanceEngine(BackgroundWorker):
         name = self.prediction_output(outputs)
         predicted = outputs[name] if name is not None else [None] * n
         score_col = outputs.get(self.p.score_output) if self.p.score_output else None
-        scores = [_number(v) for v in score_col] if score_col is not None else [math.nan] * n
+        scores = [as_number(v) for v in score_col] if score_col is not None else [math.nan] * n
         return predicted, scores
 
     def observe(self, version: str, batch: EventBatch) -> None:
@@ -133,14 +133,20 @@ class PerformanceEngine(BackgroundWorker):
 
     # --- labels (the worker thread) ------------------------------------------------------------
 
+    def task_of(self, predicted: Any, other: Any) -> str:
+        """The configured or resolved task; unresolved, what these two answers look like."""
+        if self.task is not None:
+            return self.task
+        classification = bool(self.p.score_output) or (_class_like(predicted) and _class_like(other))
+        return "classification" if classification else "regression"
+
     def _resolve_task(self, predicted: Any, label: Any) -> str:
         if self.task is None:
-            classification = bool(self.p.score_output) or (_class_like(predicted) and _class_like(label))
-            self.task = "classification" if classification else "regression"
+            self.task = self.task_of(predicted, label)
             log.info("performance: task resolved to %s from the first label", self.task)
         return self.task
 
-    def _class_of(self, predicted: Any, score: float) -> tuple[int, float]:
+    def class_of(self, predicted: Any, score: float) -> tuple[int, float]:
         """A prediction as (class code, score). A probability in place of a class is a score
         decided at ``performance.threshold`` (binary)."""
         key = category_key(predicted) if predicted is not None else None
@@ -155,12 +161,12 @@ class PerformanceEngine(BackgroundWorker):
     def _pair(self, predicted: Any, score: float, label: Any) -> tuple[float, float, float] | None:
         """(predicted, actual, score) as window values, or None when the prediction is unusable."""
         if self._resolve_task(predicted, label) == "classification":
-            code, score = self._class_of(predicted, score)
+            code, score = self.class_of(predicted, score)
             actual = category_key(label)
             if code < 0 or actual is None:
                 return None
             return float(code), float(self.classes.code(actual)), score
-        value, actual = _number(predicted), _number(label)
+        value, actual = as_number(predicted), as_number(label)
         if not (math.isfinite(value) and math.isfinite(actual)):
             return None
         return value, actual, score

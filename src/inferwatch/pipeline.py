@@ -45,6 +45,7 @@ class Exchange:
     request_content_encoding: str | None = None
     response_content_encoding: str | None = None
     source: str = "proxy"
+    challenger: str = ""  # set: a shadow challenger's answer to the champion's request (inferwatch.shadow)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Pipeline:
         # Segment labels of every windowed batch, in batch.segments before the observers run.
         self.segments = SegmentLabeler.from_config(cfg, metrics.label_values_capped)
         self.label_sink = None  # callable(LabelBatch): the performance engine's join, when enabled
+        self.shadow_sink = None  # callable(Exchange, EventBatch | None): shadow comparisons, when configured
 
     # --- the request side: never blocks, never raises --------------------------------------
 
@@ -199,23 +201,14 @@ class Pipeline:
             self._ingest(item.model_version, item.batch, source=item.batch.source or "push")
             self.processed += 1
             return
+        if item.challenger:
+            self._shadow(item)
+            self.processed += 1
+            return
         version = item.model_version
-        payload = self.cfg.payload
         answered = 200 <= item.status < 300
         try:
-            batch = decode_exchange(
-                item.request_body,
-                item.response_body if answered else None,
-                request_content_type=item.request_content_type,
-                response_content_type=item.response_content_type,
-                request_content_encoding=item.request_content_encoding,
-                response_content_encoding=item.response_content_encoding,
-                codec=payload.codec,
-                feature_names=payload.feature_names or None,
-                input_path=payload.input_path,
-                output_path=payload.output_path,
-                max_bytes=payload.max_decode_bytes,
-            )
+            batch = self._decode(item, answered)
         except PayloadError as exc:
             self.metrics.payload_errors.labels(self.model, version, exc.reason).inc()
             if answered:
@@ -243,6 +236,38 @@ class Pipeline:
             distinct, counts = np.unique(labels.astype(str), return_counts=True)
             for value, count in zip(distinct.tolist(), counts.tolist()):
                 self.metrics.segment_events.labels(self.model, version, feature, value).inc(count)
+
+    def _decode(self, item: Exchange, answered: bool) -> EventBatch:
+        payload = self.cfg.payload
+        return decode_exchange(
+            item.request_body,
+            item.response_body if answered else None,
+            request_content_type=item.request_content_type,
+            response_content_type=item.response_content_type,
+            request_content_encoding=item.request_content_encoding,
+            response_content_encoding=item.response_content_encoding,
+            codec=payload.codec,
+            feature_names=payload.feature_names or None,
+            input_path=payload.input_path,
+            output_path=payload.output_path,
+            max_bytes=payload.max_decode_bytes,
+        )
+
+    def _shadow(self, item: Exchange) -> None:
+        """A challenger's answer: decoded with the champion's codec and handed to the comparator
+        (None when it cannot be compared); never windowed as the champion's."""
+        if self.shadow_sink is None:
+            return
+        batch = None
+        if 200 <= item.status < 300:
+            try:
+                batch = self._decode(item, True)
+            except PayloadError:
+                batch = None
+            if batch is not None:
+                batch.ensure_ids(item.prediction_id)
+                batch.ensure_timestamps(item.timestamp)
+        self.shadow_sink(item, batch)
 
     def _ingest(self, version: str, batch: EventBatch, *, source: str, exchange: Exchange | None = None) -> None:
         if batch.n == 0:

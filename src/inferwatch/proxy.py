@@ -20,6 +20,7 @@ from .config import Config
 from .metrics import Metrics, normalize_method
 from .pipeline import Exchange, Pipeline
 from .routes import Router
+from .shadow import MirroredRequest, ShadowMirror
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def error_response(status: int, error: str, detail: str, prediction_id: str) -> 
 
 
 class Proxy:
-    def __init__(self, cfg: Config, metrics: Metrics, pipeline: Pipeline):
+    def __init__(self, cfg: Config, metrics: Metrics, pipeline: Pipeline, shadow: ShadowMirror | None = None):
         self.cfg = cfg
         self.metrics = metrics
         self.pipeline = pipeline
@@ -67,6 +68,7 @@ class Proxy:
         self.up_value = 0.0
         self.up.set(0)
         self._probe_task: asyncio.Task | None = None
+        self.shadow = shadow  # challengers that get a copy of sampled inference requests
 
     # --- lifecycle (called on the event loop) ------------------------------------------------
 
@@ -80,10 +82,14 @@ class Proxy:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         )
         self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
+        if self.shadow is not None:
+            await self.shadow.startup()
 
     async def cleanup(self, app: web.Application | None = None) -> None:
         if self._probe_task is not None:
             self._probe_task.cancel()
+        if self.shadow is not None:
+            await self.shadow.cleanup()
         if self.session is not None:
             await self.session.close()
 
@@ -205,6 +211,10 @@ class Proxy:
                     request_content_encoding=request.headers.get("Content-Encoding"),
                     response_content_encoding=upstream_headers.get("Content-Encoding"),
                 ))
+                if self.shadow is not None:  # a copy for each challenger, after the champion answered
+                    self.shadow.offer(MirroredRequest(
+                        method, request.path_qs, headers, body, prediction_id, self.version, route.endpoint,
+                        request.headers.get("Content-Type"), request.headers.get("Content-Encoding")))
         except Exception:  # noqa: BLE001
             log.exception("monitoring failed on the request path")
             self.metrics.monitoring_errors.labels(self.model, "proxy").inc()

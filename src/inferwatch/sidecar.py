@@ -99,7 +99,6 @@ class Sidecar:
         self.pipeline = Pipeline(cfg, self.metrics, self.windows, self.predlog)
         self.pairer = CloudEventPairer(max_pending=cfg.cloudevents.max_pending,
                                        ttl_seconds=cfg.cloudevents.ttl_seconds)
-        self.proxy = Proxy(cfg, self.metrics, self.pipeline) if cfg.proxy.enabled else None
         registry = self.metrics.registry
         registry.register(StateCollector(self))
         # Drift against a reference profile (or a warm-up reference): a background thread and a collector.
@@ -113,9 +112,10 @@ class Sidecar:
                 segments=self.pipeline.segments)
             self.pipeline.observers.append(self.drift.observe)
             registry.register(DriftCollector(self.drift))
-        # Ground truth and performance: the join store, a background thread and a collector.
+        # Ground truth and performance: the join store, a background thread and a collector. Shadow
+        # comparisons need the champion's answers from the join store too.
         self.performance = None
-        if cfg.labels.enabled:
+        if cfg.labels.enabled or cfg.shadow.enabled:
             from .performance import PerformanceCollector, PerformanceEngine
 
             self.performance = PerformanceEngine(
@@ -124,6 +124,13 @@ class Sidecar:
             self.pipeline.observers.append(self.performance.observe)
             self.pipeline.label_sink = self.performance.add_labels
             registry.register(PerformanceCollector(self.performance))
+        shadow = None
+        if cfg.shadow.enabled and cfg.proxy.enabled:
+            from .shadow import ShadowComparator, ShadowMirror
+
+            shadow = ShadowMirror(cfg, self.metrics, self.pipeline.submit_exchange)
+            self.pipeline.shadow_sink = ShadowComparator(cfg, self.metrics, self.performance, self.predlog)
+        self.proxy = Proxy(cfg, self.metrics, self.pipeline, shadow) if cfg.proxy.enabled else None
         p = cfg.process
         process_collector = None
         if p.pid or p.pidfile or p.match:
