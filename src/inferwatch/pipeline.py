@@ -138,6 +138,14 @@ class Pipeline:
             self._count_drop(exchange.model_version, "queue_full")
             return False
 
+    def submit_shadow(self, exchange: Exchange) -> bool:
+        """A challenger's answer; when the queue is full the caller counts it (not as a champion event)."""
+        try:
+            self.queue.put_nowait(exchange)
+            return True
+        except queue.Full:
+            return False
+
     def submit_labels(self, batch: LabelBatch) -> bool:
         """Labels go through the same queue as predictions, so a label sent right after its
         prediction is joined after that prediction was stored."""

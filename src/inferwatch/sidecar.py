@@ -128,7 +128,7 @@ class Sidecar:
         if cfg.shadow.enabled and cfg.proxy.enabled:
             from .shadow import ShadowComparator, ShadowMirror
 
-            shadow = ShadowMirror(cfg, self.metrics, self.pipeline.submit_exchange)
+            shadow = ShadowMirror(cfg, self.metrics, self.pipeline.submit_shadow)
             self.pipeline.shadow_sink = ShadowComparator(cfg, self.metrics, self.performance, self.predlog)
         self.proxy = Proxy(cfg, self.metrics, self.pipeline, shadow) if cfg.proxy.enabled else None
         p = cfg.process
