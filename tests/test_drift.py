@@ -10,10 +10,10 @@ import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry
 from scipy import stats as sps
 
+from conftest import registry_samples
 from inferwatch.config import ConfigError, load_config, parse_config
 from inferwatch.drift import (
     BinCounters, DriftCollector, DriftEngine, Evaluator, PreparedReference, _binned_scores, _pooled_chi2,
@@ -255,12 +255,7 @@ def test_fleet_psi_rules_are_well_formed():
 # --- the engine, the collector and the sidecar ----------------------------------------------------------
 
 
-def _scrape(registry) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
-    return out
+_scrape = registry_samples
 
 
 def test_collector_drops_label_sets_that_are_gone():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from conftest import registry_samples
 from inferwatch.config import ConfigError, parse_config
 from inferwatch.events import EventBatch
 from inferwatch.metrics import Metrics
@@ -104,9 +105,6 @@ def _region_columns(n: int, rng: np.random.Generator, shift_eu: float = 0.0) -> 
 
 
 def test_segment_drift_finds_the_drifting_slice_only():
-    from prometheus_client import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
-
     from inferwatch.config import load_config
     from inferwatch.drift import DriftCollector, DriftEngine
     from inferwatch.profile import build_profile
@@ -143,10 +141,7 @@ def test_segment_drift_finds_the_drifting_slice_only():
 
     registry = CollectorRegistry()
     registry.register(DriftCollector(engine))
-    samples = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
-        for s in family.samples:
-            samples.setdefault(s.name, []).append((s.labels, s.value))
+    samples = registry_samples(registry)
     flags = {(s["value"], s["feature"]): v for s, v in samples["inferwatch_segment_feature_drifted"]}
     assert flags[("eu", "x0")] == 1.0 and flags[("us", "x0")] == 0.0
     scores = [(s["value"], s["feature"]) for s, _ in samples["inferwatch_segment_feature_drift_score"]]

@@ -7,6 +7,7 @@ failing, so a user fixes a file in one pass. Defaults are documented in docs/con
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -220,6 +221,58 @@ class DriftConfig:
 
 
 @dataclass
+class BandConfig:
+    # A named range of an output's values: min <= value < max (the highest band also includes
+    # its max). Values in no band are counted as the band `unbanded`; overlapping bands are errors.
+    name: str
+    min: float = -math.inf
+    max: float = math.inf
+    # The share of predictions expected in this band (0-1): InferwatchPredictionBandShift
+    # compares the band's recent share with it; unset (-1) = with the band's own past share.
+    expected_share: float = -1.0
+
+
+@dataclass
+class RangeRuleConfig:
+    # An unreasonable-output rule: a value outside [min, max] counts under `name`.
+    name: str
+    min: float = -math.inf
+    max: float = math.inf
+
+
+OUTPUT_TYPES = ("class", "score", "value")
+UNBANDED = "unbanded"
+BUILTIN_OUTPUT_RULES = ("non_finite", "not_numeric", "outside_probability", "unknown_class")
+
+
+@dataclass
+class OutputSpec:
+    # class: a label (or class number) -> inferwatch_predicted_class_total{class};
+    # score: a probability or score -> inferwatch_prediction_score histogram, bands, [0, 1] rule;
+    # value: a regression value -> inferwatch_prediction_value histogram, bands.
+    type: str = ""
+    # Histogram bucket upper bounds (score/value); empty = the type's defaults (docs/configuration.md).
+    buckets: list[float] = field(default_factory=list)
+    bands: list[BandConfig] = field(default_factory=list)
+    rules: list[RangeRuleConfig] = field(default_factory=list)
+    # score: a value outside [0, 1] is unreasonable (rule outside_probability); false for raw scores.
+    probability: bool = True
+    # class: the known classes; others count as `other` and as rule unknown_class. Empty = the
+    # first max_classes classes seen, then `other`.
+    classes: list[str] = field(default_factory=list)
+    max_classes: int = 0  # 0 = predictions.max_classes
+
+
+@dataclass
+class PredictionsConfig:
+    # What each model output is; see docs/configuration.md#predictions.
+    outputs: dict[str, OutputSpec] = field(default_factory=dict)
+    # Outputs not listed: categorical ones are classes, numeric ones values (default buckets).
+    auto: bool = True
+    max_classes: int = 20
+
+
+@dataclass
 class SegmentsConfig:
     # Features whose values slice requests, drift and performance (e.g. [region]); see
     # docs/configuration.md#segments. Each becomes a `segment` label value.
@@ -319,6 +372,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
@@ -564,6 +618,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     if perf.feature_count < 0:
         problems.append(f"{src}:performance.feature_count: must be 0 (the features seen) or more, "
                         f"got {perf.feature_count}")
+    _validate_predictions(cfg, problems)
     seen: set[str] = set()
     for i, spec in enumerate(cfg.payload.features):
         if spec is None:
@@ -632,6 +687,87 @@ def _validate_drift(cfg: Config, problems: list[str]) -> None:
             problems.append(f"{src}:drift.thresholds.{method}: unknown method (expected one of {known})")
         elif not value > 0:
             problems.append(f"{src}:drift.thresholds.{method}: must be greater than 0, got {value!r}")
+
+
+_LABEL_VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+MAX_BANDS = 16
+MAX_BUCKETS = 64
+
+
+def _validate_predictions(cfg: Config, problems: list[str]) -> None:
+    src, pred = cfg.source, cfg.predictions
+    if not 1 <= pred.max_classes <= 1000:
+        problems.append(f"{src}:predictions.max_classes: expected an integer from 1 to 1000, got {pred.max_classes!r}")
+    for name, spec in pred.outputs.items():
+        if spec is None:
+            continue
+        key = f"{src}:predictions.outputs.{name}"
+        if spec.type not in OUTPUT_TYPES:
+            problems.append(f"{key}.type: expected one of {', '.join(OUTPUT_TYPES)}, got {spec.type!r}")
+            continue
+        if spec.type == "class":
+            for sub in ("buckets", "bands", "rules"):
+                if getattr(spec, sub):
+                    problems.append(f"{key}.{sub}: only for score and value outputs, not class")
+            if spec.max_classes < 0 or spec.max_classes > 1000:
+                problems.append(f"{key}.max_classes: expected 0 (predictions.max_classes) to 1000, "
+                                f"got {spec.max_classes!r}")
+            if len(set(spec.classes)) != len(spec.classes):
+                problems.append(f"{key}.classes: classes must be distinct")
+            if "other" in spec.classes:
+                problems.append(f"{key}.classes: 'other' is reserved for classes beyond the list")
+            continue
+        if spec.classes:
+            problems.append(f"{key}.classes: only for class outputs")
+        buckets = [b for b in spec.buckets if b is not None]
+        if len(buckets) > MAX_BUCKETS:
+            problems.append(f"{key}.buckets: at most {MAX_BUCKETS} buckets, got {len(buckets)}")
+        if any(not math.isfinite(b) for b in buckets):
+            problems.append(f"{key}.buckets: bucket bounds must be finite (+Inf is always added)")
+        elif any(b >= c for b, c in zip(buckets, buckets[1:])):
+            problems.append(f"{key}.buckets: bucket bounds must be strictly increasing, got {buckets}")
+        _validate_bands(key, [b for b in spec.bands if b is not None], problems)
+        rule_names: set[str] = set()
+        for i, rule in enumerate(r for r in spec.rules if r is not None):
+            where = f"{key}.rules[{i}]"
+            if not _LABEL_VALUE.match(rule.name):
+                problems.append(f"{where}.name: expected a name of letters, digits and _ (a label value), "
+                                f"got {rule.name!r}")
+            elif rule.name in BUILTIN_OUTPUT_RULES:
+                problems.append(f"{where}.name: {rule.name!r} is a built-in rule "
+                                f"({', '.join(BUILTIN_OUTPUT_RULES)})")
+            elif rule.name in rule_names:
+                problems.append(f"{where}.name: duplicate rule {rule.name!r}")
+            rule_names.add(rule.name)
+            if not rule.min < rule.max:
+                problems.append(f"{where}: min ({rule.min:g}) must be less than max ({rule.max:g})")
+
+
+def _validate_bands(key: str, bands: list[BandConfig], problems: list[str]) -> None:
+    if len(bands) > MAX_BANDS:
+        problems.append(f"{key}.bands: at most {MAX_BANDS} bands, got {len(bands)}")
+    names: set[str] = set()
+    for i, band in enumerate(bands):
+        where = f"{key}.bands[{i}]"
+        if not _LABEL_VALUE.match(band.name):
+            problems.append(f"{where}.name: expected a name of letters, digits and _ (a label value), got {band.name!r}")
+        elif band.name == UNBANDED:
+            problems.append(f"{where}.name: {UNBANDED!r} is reserved for values in no band")
+        elif band.name in names:
+            problems.append(f"{where}.name: duplicate band {band.name!r}")
+        names.add(band.name)
+        if not band.min < band.max:
+            problems.append(f"{where}: min ({band.min:g}) must be less than max ({band.max:g})")
+        if band.expected_share != -1.0 and not 0.0 <= band.expected_share <= 1.0:
+            problems.append(f"{where}.expected_share: expected a share from 0 to 1, got {band.expected_share!r}")
+    ordered = sorted((b for b in bands if b.min < b.max), key=lambda b: b.min)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.min < a.max:
+            problems.append(f"{key}.bands: {a.name} [{a.min:g}, {a.max:g}) and {b.name} [{b.min:g}, {b.max:g}) "
+                            f"overlap; a value must fall in at most one band")
+    shares = [b.expected_share for b in bands if b.expected_share != -1.0]
+    if shares and sum(shares) > 1.0 + 1e-9:
+        problems.append(f"{key}.bands: expected_share values add up to {sum(shares):g}, more than 1")
 
 
 MAX_SEGMENT_FEATURES = 8

@@ -23,6 +23,7 @@ from .admin import cloudevent_exchange, create_admin_app
 from .cloudevents import CloudEventPairer
 from .config import Config
 from .metrics import Metrics
+from .outputs import OutputCollector, OutputMonitor
 from .pipeline import Pipeline
 from .predlog import PredictionLogger
 from .proxy import Proxy
@@ -101,6 +102,12 @@ class Sidecar:
                                        ttl_seconds=cfg.cloudevents.ttl_seconds)
         registry = self.metrics.registry
         registry.register(StateCollector(self))
+        # What the model answers: classes, score/value histograms, bands, unreasonable outputs.
+        self.outputs = OutputMonitor(
+            cfg, self.metrics.label_values_capped, main_version=self.metrics.version_label(cfg.model.version, ""),
+            on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "outputs").inc())
+        self.pipeline.observers.append(self.outputs.observe)
+        registry.register(OutputCollector(self.outputs))
         # Drift against a reference profile (or a warm-up reference): a background thread and a collector.
         self.drift = None
         if cfg.reference.enabled:
