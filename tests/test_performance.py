@@ -85,9 +85,9 @@ def test_labelled_window_is_a_bounded_ring_with_age():
 # --------------------------------------------------------------------------- the engine
 
 
-def make_engine(clock=None, reference=None, **perf):
+def make_engine(clock=None, reference=None, segments=(), **perf):
     cfg = parse_config({"model": {"name": "m", "version": "1"}, "labels": {"enabled": True},
-                        "performance": {"min_events": 5, **perf}})
+                        "segments": {"features": list(segments)}, "performance": {"min_events": 5, **perf}})
     metrics = Metrics("m", CollectorRegistry(), sidecar_process_metrics=False)
     windows = WindowStore(capacity=cfg.window.max_events, max_age_seconds=1e9, max_versions=4)
     engine = PerformanceEngine(cfg, windows, metrics, reference=lambda: reference, clock=clock or time.time)
@@ -95,10 +95,11 @@ def make_engine(clock=None, reference=None, **perf):
     return engine, windows, metrics
 
 
-def feed(engine, windows, outputs: dict, ids: list[str], features: dict | None = None, version: str = "1"):
+def feed(engine, windows, outputs: dict, ids: list[str], features: dict | None = None, version: str = "1",
+         segments: dict | None = None):
     n = len(ids)
     batch = EventBatch(n=n, features=features or {"x": list(range(n))}, outputs=outputs, prediction_ids=ids,
-                       timestamps=[time.time() - 60] * n)
+                       timestamps=[time.time() - 60] * n, segments=segments or {})
     windows.get(version).append(batch)
     engine.observe(version, batch)
 
@@ -234,6 +235,25 @@ def test_expired_predictions_are_counted_and_labels_say_so():
     assert sample(text, "inferwatch_label_join_pending") == 0
 
 
+def test_performance_by_segment_value():
+    """The model is fine in EU and failing in APAC: one query."""
+    engine, windows, metrics = make_engine(segments=["region"], task="classification")
+    region = ["EU"] * 20 + ["APAC"] * 20 + ["missing"] * 3
+    truth = [1, 0] * 10 + [1, 0] * 10 + [1, 1, 1]
+    pred = [1, 0] * 10 + [0, 1] * 10 + [1, 1, 1]
+    ids = [f"s{i}" for i in range(len(truth))]
+    feed(engine, windows, {"prediction": pred}, ids, segments={"region": np.array(region, dtype=object)})
+    engine.add_labels(LabelBatch(ids, truth, [None] * len(ids)))
+    engine.evaluate_all()
+    text = scrape_registry(metrics)
+    perf = "inferwatch_segment_model_performance"
+    assert sample(text, perf, segment="region", value="EU", metric="accuracy") == 1.0
+    assert sample(text, perf, segment="region", value="APAC", metric="accuracy") == 0.0
+    assert sample(text, "inferwatch_segment_labelled_window_events", value="APAC") == 20
+    assert 'value="missing"' not in text  # rows without the feature are in the overall metrics only
+    assert sample(text, "inferwatch_model_performance", metric="accuracy") == pytest.approx(23 / 43)
+
+
 # --------------------------------------------------------------------------- over sockets
 
 
@@ -277,3 +297,23 @@ def test_labels_disabled_and_auth(upstream, sidecar_factory):
     assert ok.status_code == 202
     guarded.pipeline.drain()
     assert sample(scrape(guarded), "inferwatch_labels_total", outcome="unknown_id") == 1
+
+
+def test_pushed_predictions_with_segments_end_to_end(sidecar_factory):
+    sidecar = sidecar_factory("http://127.0.0.1:9", **{
+        "proxy.enabled": False, "labels.enabled": True, "segments.features": ["region"],
+        "performance.interval_seconds": 0.1, "performance.min_events": 2, "performance.task": "classification"})
+    events = [{"prediction_id": f"e{i}", "features": {"region": "EU" if i < 4 else "APAC", "x": i},
+               "prediction": i % 2} for i in range(8)]
+    assert requests.post(admin_url(sidecar, "/v1/events"), json={"events": events}, timeout=5).json()["accepted"] == 8
+    labels = [{"prediction_id": f"e{i}", "label": i % 2 if i < 4 else 1 - i % 2} for i in range(8)]
+    assert requests.post(admin_url(sidecar, "/v1/labels"), json=labels, timeout=5).status_code == 202
+
+    def published():
+        t = scrape(sidecar)
+        return t if 'value="APAC"' in t and "inferwatch_segment_model_performance{" in t else None
+
+    text = wait_for(published, 10)
+    assert text
+    assert sample(text, "inferwatch_segment_model_performance", value="EU", metric="accuracy") == 1.0
+    assert sample(text, "inferwatch_segment_model_performance", value="APAC", metric="accuracy") == 0.0

@@ -123,6 +123,7 @@ class Pending:
     score: float  # the score output (NaN when none)
     stored_at: float
     challengers: dict[str, tuple[Any, float]] | None = None  # challenger -> (predicted, score)
+    segments: tuple[str, ...] | None = None  # segment label values, in segments.features order
 
 
 class JoinStore:
@@ -166,15 +167,16 @@ class JoinStore:
             done.popitem(last=False)
 
     def put(self, version: str, prediction_ids: list[str], timestamps: list[float], predicted: list[Any],
-            scores: list[float]) -> None:
+            scores: list[float], segments: list[tuple[str, ...]] | None = None) -> None:
         now = self.clock()
+        rows = segments if segments is not None else [None] * len(prediction_ids)
         with self._lock:
             self._expire(now)
             pending = self._pending
-            for pid, ts, pred, score in zip(prediction_ids, timestamps, predicted, scores):
+            for pid, ts, pred, score, seg in zip(prediction_ids, timestamps, predicted, scores, rows):
                 if pid in pending:  # a repeated id: the newest prediction wins
                     del pending[pid]
-                pending[pid] = Pending(version, ts, pred, score, now)
+                pending[pid] = Pending(version, ts, pred, score, now, None, seg)
             while len(pending) > self.max_pending:
                 pid, entry = pending.popitem(last=False)
                 self.evicted["full"] += 1
@@ -264,26 +266,33 @@ class LabelledSnapshot:
     actual: np.ndarray
     score: np.ndarray  # NaN where there is none
     delay: np.ndarray  # label time - prediction time, seconds
+    segments: np.ndarray | None = None  # (segment features x n) label values, objects
 
     @property
     def n(self) -> int:
         return int(self.actual.size)
 
+    def take(self, rows: np.ndarray) -> LabelledSnapshot:
+        return LabelledSnapshot(self.predicted[rows], self.actual[rows], self.score[rows], self.delay[rows],
+                                None if self.segments is None else self.segments[:, rows])
+
 
 class LabelledWindow:
     """The last ``capacity`` labelled predictions within ``max_age_seconds`` (by label time)."""
 
-    def __init__(self, capacity: int, max_age_seconds: float):
+    def __init__(self, capacity: int, max_age_seconds: float, segment_features: int = 0):
         self.capacity = capacity
         self.max_age_seconds = max_age_seconds
         self._data = np.full((5, capacity), np.nan)  # predicted, actual, score, delay, labelled_at
+        # Segment label values of each row, one row of objects per segment feature (None: no segments).
+        self._segments = np.full((segment_features, capacity), None, dtype=object) if segment_features else None
         self._next = 0
         self._size = 0
         self.appended_total = 0
         self._lock = threading.Lock()
 
     def append(self, predicted: np.ndarray, actual: np.ndarray, score: np.ndarray, delay: np.ndarray,
-               labelled_at: float) -> None:
+               labelled_at: float, segments: np.ndarray | None = None) -> None:
         n = int(np.asarray(actual).size)
         if n == 0:
             return
@@ -292,20 +301,27 @@ class LabelledWindow:
         with self._lock:
             positions = (self._next + np.arange(k)) % self.capacity
             self._data[:, positions] = rows
+            if self._segments is not None:
+                self._segments[:, positions] = segments[:, -self.capacity:] if segments is not None else None
             self._next = int((self._next + k) % self.capacity)
             self._size = min(self._size + k, self.capacity)
             self.appended_total += n
 
     def snapshot(self, now: float | None = None) -> LabelledSnapshot:
         now = time.time() if now is None else now
+        segments = None
         with self._lock:
             if self._size < self.capacity:
                 data = self._data[:, :self._size].copy()
+                if self._segments is not None:
+                    segments = self._segments[:, :self._size].copy()
             else:
                 data = np.roll(self._data, -self._next, axis=1)
+                if self._segments is not None:
+                    segments = np.roll(self._segments, -self._next, axis=1)
         live = data[4] >= now - self.max_age_seconds
         data = data[:, live]
-        return LabelledSnapshot(data[0], data[1], data[2], data[3])
+        return LabelledSnapshot(data[0], data[1], data[2], data[3], None if segments is None else segments[:, live])
 
     def live_events(self, now: float | None = None) -> int:
         now = time.time() if now is None else now

@@ -33,6 +33,7 @@ from .events import EventBatch
 from .labels import ClassVocabulary, JoinStore, LabelBatch, LabelledSnapshot, LabelledWindow, Pending
 from .metrics import Metrics
 from .profile import CategoricalProfile, ReferenceProfile
+from .segments import MISSING
 from .stats import bin_counts, chi_squared, js_distance, ks_2samp, linf_distance, psi
 from .stats.performance import (
     classification_metrics, estimate_binary_performance, log_loss, regression_metrics, roc_auc,
@@ -99,6 +100,9 @@ class PerformanceEngine(BackgroundWorker):
         self.errors = 0
         self._default_version = metrics.version_label(cfg.model.version, cfg.model.version)
         self._capped_seen = 0
+        # Performance per segment value (segments.features): champion rows carry their labels.
+        self.segment_features: tuple[str, ...] = tuple(cfg.segments.features)
+        self.segment_results: dict[tuple[str, str, str], PerformanceResult] = {}  # (version, segment, value)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -126,7 +130,12 @@ class PerformanceEngine(BackgroundWorker):
             return
         try:
             predicted, scores = self.extract(batch.outputs, batch.n)
-            self.store.put(version, batch.ensure_ids(), batch.ensure_timestamps(), predicted, scores)
+            segments = None
+            if self.segment_features:
+                columns = [batch.segments.get(f) for f in self.segment_features]
+                columns = [c if c is not None else [MISSING] * batch.n for c in columns]
+                segments = list(zip(*columns))
+            self.store.put(version, batch.ensure_ids(), batch.ensure_timestamps(), predicted, scores, segments)
         except Exception:  # noqa: BLE001 - fail open
             log.exception("performance: storing predictions failed")
             self._error()
@@ -175,7 +184,8 @@ class PerformanceEngine(BackgroundWorker):
         key = (version, challenger)
         window = self.labelled.get(key)
         if window is None:
-            window = LabelledWindow(self.p.max_events, self.p.max_age_seconds)
+            segments = len(self.segment_features) if challenger == CHAMPION else 0
+            window = LabelledWindow(self.p.max_events, self.p.max_age_seconds, segments)
             self.labelled = {**self.labelled, key: window}
         return window
 
@@ -184,6 +194,7 @@ class PerformanceEngine(BackgroundWorker):
         now = self.clock()
         counts: dict[str, int] = {}
         rows: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
+        segments: dict[str, list[tuple[str, ...]]] = {}  # version -> champion rows' segment labels
         delays: dict[str, list[float]] = {}
         m = self.metrics
         for pid, label, ts in zip(batch.prediction_ids, batch.labels, batch.timestamps):
@@ -197,6 +208,9 @@ class PerformanceEngine(BackgroundWorker):
                     outcome = "invalid"
                 else:
                     rows.setdefault((version, CHAMPION), []).append((*pair, delay))
+                    if self.segment_features:
+                        segments.setdefault(version, []).append(
+                            entry.segments or (MISSING,) * len(self.segment_features))
                     delays.setdefault(version, []).append(delay)
                     if self.task == "classification":
                         key = (version, self.classes.names[int(pair[1])], self.classes.names[int(pair[0])])
@@ -210,7 +224,11 @@ class PerformanceEngine(BackgroundWorker):
                 histogram.observe(delay)
         for (version, challenger), values in rows.items():
             arr = np.asarray(values, dtype=np.float64).T
-            self._window(version, challenger).append(arr[0], arr[1], arr[2], arr[3], now)
+            seg = None
+            if challenger == CHAMPION and self.segment_features:
+                seg = np.empty((len(self.segment_features), len(values)), dtype=object)
+                seg[:, :] = list(zip(*segments[version]))
+            self._window(version, challenger).append(arr[0], arr[1], arr[2], arr[3], now, seg)
         capped = self.classes.capped
         if capped > self._capped_seen:
             m.label_values_capped.labels("class").inc(capped - self._capped_seen)
@@ -274,6 +292,24 @@ class PerformanceEngine(BackgroundWorker):
         stat, p = ks_2samp(ref.sample, snap.actual)
         return {"ks": stat, "psi": psi(ref.bin_counts, cur), "js": js_distance(ref.bin_counts, cur)}, {"ks": p}
 
+    def _by_segment(self, snap: LabelledSnapshot, version: str, now: float) -> dict[tuple[str, str, str],
+                                                                                  PerformanceResult]:
+        """The same metrics per segment value (``missing`` rows left out), each value with at
+        least ``min_events`` labelled rows; the events gauge for every value present."""
+        out: dict[tuple[str, str, str], PerformanceResult] = {}
+        for i, feature in enumerate(self.segment_features):
+            labels = snap.segments[i]
+            for value in dict.fromkeys(labels.tolist()):
+                if value is None or value == MISSING:
+                    continue
+                rows = np.flatnonzero(labels == value)
+                result = PerformanceResult(events=int(rows.size), timestamp=now)
+                if rows.size >= self.p.min_events:
+                    metrics = self.compute(snap.take(rows), version)
+                    result.metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+                out[(version, feature, str(value))] = result
+        return out
+
     def estimate(self, snapshot: WindowSnapshot) -> dict[str, float]:
         """CBPE over a prediction window: binary classifiers with a calibrated score output."""
         if not self.p.estimation or self.task == "regression" or not self.p.score_output:
@@ -300,6 +336,7 @@ class PerformanceEngine(BackgroundWorker):
         now = self.clock()
         self.store.expire()
         results: dict[tuple[str, str], PerformanceResult] = {}
+        segment_results: dict[tuple[str, str, str], PerformanceResult] = {}
         for (version, challenger), window in self.labelled.items():
             try:
                 snap = window.snapshot(now)
@@ -308,6 +345,8 @@ class PerformanceEngine(BackgroundWorker):
                     result.metrics = {k: v for k, v in self.compute(snap, version).items() if math.isfinite(v)}
                     if challenger == CHAMPION:
                         result.label_drift, result.label_drift_p = self.label_drift(snap)
+                if challenger == CHAMPION and snap.segments is not None:
+                    segment_results.update(self._by_segment(snap, version, now))
                 results[(version, challenger)] = result
             except Exception:  # noqa: BLE001 - one bad window must not stop the others
                 log.exception("performance evaluation of %s/%s failed", version, challenger or "champion")
@@ -320,6 +359,7 @@ class PerformanceEngine(BackgroundWorker):
                 log.exception("performance estimation of %s failed", version)
                 self._error()
         self.results, self.estimates = results, {v: e for v, e in estimates.items() if e}
+        self.segment_results = segment_results
         self.evaluations += 1
 
     def _error(self) -> None:
@@ -390,6 +430,18 @@ class PerformanceCollector(EngineCollector):
                 for metric, value in r.metrics.items():
                     shadow.add_metric([model, version, challenger, metric], value)
         yield from (perf, events, shadow, shadow_events, drift, drift_p, last)
+        seg = [*mv, "segment", "value"]
+        seg_perf = GaugeMetricFamily("inferwatch_segment_model_performance",
+                                     "Model performance over the labelled window within one segment value, by metric.",
+                                     labels=[*seg, "metric"])
+        seg_events = GaugeMetricFamily("inferwatch_segment_labelled_window_events",
+                                       "Labelled predictions of one segment value in the window.", labels=seg)
+        for (version, segment, value), r in e.segment_results.items():
+            seg_events.add_metric([model, version, segment, value], r.events)
+            for metric, v in r.metrics.items():
+                seg_perf.add_metric([model, version, segment, value, metric], v)
+        yield seg_perf
+        yield seg_events
         estimated = GaugeMetricFamily("inferwatch_estimated_performance",
                                       "Performance estimated from calibrated scores without labels (CBPE) over the "
                                       "prediction window, by metric.", labels=[*mv, "metric"])
