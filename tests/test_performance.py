@@ -317,3 +317,17 @@ def test_pushed_predictions_with_segments_end_to_end(sidecar_factory):
     assert text
     assert sample(text, "inferwatch_segment_model_performance", value="EU", metric="accuracy") == 1.0
     assert sample(text, "inferwatch_segment_model_performance", value="APAC", metric="accuracy") == 0.0
+
+
+def test_outputs_declared_in_predictions_config_are_used():
+    cfg = parse_config({"labels": {"enabled": True}, "predictions": {"outputs": {
+        "label": {"type": "class"}, "proba": {"type": "score"}}}})
+    engine = PerformanceEngine(cfg, WindowStore(capacity=10, max_age_seconds=60, max_versions=2),
+                               Metrics("m", CollectorRegistry(), sidecar_process_metrics=False))
+    assert (engine.prediction_name, engine.score_name, engine.task) == ("label", "proba", "classification")
+    assert engine.extract({"proba": [0.8], "label": ["1"]}, 1) == (["1"], [0.8])
+    cfg = parse_config({"labels": {"enabled": True}, "predictions": {"outputs": {"price": {"type": "value"}}},
+                        "performance": {"score_output": "other"}})
+    engine = PerformanceEngine(cfg, WindowStore(capacity=10, max_age_seconds=60, max_versions=2),
+                               Metrics("m", CollectorRegistry(), sidecar_process_metrics=False))
+    assert (engine.prediction_name, engine.score_name, engine.task) == ("price", "other", "regression")

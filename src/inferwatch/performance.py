@@ -90,7 +90,16 @@ class PerformanceEngine(BackgroundWorker):
         self.reference = reference
         self.clock = clock
         self.store = JoinStore(cfg.labels.max_pending, cfg.labels.ttl_seconds, clock=clock)
+        # Which outputs are the prediction and the score: performance.* when set, else what
+        # predictions.outputs declares (a class or value output; the one score output).
+        specs = cfg.predictions.outputs
+        declared = [n for n, spec in specs.items() if spec is not None and spec.type in ("class", "value")]
+        scores = [n for n, spec in specs.items() if spec is not None and spec.type == "score"]
+        self.prediction_name = self.p.prediction_output or (declared[0] if declared else "")
+        self.score_name = self.p.score_output or (scores[0] if len(scores) == 1 else "")
         self.task: str | None = None if self.p.task == "auto" else self.p.task
+        if self.task is None and self.prediction_name in specs and not self.p.prediction_output:
+            self.task = "classification" if specs[self.prediction_name].type == "class" else "regression"
         self.classes = ClassVocabulary(self.p.max_classes, self.p.negative_class, self.p.positive_class)
         self.labelled: dict[tuple[str, str], LabelledWindow] = {}  # (version, challenger or CHAMPION)
         self.confusion: dict[tuple[str, str, str], int] = {}  # (version, actual, predicted) -> count
@@ -109,7 +118,7 @@ class PerformanceEngine(BackgroundWorker):
     # --- predictions (the worker thread) ----------------------------------------------------
 
     def prediction_output(self, outputs: dict[str, Any]) -> str | None:
-        name = self.p.prediction_output
+        name = self.prediction_name
         if name:
             return name if name in outputs else None
         if "prediction" in outputs:
@@ -120,7 +129,7 @@ class PerformanceEngine(BackgroundWorker):
         """Per row: the prediction output's value (None when absent) and the score (NaN)."""
         name = self.prediction_output(outputs)
         predicted = outputs[name] if name is not None else [None] * n
-        score_col = outputs.get(self.p.score_output) if self.p.score_output else None
+        score_col = outputs.get(self.score_name) if self.score_name else None
         scores = [as_number(v) for v in score_col] if score_col is not None else [math.nan] * n
         return predicted, scores
 
@@ -146,7 +155,7 @@ class PerformanceEngine(BackgroundWorker):
         """The configured or resolved task; unresolved, what these two answers look like."""
         if self.task is not None:
             return self.task
-        classification = bool(self.p.score_output) or (_class_like(predicted) and _class_like(other))
+        classification = bool(self.score_name) or (_class_like(predicted) and _class_like(other))
         return "classification" if classification else "regression"
 
     def _resolve_task(self, predicted: Any, label: Any) -> str:
@@ -312,15 +321,15 @@ class PerformanceEngine(BackgroundWorker):
 
     def estimate(self, snapshot: WindowSnapshot) -> dict[str, float]:
         """CBPE over a prediction window: binary classifiers with a calibrated score output."""
-        if not self.p.estimation or self.task == "regression" or not self.p.score_output:
+        if not self.p.estimation or self.task == "regression" or not self.score_name:
             return {}
-        col = snapshot.outputs.get(self.p.score_output)
+        col = snapshot.outputs.get(self.score_name)
         if col is None or col.kind != "numeric":
             return {}
         present = col.state == PRESENT
         decided = None
         name = self.prediction_output(snapshot.outputs)
-        if name is not None and name != self.p.score_output:
+        if name is not None and name != self.score_name:
             decision = snapshot.outputs[name]
             values = decision.category_values() if decision.kind == "categorical" else \
                 np.array([category_key(float(v)) if np.isfinite(v) else None for v in decision.values], dtype=object)
