@@ -357,6 +357,42 @@ class ShadowConfig:
 
 
 @dataclass
+class QuarantineConfig:
+    # JSON lines of the events that failed a check or were outliers, with the reasons; off when empty.
+    path: str = ""
+    max_bytes: int = 100 * 1024 * 1024
+    backup_count: int = 5
+
+
+@dataclass
+class GuardConfig:
+    # Data quality checks, schema change detection and outlier scores on every windowed event,
+    # against the reference profile's schema (or payload.features when there is no profile).
+    enabled: bool = True
+    # A numeric value is out of range outside [min - t * (max - min), max + t * (max - min)] of the reference.
+    range_tolerance: float = 0.1
+    # Duplicates: an event whose feature vector equals one of the last N distinct vectors
+    # (0 = window.max_events).
+    duplicates: bool = True
+    duplicate_memory_events: int = 0
+    # Unexpected feature names become `feature` label values up to this many, then "other".
+    max_unknown_features: int = 10
+    # Schema change: among the last `schema_window_events` events (once at least
+    # `schema_min_events` arrived), a schema feature missing from, or a new feature present in,
+    # at least `schema_change_share` of them.
+    schema_window_events: int = 200
+    schema_min_events: int = 20
+    schema_change_share: float = 0.95
+    # Outliers: Mahalanobis distance on the standardised numeric features, the threshold
+    # calibrated on the reference for this false-positive rate.
+    outliers: bool = True
+    outlier_fpr: float = 0.001
+    # Features named per outlier (largest robust z-scores) in the quarantine and prediction logs.
+    top_features: int = 3
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -377,6 +413,7 @@ class Config:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     source: str = "<defaults>"
 
     def summary(self) -> str:
@@ -619,6 +656,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"{src}:performance.feature_count: must be 0 (the features seen) or more, "
                         f"got {perf.feature_count}")
     _validate_predictions(cfg, problems)
+    _validate_guard(cfg, problems)
     seen: set[str] = set()
     for i, spec in enumerate(cfg.payload.features):
         if spec is None:
@@ -789,6 +827,30 @@ def _validate_segments(cfg: Config, problems: list[str]) -> None:
         elif name in seen:
             problems.append(f"{src}:segments.features[{i}]: duplicate segment feature {name!r}")
         seen.add(name)
+
+
+def _validate_guard(cfg: Config, problems: list[str]) -> None:
+    src, g = cfg.source, cfg.guard
+    for key, value in (("guard.max_unknown_features", g.max_unknown_features),
+                       ("guard.schema_window_events", g.schema_window_events),
+                       ("guard.schema_min_events", g.schema_min_events),
+                       ("guard.quarantine.max_bytes", g.quarantine.max_bytes)):
+        if value <= 0:
+            problems.append(f"{src}:{key}: must be greater than 0, got {value!r}")
+    for key, value in (("guard.range_tolerance", g.range_tolerance), ("guard.duplicate_memory_events",
+                                                                        g.duplicate_memory_events),
+                       ("guard.top_features", g.top_features), ("guard.quarantine.backup_count",
+                                                                 g.quarantine.backup_count)):
+        if value < 0:
+            problems.append(f"{src}:{key}: must be 0 or more, got {value!r}")
+    if g.schema_min_events > g.schema_window_events:
+        problems.append(f"{src}:guard.schema_min_events: must not exceed guard.schema_window_events "
+                        f"({g.schema_window_events}), got {g.schema_min_events}")
+    if not 0.5 < g.schema_change_share <= 1.0:
+        problems.append(f"{src}:guard.schema_change_share: expected a number above 0.5 and at most 1, "
+                        f"got {g.schema_change_share}")
+    if not 0.0 < g.outlier_fpr < 0.05:
+        problems.append(f"{src}:guard.outlier_fpr: expected a number between 0 and 0.05, got {g.outlier_fpr}")
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:

@@ -54,6 +54,12 @@ class EventBatch:
     # Segment label values per segment feature (``segments.SegmentLabeler``), one per row; the
     # worker fills them before the batch reaches observers (drift counters, outputs, joins).
     segments: dict[str, Any] = field(default_factory=dict)
+    # Per-row notes added by monitoring stages for the prediction log, e.g. the input guard's
+    # {"outlier": {...}} for outlier rows: row index -> fields.
+    annotations: dict[int, dict[str, Any]] | None = None
+    # Feature columns the window converted to numeric arrays while appending the batch (all
+    # numbers: int/float/bool dtypes), for the worker's later stages; set by ``Window.append``.
+    converted: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for kind, columns in (("feature", self.features), ("output", self.outputs)):

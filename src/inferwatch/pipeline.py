@@ -115,7 +115,9 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self.processed = 0
         self._counters: dict[tuple[str, str], tuple] = {}
-        self.observers: list = []  # callables (version, batch) run after each window append
+        # Callables (version, batch) run after each window append, in order (the drift engine's bin
+        # counters, the input guard); they never raise, and may annotate rows for the prediction log.
+        self.observers: list = []
         # Segment labels of every windowed batch, in batch.segments before the observers run.
         self.segments = SegmentLabeler.from_config(cfg, metrics.label_values_capped)
         self.label_sink = None  # callable(LabelBatch): the performance engine's join, when enabled
@@ -310,4 +312,5 @@ class Pipeline:
                 timestamps=batch.ensure_timestamps(),
                 features=batch.features,
                 outputs=batch.outputs,
+                row_extra=batch.annotations,
             )

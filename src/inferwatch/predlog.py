@@ -41,6 +41,7 @@ RESERVED = frozenset({
     "prediction_id", "timestamp", "timestamp_unix", "model", "model_version", "endpoint", "status",
     "latency_seconds", "sampled", "inputs", "outputs",
 })
+ROW_FIELDS = frozenset({"outlier"})  # per-row fields monitoring stages may add (``row_extra``)
 
 
 def _default(value: Any) -> Any:
@@ -204,8 +205,10 @@ class PredictionLogger:
 
     def log_batch(self, *, model: str, model_version: str, endpoint: str, status: Any, latency_seconds: float | None,
                   prediction_ids: list[str], timestamps: list[float], features: dict[str, list],
-                  outputs: dict[str, list], extra: dict | None = None) -> None:
-        """Write one line per row. Columns are lists of JSON values, one per row."""
+                  outputs: dict[str, list], extra: dict | None = None,
+                  row_extra: dict[int, dict[str, Any]] | None = None) -> None:
+        """Write one line per row. Columns are lists of JSON values, one per row; ``row_extra``
+        adds fields (of ``ROW_FIELDS``) to the lines of some rows, e.g. an outlier's explanation."""
         if not self.enabled or self._file is None:
             return
         n = len(prediction_ids)
@@ -213,7 +216,7 @@ class PredictionLogger:
             return
         try:
             lines = self._format(model, model_version, endpoint, status, latency_seconds, prediction_ids,
-                                 timestamps, features, outputs, extra)
+                                 timestamps, features, outputs, extra, row_extra)
         except Exception:
             log.warning("prediction log: could not format a batch", exc_info=True)
             with self._lock:
@@ -238,7 +241,8 @@ class PredictionLogger:
 
     def _format(self, model: str, model_version: str, endpoint: str, status: Any, latency_seconds: float | None,
                 prediction_ids: list[str], timestamps: list[float], features: dict[str, list],
-                outputs: dict[str, list], extra: dict | None) -> list[bytes]:
+                outputs: dict[str, list], extra: dict | None,
+                row_extra: dict[int, dict[str, Any]] | None = None) -> list[bytes]:
         n = len(prediction_ids)
         if timestamps is not None and len(timestamps) == n:
             try:
@@ -267,6 +271,10 @@ class PredictionLogger:
                 unix = repr(float(stamps[i])) if finite[i] else "null"
                 line = (f'{{"prediction_id":{_dumps(str(prediction_ids[i]))},"timestamp":{stamp}'
                         f'"timestamp_unix":{unix},{common}')
+                if row_extra and i in row_extra:
+                    for key, value in row_extra[i].items():
+                        if key in ROW_FIELDS:
+                            line += f',{_dumps(key)}:{_dumps(value)}'
                 if sampled[i]:
                     inputs = {name: self._value(name, column[i]) for name, column in features.items()}
                     preds = {name: self._value(name, column[i]) for name, column in outputs.items()}

@@ -33,10 +33,15 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
-from .stats import PCAModel, correlation_matrix, entropy, quantile_edges, summary_statistics
+from .stats import (
+    MahalanobisModel, PCAModel, correlation_matrix, entropy, median_abs_deviation, quantile_edges, summary_statistics,
+)
 
 FORMAT = "inferwatch-reference-profile"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 2 added, compatibly, the numeric statistic ``mad`` and the ``outlier`` section (the input
+# guard's Mahalanobis model with its reference score tail); version 1 files are still read.
+READABLE_VERSIONS = (1, 2)
 OTHER = "other"  # the bucket of categories outside the top-K (the window's overflow label too)
 SAMPLE_ENCODING = "base64-float64-le"
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
@@ -117,7 +122,10 @@ class ReferenceProfile:
     correlation: np.ndarray | None = None
     pca_features: list[str] = field(default_factory=list)
     pca: PCAModel | None = None
+    outlier_features: list[str] = field(default_factory=list)
+    outlier: MahalanobisModel | None = None
     rows: int = 0
+    version: int = FORMAT_VERSION  # of the file it was read from (a built profile is the current one)
     source: str = ""
     created_at: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
@@ -142,6 +150,9 @@ class ReferenceProfile:
             "correlation": None if self.correlation is None else {
                 "features": list(self.correlation_features), "matrix": _floats(self.correlation)},
             "pca": None if self.pca is None else {"features": list(self.pca_features), **self.pca.to_dict()},
+            "outlier": None if self.outlier is None else {"method": "mahalanobis",
+                                                          "features": list(self.outlier_features),
+                                                          **self.outlier.to_dict()},
         }
         data["hash"] = content_hash(data)
         return data
@@ -150,15 +161,18 @@ class ReferenceProfile:
     def from_dict(cls, data: dict[str, Any], *, verify: bool = True) -> ReferenceProfile:
         if data.get("format") != FORMAT:
             raise ValueError(f"not an inferwatch reference profile (format {data.get('format')!r})")
-        if data.get("version") != FORMAT_VERSION:
+        if data.get("version") not in READABLE_VERSIONS:
             raise ValueError(f"unsupported reference profile version {data.get('version')!r} "
-                             f"(this inferwatch reads version {FORMAT_VERSION})")
+                             f"(this inferwatch reads versions {', '.join(map(str, READABLE_VERSIONS))})")
         expected = content_hash(data)
         if verify and data.get("hash") != expected:
             raise ValueError(f"reference profile hash mismatch: file says {data.get('hash')!r}, content is "
                              f"{expected!r} (edited or truncated?)")
         corr = data.get("correlation")
         pca = data.get("pca")
+        outlier = data.get("outlier")
+        if outlier and outlier.get("method") != "mahalanobis":
+            raise ValueError(f"unknown outlier method {outlier.get('method')!r} in the reference profile")
         return cls(
             features={n: _column_from_dict(n, c) for n, c in data.get("features", {}).items()},
             outputs={n: _column_from_dict(n, c) for n, c in data.get("outputs", {}).items()},
@@ -167,6 +181,9 @@ class ReferenceProfile:
             correlation=_array(corr["matrix"]).reshape(len(corr["features"]), -1) if corr else None,
             pca_features=list(pca["features"]) if pca else [],
             pca=PCAModel.from_dict({k: v for k, v in pca.items() if k != "features"}) if pca else None,
+            outlier_features=list(outlier["features"]) if outlier else [],
+            outlier=MahalanobisModel.from_dict(outlier) if outlier else None,
+            version=int(data["version"]),
             rows=int(data.get("rows", 0)),
             source=str(data.get("source", "")),
             created_at=str(data.get("created_at", "")),
@@ -197,6 +214,8 @@ class ReferenceProfile:
             total += self.correlation.nbytes
         if self.pca is not None:
             total += self.pca.components.nbytes + self.pca.mean.nbytes * 2
+        if self.outlier is not None:
+            total += self.outlier.whitening.nbytes + self.outlier.reference_tail.nbytes + self.outlier.mean.nbytes * 2
         return int(total)
 
     def describe(self) -> str:
@@ -495,7 +514,8 @@ class ProfileBuilder:
             total = m.n + m.missing
             stats.update(mean=m.mean if m.n else math.nan, std=math.sqrt(max(m.m2, 0.0) / m.n) if m.n else math.nan,
                          min=m.min if m.n else math.nan, max=m.max if m.n else math.nan,
-                         missing_ratio=m.missing / total if total else math.nan)
+                         missing_ratio=m.missing / total if total else math.nan,
+                         mad=median_abs_deviation(sample))  # for the input guard's robust z-scores
             profile.group(key[0])[key[1]] = NumericProfile(key[1], m.n, m.missing, self._edges[key],
                                                            self._bin_counts[key], stats, sample)
         for key in self.categorical:
@@ -519,6 +539,13 @@ class ProfileBuilder:
             if len(usable) >= 2:
                 profile.pca_features = [features[i] for i in usable]
                 profile.pca = PCAModel.fit(x[:, usable])
+        # The input guard's per-event outlier model: Mahalanobis on the standardised numeric
+        # features, fitted on the row sample, with the sample's own scores kept for calibration.
+        usable = [n for n in features if self._moments[("feature", n)].n > 0]
+        if usable and self._sample.shape[0] >= 2:
+            idx = [self.numeric.index(("feature", n)) for n in usable]
+            profile.outlier_features = usable
+            profile.outlier = MahalanobisModel.fit(self._sample[:, idx])
         profile.hash = profile.to_dict()["hash"]
         return profile
 

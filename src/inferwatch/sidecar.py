@@ -119,6 +119,17 @@ class Sidecar:
                 segments=self.pipeline.segments)
             self.pipeline.observers.append(self.drift.observe)
             registry.register(DriftCollector(self.drift))
+        # The input guard: data quality, schema changes and outliers on every windowed event.
+        self.guard = None
+        if cfg.guard.enabled:
+            from .guard import Guard, GuardCollector
+
+            self.guard = Guard(
+                cfg, reference=(lambda: self.drift.reference) if self.drift is not None else None,
+                on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "guard").inc(),
+                on_capped=lambda: self.metrics.label_values_capped.labels("unknown_feature").inc())
+            self.pipeline.observers.append(self.guard.observe)
+            registry.register(GuardCollector(self.guard))
         # Ground truth and performance: the join store, a background thread and a collector. Shadow
         # comparisons need the champion's answers from the join store too.
         self.performance = None
@@ -188,6 +199,7 @@ class Sidecar:
             "payload_errors": _sample_values(self.metrics.payload_errors),
             "drift": self.drift.status() if self.drift is not None else None,
             "performance": self.performance.status() if self.performance is not None else None,
+            "guard": self.guard.status() if self.guard is not None else None,
             "config_source": self.cfg.source,
         }
 
@@ -284,6 +296,8 @@ class Sidecar:
         for thread in self._threads:
             thread.join(5)
         self.predlog.close()
+        if self.guard is not None:
+            self.guard.close()
 
     def serve_forever(self) -> None:
         """Run until SIGTERM/SIGINT (the main thread only waits)."""

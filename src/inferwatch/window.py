@@ -179,9 +179,13 @@ class ColumnGroup:
         self.kinds = kinds
         self.columns: dict[str, Column] = {}
         self.columns_capped = 0
+        # The float64-convertible arrays of the last write's all-number columns (the worker's
+        # later stages, e.g. the input guard, reuse them instead of converting the lists again).
+        self.converted: dict[str, np.ndarray] = {}
 
     def write(self, data: dict[str, list[Any]], positions: np.ndarray, take: slice) -> None:
         written = set()
+        converted = self.converted = {}
         for name, values in data.items():
             column = self.columns.get(name)
             if column is None:
@@ -201,6 +205,7 @@ class ColumnGroup:
                     column.values[positions] = arr
                     column.state[positions] = PRESENT
                     written.add(name)
+                    converted[name] = arr
                     continue
             encoded, state = column.encode(values)
             column.write(positions, encoded, state)
@@ -256,6 +261,7 @@ class Window:
             self.prediction_ids[positions] = ids[skip:]
             self.timestamps[positions] = stamps[skip:]
             self.features.write(batch.features, positions, take)
+            batch.converted = self.features.converted if not skip else None
             self.outputs.write(batch.outputs, positions, take)
             self._head = int((self._head + n - skip) % self.capacity)
             self._size = min(self.capacity, self._size + n - skip)

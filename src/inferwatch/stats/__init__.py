@@ -4,13 +4,14 @@ Families: ``numeric`` (binned PSI/JS/Hellinger/KL; KS test and Wasserstein,
 together in ``compare_samples``),
 ``categorical`` (chi-squared, L-inf, entropy, unseen share), ``summary``
 (per-feature summaries, correlation drift), ``multivariate`` (PCA
-reconstruction error) and ``decision`` (multiple-testing corrections).
+reconstruction error), ``outlier`` (per-event Mahalanobis and robust z-scores) and ``decision`` (multiple-testing corrections).
 NaN means missing and is ignored; empty inputs give NaN, not exceptions.
 """
 
 from .categorical import chi_squared, entropy, linf_distance, unseen_ratio
 from .decision import benjamini_hochberg, bonferroni, drifted_share
 from .multivariate import PCAModel
+from .outlier import MahalanobisModel, calibrate_threshold, median_abs_deviation, robust_scale
 from .numeric import (
     SampleComparison,
     compare_samples,
@@ -31,6 +32,10 @@ from .summary import correlation_drift, correlation_matrix, summary_statistics
 
 __all__ = [
     "PCAModel",
+    "MahalanobisModel",
+    "calibrate_threshold",
+    "median_abs_deviation",
+    "robust_scale",
     "SampleComparison",
     "compare_samples",
     "compare_samples_rows",
