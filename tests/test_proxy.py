@@ -100,7 +100,8 @@ def test_nan_and_inf_values_are_kept(sidecar):
 
 
 def test_large_body_is_forwarded_but_not_decoded(upstream, sidecar_factory):
-    sidecar = sidecar_factory(upstream.url, **{"payload.max_decode_bytes": 1024 * 1024})
+    # A 20 MB body takes the test model server a while to parse on a busy machine.
+    sidecar = sidecar_factory(upstream.url, **{"payload.max_decode_bytes": 1024 * 1024, "upstream.timeout_seconds": 30})
     rows = [[float(i)] * 12 for i in range(200_000)]
     body = json.dumps({"instances": rows}).encode()
     assert len(body) > 20 * 1024 * 1024
