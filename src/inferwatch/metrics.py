@@ -150,30 +150,30 @@ class Metrics:
         self.shadow_requests = Counter(
             "inferwatch_shadow_requests",
             "Requests mirrored to a shadow challenger, by status code (or timeout, connection, error).",
-            ["model", "challenger", "code"], registry=r)
+            ["model", "model_version", "challenger", "code"], registry=r)
         self.shadow_duration = Histogram(
             "inferwatch_shadow_duration_seconds", "Round trip of requests mirrored to a shadow challenger, in seconds.",
-            ["model", "challenger"], buckets=LATENCY_BUCKETS, registry=r)
+            ["model", "model_version", "challenger"], buckets=LATENCY_BUCKETS, registry=r)
         self.shadow_dropped = Counter(
             "inferwatch_shadow_dropped",
             "Sampled requests not mirrored or not compared, by reason (queue_full: the challenger's queue; "
-            "monitoring_queue_full: the worker's).", ["model", "challenger", "reason"], registry=r)
+            "monitoring_queue_full: the worker's).", ["model", "model_version", "challenger", "reason"], registry=r)
         self.shadow_comparisons = Counter(
             "inferwatch_shadow_comparisons",
             "Challenger answers compared with the champion's, by outcome (agree, disagree, unmatched, undecodable).",
-            ["model", "challenger", "outcome"], registry=r)
+            ["model", "model_version", "challenger", "outcome"], registry=r)
         self.shadow_agreement = Gauge(
             "inferwatch_shadow_agreement_ratio",
             "Share of the last shadow.agreement_window compared answers where the challenger agreed with the "
-            "champion (same class; regression: within shadow.agreement_tolerance).", ["model", "challenger"],
+            "champion (same class; regression: within shadow.agreement_tolerance).", ["model", "model_version", "challenger"],
             registry=r)
         self.shadow_difference = Histogram(
             "inferwatch_shadow_prediction_difference",
             "Absolute difference between the challenger's and the champion's score (or regression value).",
-            ["model", "challenger"], buckets=DIFFERENCE_BUCKETS, registry=r)
+            ["model", "model_version", "challenger"], buckets=DIFFERENCE_BUCKETS, registry=r)
         self.shadow_queue = Gauge(
             "inferwatch_shadow_queue_items", "Requests waiting to be mirrored to a shadow challenger.",
-            ["model", "challenger"], registry=r)
+            ["model", "model_version", "challenger"], registry=r)
 
         # --- identity -----------------------------------------------------------------
         self.build_info = Gauge(

@@ -465,6 +465,9 @@ class PerformanceCollector(EngineCollector):
         for (version, actual, predicted), count in dict(e.confusion).items():
             confusion.add_metric([model, version, actual, predicted], count)
         yield confusion
+        yield GaugeMetricFamily("inferwatch_labels_enabled", "1 when ground truth is accepted on /v1/labels "
+                                "(labels.enabled), else 0 (a join store kept for shadow comparisons only).",
+                                value=1.0 if e.cfg.labels.enabled else 0.0)
         yield GaugeMetricFamily("inferwatch_label_join_pending", "Predictions waiting for their label in the join "
                                 "store.", value=len(e.store))
         yield GaugeMetricFamily("inferwatch_label_join_capacity", "Capacity of the join store (labels.max_pending).",

@@ -41,6 +41,9 @@ DROP_REASONS = ("queue_full", "undecodable", "invalid")
 # The `method` label values of inferwatch_feature_drift_score / inferwatch_prediction_drift_score
 # (numeric columns: ks psi js hellinger kl wasserstein; categorical: chi2 linf js psi).
 DRIFT_METHODS = ("psi", "js", "ks", "hellinger", "kl", "wasserstein", "chi2", "linf")
+# The `metric` label values of inferwatch_model_performance (docs/metrics.md).
+PERFORMANCE_METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro",
+                       "roc_auc", "log_loss", "rmse", "mae", "mape", "r2", "adjusted_r2")
 
 # Every key a thresholds file may set, with its default. The shipped prometheus/thresholds.yaml
 # spells all of them out; a file may also set only what it changes.
@@ -71,6 +74,12 @@ DEFAULTS: dict[str, Any] = {
         "InferwatchPayloadErrors": {"severity": "warning", "threshold": 0.05, "for": "10m"},
         "InferwatchDriftEvaluationStale": {"severity": "warning", "threshold_seconds": 900, "for": "5m"},
         "InferwatchPredictionDrift": {"severity": "warning", "method": "psi", "threshold_score": 0.2, "for": "15m"},
+        "InferwatchModelPerformanceDegraded": {"severity": "warning", "floors": {"accuracy": 0.8, "roc_auc": 0.7,
+                                                                                "r2": 0.5},
+                                               "ceilings": {}, "min_events": 100, "for": "30m"},
+        "InferwatchLabelsNotArriving": {"severity": "warning", "window": "6h", "for": "30m"},
+        "InferwatchShadowDisagreement": {"severity": "warning", "threshold": 0.2, "window": "30m",
+                                         "min_comparisons": 100, "for": "30m"},
     },
     "kubernetes": {
         "name": "inferwatch",
@@ -252,6 +261,20 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
             elif key == "threshold_score":
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                     fail(path, f"must be a positive number, got {value!r}")
+            elif key in ("floors", "ceilings"):
+                if not isinstance(value, dict):
+                    fail(path, f"must map metrics ({', '.join(PERFORMANCE_METRICS)}) to numbers, got {value!r}")
+                    continue
+                for metric, bound in value.items():
+                    if metric not in PERFORMANCE_METRICS:
+                        fail(f"{path}.{metric}", f"unknown metric (expected one of {', '.join(PERFORMANCE_METRICS)})")
+                    elif not isinstance(bound, (int, float)) or isinstance(bound, bool):
+                        fail(f"{path}.{metric}", f"must be a number, got {bound!r}")
+            elif key == "window":
+                duration(path, value)
+            elif key in ("min_events", "min_comparisons"):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    fail(path, f"must be a whole number >= 0, got {value!r}")
             elif key == "reasons":
                 if not isinstance(value, list) or not value or not set(value) <= set(DROP_REASONS):
                     fail(path, f"must be a non-empty list of {', '.join(DROP_REASONS)}, got {value!r}")
@@ -573,18 +596,88 @@ def data_groups(t: Thresholds) -> list[dict[str, Any]]:
 
 def ml_groups(t: Thresholds) -> list[dict[str, Any]]:
     team = "ml"
+    rules: list[dict[str, Any]] = []
     name = "InferwatchPredictionDrift"
     a = t.alert(name)
     score = _sel(t, "inferwatch_prediction_drift_score", f'method="{a["method"]}"')
-    rule = _alert(
+    rules.append(_alert(
         t, name, f"{score} > {_number(a['threshold_score'])}",
         for_=a["for"], severity=a["severity"], team=team,
         summary="The predictions of a model have drifted from its reference.",
         description=(f"Output {{{{ $labels.output }}}} of {{{{ $labels.model }}}} version "
                      f"{{{{ $labels.model_version }}}} (sidecar {{{{ $labels.instance }}}}) has drifted from its "
                      f"reference: {{{{ $labels.method }}}} = {{{{ printf \"%.3g\" $value }}}}; threshold: "
-                     f"{a['method']} > {_number(a['threshold_score'])} for {a['for']}."))
-    return [{"name": "inferwatch-ml.alerts", "rules": [rule]}]
+                     f"{a['method']} > {_number(a['threshold_score'])} for {a['for']}.")))
+    rules += performance_rules(t, team)
+    return [{"name": "inferwatch-ml.alerts", "rules": rules}]
+
+
+def performance_rules(t: Thresholds, team: str) -> list[dict[str, Any]]:
+    """Model quality: performance below its floor (above its ceiling), labels that stopped
+    coming, a shadow challenger that disagrees with the champion."""
+    rules: list[dict[str, Any]] = []
+    name = "InferwatchModelPerformanceDegraded"
+    a = t.alert(name)
+    # One rule per bounded metric, so each description names its own bound; only windows with
+    # enough labelled predictions count (a handful of labels is noise, not a degradation).
+    # Labels not arriving: only sidecars that accept labels and have served the version for the
+    # whole window (labels lag predictions, so a young sidecar has none matched yet).
+    enough = f"{_sel(t, 'inferwatch_labelled_window_events')} >= {a['min_events']}"
+    bounds = [(m, "<", v, "below its floor") for m, v in a["floors"].items()] + \
+             [(m, ">", v, "above its ceiling") for m, v in a["ceilings"].items()]
+    for metric, op, bound, where in bounds:
+        performance = _sel(t, "inferwatch_model_performance", f'metric="{metric}"')
+        rules.append(_alert(
+            t, name,
+            f"{performance} {op} {_number(bound)}\n"
+            f"and on ({BY_SIDECAR})\n{enough}\n",
+            for_=a["for"], severity=a["severity"], team=team,
+            summary="The performance of a model on labelled predictions is out of its agreed bounds.",
+            description=(f"{metric} of {{{{ $labels.model }}}} version {{{{ $labels.model_version }}}} (sidecar "
+                         f"{{{{ $labels.instance }}}}) is {{{{ printf \"%.3g\" $value }}}} over its labelled "
+                         f"window, {where}; threshold: {metric} {op} {_number(bound)} with at least "
+                         f"{a['min_events']} labelled predictions, for {a['for']}.")))
+
+    name = "InferwatchLabelsNotArriving"
+    a = t.alert(name)
+    w = a["window"]
+    predictions = f"sum by ({BY_SIDECAR}) (increase({_sel(t, 'inferwatch_predictions_total')}[{w}])) > 0"
+    matched_labels = _sel(t, "inferwatch_labels_total", 'outcome="matched"')
+    matched = f"sum by ({BY_SIDECAR}) (increase({matched_labels}[{w}])) > 0"
+    rules.append(_alert(
+        t, name,
+        f"{predictions}\nand on (job, instance)\n{_sel(t, 'inferwatch_labels_enabled')} == 1\n"
+        f"and on ({BY_SIDECAR})\ntime() - {_sel(t, 'inferwatch_model_start_timestamp_seconds')} > "
+        f"{_number(duration_seconds(w))}\n"
+        f"unless on ({BY_SIDECAR})\n{matched}\n",
+        for_=a["for"], severity=a["severity"], team=team,
+        summary="A model makes predictions but no ground truth is joined to them.",
+        description=(f"{{{{ $labels.model }}}} version {{{{ $labels.model_version }}}} (sidecar "
+                     f"{{{{ $labels.instance }}}}) made {{{{ printf \"%.0f\" $value }}}} predictions in the last "
+                     f"{w} and no label was matched to any of them (inferwatch_labels_total, outcome matched); "
+                     f"threshold: no match in {w}, for {a['for']}. Performance figures are frozen and "
+                     f"performance alerts blind.")))
+
+    name = "InferwatchShadowDisagreement"
+    a = t.alert(name)
+    w = a["window"]
+    by = f"{BY_SIDECAR}, challenger"
+    comparisons = "inferwatch_shadow_comparisons_total"
+    both, disagree = _sel(t, comparisons, 'outcome=~"agree|disagree"'), _sel(t, comparisons, 'outcome="disagree"')
+    rules.append(_alert(
+        t, name,
+        f"sum by ({by}) (rate({disagree}[{w}]))\n/ on ({by})\nsum by ({by}) (rate({both}[{w}]))\n"
+        f"> {_number(a['threshold'])}\n"
+        f"and on ({by})\n"
+        f"sum by ({by}) (increase({both}[{w}])) >= {a['min_comparisons']}\n",
+        for_=a["for"], severity=a["severity"], team=team,
+        summary="A shadow challenger disagrees with the champion model more than agreed.",
+        description=(f"Challenger {{{{ $labels.challenger }}}} of {{{{ $labels.model }}}} version "
+                     f"{{{{ $labels.model_version }}}} (sidecar {{{{ $labels.instance }}}}) disagreed with the champion on "
+                     f"{{{{ $value | humanizePercentage }}}} of the requests compared over the last {w}; threshold: "
+                     f"{human_ratio(a['threshold'])} with at least {a['min_comparisons']} comparisons, for "
+                     f"{a['for']}. Check before promoting it.")))
+    return rules
 
 
 # --- files ------------------------------------------------------------------------------------------

@@ -68,10 +68,11 @@ class ShadowMirror:
         self.submit = submit
         self.rng = rng
         self.model = cfg.model.name
+        self.version = metrics.version_label(cfg.model.version, cfg.model.version)  # the champion's
         self.session: aiohttp.ClientSession | None = None
         self.queues: dict[str, asyncio.Queue] = {}
         self._tasks: list[asyncio.Task] = []
-        self._dropped = {ch.name: metrics.shadow_dropped.labels(self.model, ch.name, "queue_full")
+        self._dropped = {ch.name: metrics.shadow_dropped.labels(self.model, self.version, ch.name, "queue_full")
                          for ch in self.shadow.challengers}
 
     async def startup(self) -> None:
@@ -84,7 +85,7 @@ class ShadowMirror:
         for ch in s.challengers:
             q: asyncio.Queue = asyncio.Queue(maxsize=s.max_queue)
             self.queues[ch.name] = q
-            self.metrics.shadow_queue.labels(self.model, ch.name).set_function(q.qsize)
+            self.metrics.shadow_queue.labels(self.model, self.version, ch.name).set_function(q.qsize)
             self._tasks += [loop.create_task(self._worker(ch, q)) for _ in range(s.concurrency)]
 
     async def cleanup(self) -> None:
@@ -127,8 +128,8 @@ class ShadowMirror:
             code = "error"
         latency = time.perf_counter() - start
         m = self.metrics
-        m.shadow_requests.labels(self.model, ch.name, code).inc()
-        m.shadow_duration.labels(self.model, ch.name).observe(latency)
+        m.shadow_requests.labels(self.model, req.model_version, ch.name, code).inc()
+        m.shadow_duration.labels(self.model, req.model_version, ch.name).observe(latency)
         if status:
             exchange = Exchange(
                 model_version=req.model_version, endpoint=req.endpoint, status=status,
@@ -137,7 +138,7 @@ class ShadowMirror:
                 response_content_type=response_type, request_content_encoding=req.request_content_encoding,
                 response_content_encoding=response_encoding, source="shadow", challenger=ch.name)
             if not self.submit(exchange):
-                m.shadow_dropped.labels(self.model, ch.name, "monitoring_queue_full").inc()
+                m.shadow_dropped.labels(self.model, req.model_version, ch.name, "monitoring_queue_full").inc()
 
     async def _worker(self, ch: ChallengerConfig, q: asyncio.Queue) -> None:
         while True:
@@ -189,10 +190,10 @@ class ShadowComparator:
         return diff <= self.tolerance, diff
 
     def __call__(self, item: Exchange, batch: EventBatch | None) -> None:
-        name, m = item.challenger, self.metrics
+        name, m, version = item.challenger, self.metrics, item.model_version
         comparisons = m.shadow_comparisons
         if batch is None or batch.n == 0:
-            comparisons.labels(self.model, name, "undecodable").inc()
+            comparisons.labels(self.model, version, name, "undecodable").inc()
             return
         predicted, scores = self.engine.extract(batch.outputs, batch.n)
         agreement = self._agreement.setdefault(name, _Agreement(self.cfg.shadow.agreement_window))
@@ -211,10 +212,10 @@ class ShadowComparator:
                 differences.append(diff)
         for outcome, count in outcomes.items():
             if count:
-                comparisons.labels(self.model, name, outcome).inc(count)
+                comparisons.labels(self.model, version, name, outcome).inc(count)
         if ratio is not None:
-            m.shadow_agreement.labels(self.model, name).set(ratio)
-        histogram = m.shadow_difference.labels(self.model, name)
+            m.shadow_agreement.labels(self.model, version, name).set(ratio)
+        histogram = m.shadow_difference.labels(self.model, version, name)
         for diff in differences:
             histogram.observe(diff)
         if self.predlog is not None and self.predlog.enabled:

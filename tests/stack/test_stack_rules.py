@@ -143,7 +143,8 @@ def test_alert_conventions():
                      "InferwatchWatchdog",
                      "InferwatchFeatureDrift", "InferwatchDatasetDrift", "InferwatchPayloadErrors",
                      "InferwatchDriftEvaluationStale",
-                     "InferwatchPredictionDrift"}
+                     "InferwatchPredictionDrift", "InferwatchModelPerformanceDegraded", "InferwatchLabelsNotArriving",
+                     "InferwatchShadowDisagreement"}
 
 
 def test_drift_alerts_use_the_drift_engine_metrics():
