@@ -9,6 +9,9 @@ It prints its port on the first line of stdout. Routes:
 - GET  /reset                   closes the connection without answering
 - GET  /status/{code}           answers with that status code
 - GET  /                        health
+
+``--offset X`` adds X to every KServe v1 prediction: a second process with an offset is a
+challenger that answers differently (shadow tests).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     delay = 0.0
+    offset = 0.0
 
     def log_message(self, *args):  # quiet
         pass
@@ -87,7 +91,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(400, {"error": "invalid json"})
         if url.path.endswith(":predict"):
             rows = payload.get("instances") or payload.get("inputs") or [] if isinstance(payload, dict) else []
-            return self._json(200, {"predictions": [0.25 + 0.5 * (i % 2) for i in range(len(rows))]})
+            return self._json(200, {"predictions": [0.25 + 0.5 * (i % 2) + self.offset for i in range(len(rows))]})
         if url.path.endswith("/infer"):
             tensor = (payload or {}).get("inputs", [{}])[0]
             n = (tensor.get("shape") or [0])[0]
@@ -107,8 +111,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--offset", type=float, default=0.0)
     args = parser.parse_args()
     Handler.delay = args.delay
+    Handler.offset = args.offset
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)

@@ -179,6 +179,19 @@ def test_the_model_dashboard_covers_predictions_and_their_drift():
         assert metric in exprs, metric
 
 
+def test_the_model_dashboard_covers_performance_and_shadow_challengers():
+    exprs = exprs_of("model")
+    for metric in ("inferwatch_model_performance", "inferwatch_estimated_performance", "inferwatch_labels_total",
+                   "inferwatch_label_delay_seconds_bucket", "inferwatch_labelled_window_events",
+                   "inferwatch_confusion_matrix_total", "inferwatch_segment_model_performance",
+                   "inferwatch_shadow_agreement_ratio", "inferwatch_shadow_prediction_difference_bucket",
+                   "inferwatch_shadow_duration_seconds_bucket", "inferwatch_shadow_performance",
+                   "inferwatch_shadow_requests_total"):
+        assert metric in exprs, metric
+    titles = [p["title"] for p in panels(load(DASHBOARD["model"])) if p["type"] == "row"]
+    assert {"Performance", "Shadow challengers"} <= set(titles)
+
+
 def test_every_metric_queried_is_in_the_contract():
     """Dashboards query only metrics documented in docs/metrics.md (or Prometheus's own `up`)."""
     documented = set(re.findall(r"`(inferwatch_[a-z_]+)`", (REPO / "docs" / "metrics.md").read_text()))
@@ -196,6 +209,7 @@ def test_every_metric_queried_is_in_the_contract():
 class Stack:
     def __init__(self, tmp):
         self.upstream = None
+        self.challenger = None
         self.sidecar = None
         self.prometheus = None
         self.tmp = tmp
@@ -204,6 +218,10 @@ class Stack:
         self.upstream = subprocess.Popen([sys.executable, str(REPO / "tests" / "upstream_server.py")],
                                          stdout=subprocess.PIPE, text=True)
         upstream_port = int(self.upstream.stdout.readline())
+        # A shadow challenger: the same model server answering 0.2 higher (another score, mostly the same class).
+        self.challenger = subprocess.Popen([sys.executable, str(REPO / "tests" / "upstream_server.py"),
+                                            "--offset", "0.2"], stdout=subprocess.PIPE, text=True)
+        challenger_port = int(self.challenger.stdout.readline())
         self.sidecar = Sidecar(load_config(None, {
             "upstream.url": f"http://127.0.0.1:{upstream_port}",
             "upstream.health_interval_seconds": 0.2,
@@ -216,6 +234,12 @@ class Stack:
             # drift panels: the first events become the reference, evaluated twice a second
             **({"reference.warmup_events": 40, "drift.interval_seconds": 0.5, "drift.min_events": 10}
                if DRIFT_ENGINE else {}),
+            # performance panels: labels for every prediction (traffic()), computed twice a second;
+            # the upstream's answer is the positive class's probability
+            "labels.enabled": True, "performance.task": "classification", "performance.score_output": "prediction",
+            "performance.interval_seconds": 0.5, "performance.min_events": 5,
+            "segments.features": ["region"],
+            "shadow.challengers": [{"name": "loan-v2", "url": f"http://127.0.0.1:{challenger_port}"}],
         })).start()
         self.instance = f"127.0.0.1:{self.sidecar.admin_port}"
         self.proxy = f"http://127.0.0.1:{self.sidecar.proxy_port}"
@@ -247,10 +271,16 @@ class Stack:
         session = requests.Session()
         deadline = time.monotonic() + seconds
         rng = random.Random(5)
+        i = 0
         while time.monotonic() < deadline:
+            i += 1
             row = {"income": rng.gauss(52000.0, 9000.0), "debt_ratio": rng.uniform(0.1, 0.6),
                    "region": rng.choice(["north", "south", "east"])}
-            session.post(f"{self.proxy}/v1/models/loan:predict", json={"instances": [row, row]}, timeout=5)
+            session.post(f"{self.proxy}/v1/models/loan:predict", json={"instances": [row, row]}, timeout=5,
+                         headers={"X-Prediction-ID": f"t{i}"})
+            # the truth for both rows (answered 0.25 and 0.75), right most of the time
+            session.post(f"{self.admin}/v1/labels", timeout=5, json={"labels": [
+                {"prediction_id": f"t{i}-{j}", "label": j if rng.random() < 0.8 else 1 - j} for j in range(2)]})
             session.post(f"{self.proxy}/v1/models/loan:predict", data=b"{not json",
                          headers={"Content-Type": "application/json"}, timeout=5)
             session.get(f"{self.proxy}/status/503", timeout=5)
@@ -274,6 +304,8 @@ class Stack:
             self.sidecar.stop()
         if self.upstream is not None:
             stop_process(self.upstream)
+        if self.challenger is not None:
+            stop_process(self.challenger)
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +325,10 @@ def stack(tmp_path_factory):
             # the fleet-wide PSI recording rule, once two scrapes of the bin counters exist
             fleet_psi = "model_version_feature:inferwatch_feature_psi:1h"
             assert wait_until(lambda: stack.query(fleet_psi)["data"]["result"], 20), stack.prometheus_log()
+        # and the performance engine its first figures on the labels traffic() sent
+        for metric in ("inferwatch_model_performance", "inferwatch_estimated_performance",
+                       "inferwatch_segment_model_performance", "inferwatch_shadow_performance"):
+            assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
         yield stack
     finally:
         stack.stop()
