@@ -80,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
         "InferwatchLabelsNotArriving": {"severity": "warning", "window": "6h", "for": "30m"},
         "InferwatchShadowDisagreement": {"severity": "warning", "threshold": 0.2, "window": "30m",
                                          "min_comparisons": 100, "for": "30m"},
+        "InferwatchPredictionBandShift": {"severity": "warning", "threshold": 0.1, "window": "1h", "baseline": "1d",
+                                          "min_predictions": 100, "for": "30m"},
+        "InferwatchUnreasonablePredictions": {"severity": "warning", "threshold": 0.01, "for": "10m"},
     },
     "kubernetes": {
         "name": "inferwatch",
@@ -270,11 +273,14 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
                         fail(f"{path}.{metric}", f"unknown metric (expected one of {', '.join(PERFORMANCE_METRICS)})")
                     elif not isinstance(bound, (int, float)) or isinstance(bound, bool):
                         fail(f"{path}.{metric}", f"must be a number, got {bound!r}")
-            elif key == "window":
+            elif key in ("window", "baseline"):
                 duration(path, value)
             elif key in ("min_events", "min_comparisons"):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     fail(path, f"must be a whole number >= 0, got {value!r}")
+            elif key == "min_predictions":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    fail(path, f"must be a whole number of predictions >= 1, got {value!r}")
             elif key == "reasons":
                 if not isinstance(value, list) or not value or not set(value) <= set(DROP_REASONS):
                     fail(path, f"must be a non-empty list of {', '.join(DROP_REASONS)}, got {value!r}")
@@ -389,6 +395,41 @@ def recording_groups(t: Thresholds) -> list[dict[str, Any]]:
         {"name": "inferwatch-slo.rules", "rules": slo},
         {"name": "inferwatch-events.rules", "rules": events},
         {"name": "inferwatch-fleet-drift.rules", "rules": fleet},
+        {"name": "inferwatch-outputs.rules", "rules": output_records(t)},
+    ]
+
+
+BY_OUTPUT = f"{BY_MODEL}, output"
+
+
+def band_share_record(window: str, offset: str = "") -> str:
+    return f"model_output_band:inferwatch_prediction_band:ratio{window}" + (f"_offset{offset}" if offset else "")
+
+
+def output_records(t: Thresholds) -> list[dict[str, Any]]:
+    """Band shares over the recent window and over the baseline before it; unreasonable-output rates.
+
+    A band's share is its predictions over all predictions of the output in the range; outputs
+    without predictions in the range have no share (no division by zero).
+    """
+    a = t.alert("InferwatchPredictionBandShift")
+    window, baseline = a["window"], a["baseline"]
+    bands = "inferwatch_prediction_band_total"
+
+    def share(range_: str, offset: str = "") -> str:
+        shift = f" offset {offset}" if offset else ""
+        counts = f"sum by ({BY_OUTPUT}, band) (increase({_sel(t, bands)}[{range_}]{shift}))"
+        total = f"sum by ({BY_OUTPUT}) (increase({_sel(t, bands)}[{range_}]{shift}))"
+        return f"{counts}\n/ ignoring (band) group_left ()\n({total} > 0)\n"
+
+    return [
+        {"record": f"model_output:inferwatch_prediction_band:increase{window}",
+         "expr": f"sum by ({BY_OUTPUT}) (increase({_sel(t, bands)}[{window}]))"},
+        {"record": band_share_record(window), "expr": share(window)},
+        {"record": band_share_record(baseline, window), "expr": share(baseline, window)},
+        {"record": "model:inferwatch_predictions:rate5m", "expr": _sum_rate(t, "inferwatch_predictions_total", "5m")},
+        {"record": "model_output_rule:inferwatch_unreasonable_predictions:rate5m",
+         "expr": _sum_rate(t, "inferwatch_unreasonable_predictions_total", "5m", by=f"{BY_OUTPUT}, rule")},
     ]
 
 
@@ -609,6 +650,7 @@ def ml_groups(t: Thresholds) -> list[dict[str, Any]]:
                      f"reference: {{{{ $labels.method }}}} = {{{{ printf \"%.3g\" $value }}}}; threshold: "
                      f"{a['method']} > {_number(a['threshold_score'])} for {a['for']}.")))
     rules += performance_rules(t, team)
+    rules += output_alerts(t)
     return [{"name": "inferwatch-ml.alerts", "rules": rules}]
 
 
@@ -677,6 +719,49 @@ def performance_rules(t: Thresholds, team: str) -> list[dict[str, Any]]:
                      f"{{{{ $value | humanizePercentage }}}} of the requests compared over the last {w}; threshold: "
                      f"{human_ratio(a['threshold'])} with at least {a['min_comparisons']} comparisons, for "
                      f"{a['for']}. Check before promoting it.")))
+    return rules
+
+
+def output_alerts(t: Thresholds) -> list[dict[str, Any]]:
+    """The ML team's alerts on what the model answers: band shares and unreasonable outputs."""
+    team = "ml"
+    rules: list[dict[str, Any]] = []
+
+    name = "InferwatchPredictionBandShift"
+    a = t.alert(name)
+    window, baseline, limit = a["window"], a["baseline"], _number(a["threshold"])
+    recent = band_share_record(window)
+    expected = f"max by (model, output, band) ({_sel(t, 'inferwatch_prediction_band_expected_ratio')})"
+    # Enough predictions in the window for a share to mean something.
+    volume = (f"and on ({BY_OUTPUT})\n  model_output:inferwatch_prediction_band:increase{window} >= "
+              f"{a['min_predictions']}")
+    expr = (f"label_replace(\n  abs({recent} - on (model, output, band) group_left () {expected}) > {limit}\n"
+            f"  {volume}\n, \"compared_with\", \"expected_share\", \"\", \"\")\nor\n"
+            f"label_replace(\n  abs({recent} - {band_share_record(baseline, window)}) > {limit}\n"
+            f"  unless on (model, output, band) {expected}\n  {volume}\n"
+            f", \"compared_with\", \"previous_{baseline}\", \"\", \"\")\n")
+    rules.append(_alert(
+        t, name, expr, for_=a["for"], severity=a["severity"], team=team,
+        summary="The share of a model's predictions in a business band has shifted.",
+        description=(f"The share of band {{{{ $labels.band }}}} of output {{{{ $labels.output }}}} of "
+                     f"{{{{ $labels.model }}}} version {{{{ $labels.model_version }}}} over the last {window} "
+                     f"differs from {{{{ if eq $labels.compared_with \"expected_share\" }}}}the configured "
+                     f"expected share{{{{ else }}}}its share over the {baseline} before{{{{ end }}}} by "
+                     f"{{{{ $value | humanizePercentage }}}} (absolute); threshold: {human_ratio(a['threshold'])} "
+                     f"with at least {a['min_predictions']} predictions in {window}, for {a['for']}.")))
+
+    name = "InferwatchUnreasonablePredictions"
+    a = t.alert(name)
+    rules.append(_alert(
+        t, name,
+        f"model_output_rule:inferwatch_unreasonable_predictions:rate5m\n/ on ({BY_MODEL}) group_left ()\n"
+        f"(model:inferwatch_predictions:rate5m > 0)\n> {_number(a['threshold'])}\n",
+        for_=a["for"], severity=a["severity"], team=team,
+        summary="A model gives unreasonable predictions.",
+        description=(f"{{{{ $value | humanizePercentage }}}} of the predictions of {{{{ $labels.model }}}} version "
+                     f"{{{{ $labels.model_version }}}} broke the rule {{{{ $labels.rule }}}} on output "
+                     f"{{{{ $labels.output }}}} over the last 5m; threshold: {human_ratio(a['threshold'])} "
+                     f"for {a['for']}.")))
     return rules
 
 

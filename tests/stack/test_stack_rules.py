@@ -106,6 +106,10 @@ def test_shipped_thresholds_spell_out_every_default():
     ("alerts: {InferwatchPredictionDrift: {threshold_score: 0}}",
      "alerts.InferwatchPredictionDrift.threshold_score: must be a positive number"),
     ("alerts: {InferwatchPayloadErrors: {threshold: 5}}", "alerts.InferwatchPayloadErrors.threshold: must be a number"),
+    ("alerts: {InferwatchPredictionBandShift: {min_predictions: 0}}",
+     "alerts.InferwatchPredictionBandShift.min_predictions: must be a whole number of predictions >= 1"),
+    ("alerts: {InferwatchPredictionBandShift: {baseline: a day}}",
+     "alerts.InferwatchPredictionBandShift.baseline: must be a Prometheus duration"),
 ])
 def test_thresholds_problems_are_reported_with_their_key(tmp_path, text, message):
     path = tmp_path / "thresholds.yaml"
@@ -144,7 +148,8 @@ def test_alert_conventions():
                      "InferwatchFeatureDrift", "InferwatchDatasetDrift", "InferwatchPayloadErrors",
                      "InferwatchDriftEvaluationStale",
                      "InferwatchPredictionDrift", "InferwatchModelPerformanceDegraded", "InferwatchLabelsNotArriving",
-                     "InferwatchShadowDisagreement"}
+                     "InferwatchShadowDisagreement", "InferwatchPredictionBandShift",
+                     "InferwatchUnreasonablePredictions"}
 
 
 def test_drift_alerts_use_the_drift_engine_metrics():
@@ -157,6 +162,23 @@ def test_drift_alerts_use_the_drift_engine_metrics():
     assert "inferwatch_drift_last_evaluation_timestamp_seconds{" in exprs["InferwatchDriftEvaluationStale"]
     assert "inferwatch_prediction_drift_score{" in exprs["InferwatchPredictionDrift"]
     assert "inferwatch_payload_errors" in exprs["InferwatchPayloadErrors"]
+
+
+def test_output_alerts_read_the_output_metrics_through_their_records():
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    records = {rule["record"]: rule["expr"] for group in load_yaml(REPO / "prometheus" / "rules" /
+                                                                   "inferwatch-recording.yml")["groups"]
+               for rule in group["rules"]}
+    band = exprs["InferwatchPredictionBandShift"]
+    assert "inferwatch_prediction_band_expected_ratio{" in band
+    for record in ("model_output_band:inferwatch_prediction_band:ratio1h",
+                   "model_output_band:inferwatch_prediction_band:ratio1d_offset1h",
+                   "model_output:inferwatch_prediction_band:increase1h"):
+        assert record in band and "inferwatch_prediction_band_total{" in records[record]
+    unreasonable = exprs["InferwatchUnreasonablePredictions"]
+    assert "inferwatch_unreasonable_predictions_total{" in \
+        records["model_output_rule:inferwatch_unreasonable_predictions:rate5m"]
+    assert "model_output_rule:inferwatch_unreasonable_predictions:rate5m" in unreasonable
 
 
 def test_burn_rate_alerts_are_multi_window_with_critical_and_warning():
