@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
         "InferwatchDatasetDrift": {"severity": "critical", "for": "15m"},
         "InferwatchPayloadErrors": {"severity": "warning", "threshold": 0.05, "for": "10m"},
         "InferwatchDriftEvaluationStale": {"severity": "warning", "threshold_seconds": 900, "for": "5m"},
+        "InferwatchDataQualityIssues": {"severity": "warning", "threshold": 0.05, "for": "15m"},
+        "InferwatchSchemaChange": {"severity": "critical", "for": "5m"},
+        "InferwatchOutlierSpike": {"severity": "critical", "threshold": 0.01, "for": "5m"},
         "InferwatchPredictionDrift": {"severity": "warning", "method": "psi", "threshold_score": 0.2, "for": "15m"},
         "InferwatchModelPerformanceDegraded": {"severity": "warning", "floors": {"accuracy": 0.8, "roc_auc": 0.7,
                                                                                 "r2": 0.5},
@@ -629,7 +632,58 @@ def data_groups(t: Thresholds) -> list[dict[str, Any]]:
                      f"{human_duration(a['threshold_seconds'])} for {a['for']}. Drift figures and alerts of "
                      f"this model are out of date.")))
 
+    rules.extend(guard_alerts(t, team))
     return [{"name": "inferwatch-data.alerts", "rules": rules}]
+
+
+def guard_alerts(t: Thresholds, team: str) -> list[dict[str, Any]]:
+    """The input guard's alerts: data quality, schema changes, outlier spikes (src/inferwatch/guard.py)."""
+    rules: list[dict[str, Any]] = []
+    name = "InferwatchDataQualityIssues"
+    a = t.alert(name)
+    events = "inferwatch_data_quality_events_total"
+    failed = _sum_rate(t, events, "5m", 'result="failed"')
+    rules.append(_alert(
+        t, name,
+        f"{failed}\n/ on ({BY_MODEL})\n{_sum_rate(t, events, '5m')}\n> {_number(a['threshold'])}\n",
+        for_=a["for"], severity=a["severity"], team=team,
+        summary="Many input events of a model fail data quality checks.",
+        description=(f"{{{{ $value | humanizePercentage }}}} of the events of {{{{ $labels.model }}}} version "
+                     f"{{{{ $labels.model_version }}}} had at least one data quality issue over the last 5m "
+                     f"(missing, NaN, infinite, wrong type, out of range, unseen category, unknown feature or "
+                     f"duplicate: inferwatch_data_quality_issues_total says which feature and issue); threshold: "
+                     f"{human_ratio(a['threshold'])} for {a['for']}. The model is predicting on bad inputs.")))
+
+    name = "InferwatchSchemaChange"
+    a = t.alert(name)
+    rules.append(_alert(
+        t, name, f"{_sel(t, 'inferwatch_schema_changed')} == 1",
+        for_=a["for"], severity=a["severity"], team=team,
+        summary="The input schema of a model has changed (a feature went missing or a new one appeared).",
+        description=("Feature {{ $labels.feature }} of {{ $labels.model }} version {{ $labels.model_version }} "
+                     "(sidecar {{ $labels.instance }}) is {{ if eq $labels.change \"missing\" }}missing from"
+                     "{{ else }}new (not in the reference schema) in{{ end }} nearly all recent events "
+                     "(inferwatch_schema_changed{change=\"{{ $labels.change }}\"} = {{ $value }}); threshold: "
+                     f"the sidecar's guard.schema_change_share of its last guard.schema_window_events events, for "
+                     f"{a['for']}. A renamed, dropped or added column upstream; /v1/status on the sidecar shows the "
+                     "schema before and after.")))
+
+    name = "InferwatchOutlierSpike"
+    a = t.alert(name)
+    rules.append(_alert(
+        t, name,
+        f"{_sum_rate(t, 'inferwatch_outliers_total', '5m')}\n/ on ({BY_MODEL})\n"
+        f"{_sum_rate(t, 'inferwatch_outlier_score_count', '5m')}\n> {_number(a['threshold'])}\n",
+        for_=a["for"], severity=a["severity"], team=team,
+        summary="A wave of anomalous input events: possible adversarial traffic, route to a human.",
+        description=(f"{{{{ $value | humanizePercentage }}}} of the events of {{{{ $labels.model }}}} version "
+                     f"{{{{ $labels.model_version }}}} were outliers against the reference over the last 5m "
+                     f"(the outlier threshold is calibrated for guard.outlier_fpr, 0.1% by default); threshold: "
+                     f"{human_ratio(a['threshold'])} for {a['for']}. Possible adversarial traffic (probing, "
+                     f"evasion, a scraper) or an extreme real event: route to a human, and do not act on or "
+                     f"retrain with these events automatically. The quarantine log names the features that "
+                     f"made each event odd.")))
+    return rules
 
 
 # --- the ML team's alerts: the model's outputs ---------------------------------------------------------

@@ -173,6 +173,15 @@ def test_the_data_dashboard_covers_payloads_and_feature_drift():
         assert record in exprs, record
 
 
+def test_the_data_dashboard_covers_the_input_guard():
+    exprs = exprs_of("data")
+    for metric in ("inferwatch_data_quality_events_total", "inferwatch_data_quality_issues_total",
+                   "inferwatch_data_quality_failed_events_ratio", "inferwatch_feature_missing_ratio",
+                   "inferwatch_feature_out_of_range_ratio", "inferwatch_schema_changed", "inferwatch_outliers_total",
+                   "inferwatch_outlier_ratio", "inferwatch_outlier_score_bucket"):
+        assert metric in exprs, metric
+
+
 def test_the_model_dashboard_covers_predictions_and_their_drift():
     exprs = exprs_of("model")
     for metric in ("inferwatch_predictions_total", "inferwatch_prediction_drift_score", "inferwatch_events_total"):
@@ -321,6 +330,9 @@ def stack(tmp_path_factory):
                           20), stack.prometheus_log()
         if DRIFT_ENGINE:   # and the drift engine has published its first evaluation
             for metric in sorted(DRIFT_METRICS):
+                assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
+            # and the input guard has checked events against the warm-up reference
+            for metric in ("inferwatch_schema_changed", "inferwatch_outlier_score_count"):
                 assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
             # the fleet-wide PSI recording rule, once two scrapes of the bin counters exist
             fleet_psi = "model_version_feature:inferwatch_feature_psi:1h"

@@ -147,6 +147,7 @@ def test_alert_conventions():
                      "InferwatchWatchdog",
                      "InferwatchFeatureDrift", "InferwatchDatasetDrift", "InferwatchPayloadErrors",
                      "InferwatchDriftEvaluationStale",
+                     "InferwatchDataQualityIssues", "InferwatchSchemaChange", "InferwatchOutlierSpike",
                      "InferwatchPredictionDrift", "InferwatchModelPerformanceDegraded", "InferwatchLabelsNotArriving",
                      "InferwatchShadowDisagreement", "InferwatchPredictionBandShift",
                      "InferwatchUnreasonablePredictions"}

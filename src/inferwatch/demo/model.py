@@ -29,6 +29,16 @@ def generate(n: int, rng: np.random.Generator, *, shift: float = 0.0) -> dict[st
             "loan_amount": loan.round(2), "age": age.round(0), "employment": employment, "region": region}
 
 
+def typical_values(seed: int = 3) -> dict[str, object]:
+    """Medians (numeric) and modes (categorical) of the applicants: what a tolerant server fills in."""
+    data = generate(5000, np.random.default_rng(seed))
+    out: dict[str, object] = {name: float(np.median(data[name])) for name in NUMERIC}
+    for name in CATEGORICAL:
+        values, counts = np.unique(data[name], return_counts=True)
+        out[name] = str(values[np.argmax(counts)])
+    return out
+
+
 def design_matrix(columns: dict[str, np.ndarray], mean: np.ndarray | None = None, std: np.ndarray | None = None):
     numeric = np.column_stack([np.log1p(np.asarray(columns["income"], float)), np.asarray(columns["debt_ratio"], float),
                                np.asarray(columns["credit_history_years"], float),

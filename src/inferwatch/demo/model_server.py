@@ -11,16 +11,20 @@ import time
 import numpy as np
 from flask import Flask, jsonify, request
 
-from .model import FEATURES, LoanModel
+from .model import FEATURES, LoanModel, typical_values
 
 MODEL_NAME = "loan"
 
 
 def create_app(model: LoanModel, *, delay_seconds: float = 0.0, version: str = "v1") -> Flask:
     app = Flask("inferwatch.demo.model_server")
+    # Like many real servers, a missing or null feature is silently filled with a typical value:
+    # a renamed column upstream keeps "working", which is why the sidecar's guard must notice it.
+    typical = typical_values()
 
     def predict_rows(rows: list[dict]) -> list[dict]:
-        columns = {name: np.array([row.get(name) for row in rows]) for name in FEATURES}
+        columns = {name: np.array([typical[name] if row.get(name) is None else row[name] for row in rows])
+                   for name in FEATURES}
         proba = model.predict_proba(columns)
         return [{"approval_probability": round(float(p), 6), "decision": "approve" if p >= 0.6 else "refer"}
                 for p in proba]

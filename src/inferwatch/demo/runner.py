@@ -53,7 +53,8 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 
 def summarize(metrics_text: str) -> dict[str, float]:
     out = {"requests": 0.0, "errors": 0.0, "events_in_window": 0.0, "predictions": 0.0, "dropped": 0.0,
-           "payload_errors": 0.0, "drifted_features": 0.0, "features_evaluated": 0.0, "dataset_drifted": 0.0}
+           "payload_errors": 0.0, "drifted_features": 0.0, "features_evaluated": 0.0, "dataset_drifted": 0.0,
+           "failed_ratio": 0.0, "outlier_ratio": 0.0, "schema_changes": 0.0}
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(metrics_text):
         for s in family.samples:
@@ -77,6 +78,12 @@ def summarize(metrics_text: str) -> dict[str, float]:
                 out["drifted_features"] += s.value
             elif s.name == "inferwatch_dataset_drifted":
                 out["dataset_drifted"] = max(out["dataset_drifted"], s.value)
+            elif s.name == "inferwatch_data_quality_failed_events_ratio":
+                out["failed_ratio"] = max(out["failed_ratio"], s.value)
+            elif s.name == "inferwatch_outlier_ratio":
+                out["outlier_ratio"] = max(out["outlier_ratio"], s.value)
+            elif s.name == "inferwatch_schema_changed":
+                out["schema_changes"] += s.value
     pairs = list(buckets.items())
     out["p50_ms"] = histogram_quantile(0.5, pairs) * 1000
     out["p99_ms"] = histogram_quantile(0.99, pairs) * 1000
@@ -112,6 +119,9 @@ def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_
         "process": {"pid": model_pid},
         "prediction_log": {"path": str(workdir / "predictions.jsonl"), "sample_rate": 0.05,
                            "max_bytes": 10 * 1024 * 1024, "backup_count": 2},
+        # Events that fail a data quality check or are outliers, with the reasons.
+        "guard": {"quarantine": {"path": str(workdir / "quarantine.jsonl"), "max_bytes": 10 * 1024 * 1024,
+                                 "backup_count": 2}},
     }
     path = workdir / "inferwatch.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -144,7 +154,7 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
         print(f"Model server: http://127.0.0.1:{upstream_port}/v1/models/{MODEL_NAME}:predict")
         print(f"Sidecar:      http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict (proxy)")
         print(f"Metrics:      http://127.0.0.1:{admin_port}/metrics   status: http://127.0.0.1:{admin_port}/v1/status")
-        print(f"Work files:   {workdir} (config, logs, prediction log)")
+        print(f"Work files:   {workdir} (config, logs, prediction and quarantine logs)")
         if with_stack:
             stack = start_demo_stack(workdir, admin_port)
             if stack is not None:
@@ -152,8 +162,12 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
         traffic = TrafficGenerator(f"http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict",
                                    duration=duration).start()
         print(f"\nSending traffic for {duration:g}s; the applicant population drifts after {duration / 2:g}s.")
+        print(f"Injected: a burst of outliers at {duration * traffic.outliers_at:g}-"
+              f"{duration * (traffic.outliers_at + traffic.outliers_for):g}s, and `income` renamed "
+              f"`annual_income` from {duration * traffic.rename_at:g}s (a schema change).")
         print(f"{'time':>6} {'shift':>6} {'requests':>9} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'predictions':>11} {'in window':>9} {'dropped':>7} {'drifted':>8} {'dataset':>8}")
+              f"{'predictions':>11} {'in window':>9} {'dropped':>7} {'drifted':>8} {'dataset':>8} "
+              f"{'inject':>8} {'bad ev.':>7} {'outliers':>8} {'schema':>6}")
         start = time.monotonic()
         while traffic.running():
             time.sleep(min(report_every, max(0.1, duration - (time.monotonic() - start))))
@@ -164,7 +178,9 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
                 continue
             print(f"{time.monotonic() - start:6.0f} {traffic.shift():6.2f} {s['requests']:9.0f} {s['errors']:7.0f} "
                   f"{s['p50_ms']:7.1f} {s['p99_ms']:7.1f} {s['predictions']:11.0f} {s['events_in_window']:9.0f} "
-                  f"{s['dropped']:7.0f} {drifted(s):>8} {dataset(s):>8}", flush=True)
+                  f"{s['dropped']:7.0f} {drifted(s):>8} {dataset(s):>8} {traffic.phase():>8} "
+                  f"{s['failed_ratio']:7.1%} {s['outlier_ratio']:8.1%} "
+                  f"{'CHANGED' if s['schema_changes'] else 'ok':>6}", flush=True)
             if time.monotonic() - start >= duration:
                 break
         traffic.stop()

@@ -1,4 +1,6 @@
-"""Traffic for the demo: loan applications whose population drifts halfway through."""
+"""Traffic for the demo: loan applications whose population drifts halfway through, with a burst
+of outliers (a tenth of the applications absurdly large in three features, as a probing attacker or
+a unit bug would send) and, near the end, a schema change (``income`` renamed ``annual_income``)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ from .model import FEATURES, generate
 
 class TrafficGenerator:
     def __init__(self, url: str, *, duration: float, concurrency: int = 4, rate_per_worker: float = 20.0,
-                 drift_at: float = 0.5, seed: int = 11):
+                 drift_at: float = 0.5, outliers_at: float = 0.25, outliers_for: float = 0.1,
+                 outlier_share: float = 0.1, rename_at: float = 0.8, seed: int = 11):
         self.url = url
         self.duration = duration
+        self.outliers_at, self.outliers_for, self.outlier_share = outliers_at, outliers_for, outlier_share
+        self.rename_at = rename_at
         self.concurrency = concurrency
         self.interval = 1.0 / rate_per_worker
         self.drift_at = drift_at
@@ -31,15 +36,37 @@ class TrafficGenerator:
         progress = (time.monotonic() - self.started) / self.duration
         return float(np.clip((progress - self.drift_at) * 10, 0.0, 1.0))
 
+    def progress(self) -> float:
+        return (time.monotonic() - self.started) / self.duration
+
+    def phase(self) -> str:
+        """What the traffic injects now: outliers, a renamed column, or nothing."""
+        p = self.progress()
+        if self.outliers_at <= p < self.outliers_at + self.outliers_for:
+            return "outliers"
+        return "renamed" if p >= self.rename_at else "-"
+
+    def _instances(self, rows: int, rng: np.random.Generator) -> list[dict]:
+        data = generate(rows, rng, shift=self.shift())
+        phase = self.phase()
+        if phase == "outliers":
+            odd = rng.random(rows) < self.outlier_share
+            data["income"] = np.where(odd, data["income"] * 40, data["income"])
+            data["loan_amount"] = np.where(odd, data["loan_amount"] * 40, data["loan_amount"])
+            data["credit_history_years"] = np.where(odd, 49.0, data["credit_history_years"])
+        instances = [{name: (data[name][i].item() if hasattr(data[name][i], "item") else data[name][i])
+                      for name in FEATURES} for i in range(rows)]
+        if phase == "renamed":  # an upstream release renamed a column
+            for row in instances:
+                row["annual_income"] = row.pop("income")
+        return instances
+
     def _worker(self, index: int) -> None:
         rng = np.random.default_rng(self.seed + index)
         session = requests.Session()
         deadline = self.started + self.duration
         while not self._stop.is_set() and time.monotonic() < deadline:
-            rows = int(rng.integers(1, 5))
-            data = generate(rows, rng, shift=self.shift())
-            instances = [{name: (data[name][i].item() if hasattr(data[name][i], "item") else data[name][i])
-                          for name in FEATURES} for i in range(rows)]
+            instances = self._instances(int(rng.integers(1, 5)), rng)
             try:
                 response = session.post(self.url, json={"instances": instances}, timeout=10)
                 self.sent += 1
