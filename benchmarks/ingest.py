@@ -15,6 +15,12 @@ timestamp, and are sent in batches of 500 (``{"events": [...]}``, ~75 kB of JSON
     (``appended_total`` in /v1/status). The sidecar's RSS (psutil) is read after 100k and after
     1M events, each time once the queue is empty.
 
+(c) The input guard on vs off (target: on >= 70% of off): a reference profile of 10,000 events
+    from the same generator (so ranges, categories and the outlier model are realistic) is the
+    drift reference in both runs; only ``guard.enabled`` differs. In process, the real wiring
+    (``Sidecar(cfg).pipeline``: drift bin counters, then the guard) parses, submits and drains
+    the same bodies; over HTTP, a sidecar per mode takes ``--guard-events`` events.
+
 This is a benchmark that prints figures, not a test: nothing here asserts the targets.
 """
 
@@ -256,6 +262,105 @@ def over_http(args, procs: Processes) -> list[str]:
     return lines
 
 
+# --- (c) the input guard on vs off ----------------------------------------------------------------
+
+
+def reference_profile(path: Path) -> None:
+    from inferwatch.events import rows_to_columns
+    from inferwatch.profile import build_profile
+
+    events = make_events(10_000, seed=7)
+    columns = rows_to_columns([e["features"] for e in events])
+    build_profile({"feature": columns, "output": {"prediction": [e["prediction"] for e in events]}}).save(path)
+
+
+def guard_in_process(args, reference: Path) -> dict[bool, list[float]]:
+    from prometheus_client import CollectorRegistry
+
+    from inferwatch.config import load_config
+    from inferwatch.ingest import parse_events
+    from inferwatch.sidecar import Sidecar
+
+    bodies = make_bodies(args.inproc_batches, args.batch, seed=3)
+    n_events = len(bodies) * args.batch
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    schedule = [(True, False)]   # (guard, timed): an untimed warm-up run first (imports, allocations)
+    for r in range(args.repeat):   # then both modes, in alternating order
+        schedule += [(mode, True) for mode in ((False, True) if r % 2 == 0 else (True, False))]
+    for guard, timed in schedule:
+        sidecar = Sidecar(load_config(None, {"model.name": "m", "model.version": "1", "proxy.enabled": False,
+                                             "reference.path": str(reference), "guard.enabled": guard}),
+                          CollectorRegistry())
+        pipeline = sidecar.pipeline
+        pipeline.start()   # the worker only: no ports, no drift evaluation thread
+        try:
+            t = time.perf_counter()
+            for body in bodies:
+                for batch in parse_events(body, "application/json", max_bytes=16 * 1024 * 1024,
+                                          default_version="1")[0]:
+                    while not pipeline.submit_batch("1", batch):
+                        time.sleep(0.001)
+            pipeline.drain(120)
+            if timed:
+                rates[guard].append(n_events / (time.perf_counter() - t))
+            assert sidecar.windows.get("1").appended_total == n_events
+            assert (sidecar.guard is not None) == guard
+        finally:
+            pipeline.stop()
+            sidecar.predlog.close()
+    return rates
+
+
+def guard_over_http(args, reference: Path) -> dict[bool, tuple[float, int, str]]:
+    """Events/s per mode: the median of rounds run off, on, on, off, ... (a fresh sidecar each)."""
+    bodies = make_bodies(args.http_bodies, args.batch, seed=4)
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    notes: dict[bool, str] = {False: "", True: ""}
+    order = [mode for r in range(args.guard_rounds) for mode in ((False, True) if r % 2 == 0 else (True, False))]
+    for guard in order:
+        procs = Processes()
+        try:
+            sidecar = SidecarProcess(procs, None, name=f"sidecar-guard-{'on' if guard else 'off'}",
+                                     extra_config=f"reference:\n  path: {reference}\n"
+                                                  f"guard:\n  enabled: {'true' if guard else 'false'}\n")
+            seconds, accepted, _ = post_events(sidecar, bodies, args.batch, args.guard_events, args.posters, 0)
+            status = sidecar.status()
+            issues = ""
+            if guard:
+                versions = (status.get("guard") or {}).get("versions", {})
+                events = {k: v for ver in versions.values() for k, v in ver["events"].items()}
+                issues = f"checked {sum(events.values()):,}, failed {events.get('failed', 0):,}"
+            rates[guard].append(accepted / seconds)
+            notes[guard] = issues
+        finally:
+            procs.close()
+    return {mode: (median(rates[mode]), len(rates[mode]), notes[mode]) for mode in (False, True)}
+
+
+def guard_section(args) -> list[str]:
+    import tempfile
+
+    lines = ["(c) input guard on vs off (reference profile of 10,000 events; everything else equal)"]
+    with tempfile.TemporaryDirectory(prefix="inferwatch-bench-guard-") as tmp:
+        reference = Path(tmp) / "reference.json"
+        reference_profile(reference)
+        rates = guard_in_process(args, reference)
+        off, on = median(rates[False]), median(rates[True])
+        fmt = "{:<44} {:>12} {:>12}"
+        lines.append(fmt.format(f"in process, median (best) of {args.repeat}", "events/s", "(best)"))
+        lines.append(fmt.format("parse + submit + worker, guard off", f"{off:,.0f}", f"{max(rates[False]):,.0f}"))
+        lines.append(fmt.format("parse + submit + worker, guard on", f"{on:,.0f}", f"{max(rates[True]):,.0f}"))
+        lines.append(f"guard on / off: {on / off:.0%} (target >= 70%)")
+        if not args.skip_http:
+            http = guard_over_http(args, reference)
+            lines.append(fmt.format(f"over HTTP, {args.guard_events:,} events, {args.posters} posters, "
+                                    f"median of {args.guard_rounds}", "events/s", ""))
+            lines.append(fmt.format("guard off", f"{http[False][0]:,.0f}", ""))
+            lines.append(fmt.format("guard on", f"{http[True][0]:,.0f}", "") + f"  ({http[True][2]})")
+            lines.append(f"guard on / off over HTTP: {http[True][0] / http[False][0]:.0%} (target >= 70%)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer events: 200k over HTTP, 1 repeat")
@@ -267,14 +372,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inproc-batches", type=int, default=200, help="batches in the in-process runs")
     parser.add_argument("--http-bodies", type=int, default=40, help="distinct bodies the posters cycle through")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--guard-events", type=int, default=None,
+                        help="events per sidecar in the guard on/off comparison over HTTP (default 300,000; quick 100,000)")
+    parser.add_argument("--guard-rounds", type=int, default=None,
+                        help="sidecars per mode in the guard comparison over HTTP (default 2; quick 1)")
+    parser.add_argument("--skip-guard", action="store_true", help="leave out (c), the input guard on vs off")
+    parser.add_argument("--only-guard", action="store_true", help="run only (c), the input guard on vs off")
     args = parser.parse_args(argv)
     args.total = args.total if args.total is not None else (200_000 if args.quick else 1_000_000)
     args.repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    args.guard_rounds = args.guard_rounds if args.guard_rounds is not None else (1 if args.quick else 2)
+    args.guard_events = args.guard_events if args.guard_events is not None else (100_000 if args.quick else 300_000)
     if args.total <= args.first:
         parser.error("--total must be larger than --first")
 
     install_signal_handlers()
     out = [f"machine: {machine()}", ""]
+    if args.only_guard:
+        print("\n".join(out + guard_section(args)))
+        return 0
     rows = in_process(args)
     n = args.inproc_batches * args.batch
     out.append(f"(a) in process: {n:,} events (20 features: 18 numeric, 2 categorical) in batches of {args.batch}; "
@@ -288,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             out += [""] + over_http(args, procs)
         finally:
             procs.close()
+    if not args.skip_guard:
+        out += [""] + guard_section(args)
     print("\n".join(out))
     return 0
 
