@@ -1,3 +1,4 @@
+import re
 import socket
 import subprocess
 import sys
@@ -34,14 +35,15 @@ def test_histogram_quantile_matches_prometheus_interpolation():
 
 
 def test_demo_runs_end_to_end():
-    proxy, admin, upstream = free_ports(3)
+    proxy, admin, upstream, challenger = free_ports(4)
     result = subprocess.run(
         [sys.executable, "-m", "inferwatch", "demo", "--duration", "6", "--no-stack", "--proxy-port", str(proxy),
-         "--admin-port", str(admin), "--upstream-port", str(upstream)],
+         "--admin-port", str(admin), "--upstream-port", str(upstream), "--challenger-port", str(challenger)],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "drifts after 3s" in result.stdout
-    assert ", 0 failed." in result.stdout
+    assert ", 0 failed," in result.stdout
     last_row = [line for line in result.stdout.splitlines() if line.strip()[:1].isdigit()][-1].split()
-    requests_sent, in_window = float(last_row[2]), float(last_row[7])
-    assert requests_sent > 50 and in_window > 50
+    requests_sent, in_window, labels_matched = float(last_row[2]), float(last_row[7]), float(last_row[15])
+    assert requests_sent > 50 and in_window > 50 and labels_matched > 0   # delayed labels were joined
+    assert int(re.search(r"(\d+) labels sent", result.stdout).group(1)) > 0

@@ -136,7 +136,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.runner import run_demo
 
     return run_demo(duration=args.duration, proxy_port=args.proxy_port, admin_port=args.admin_port,
-                    upstream_port=args.upstream_port, with_stack=not args.no_stack)
+                    upstream_port=args.upstream_port, challenger_port=args.challenger_port,
+                    with_stack=not args.no_stack)
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
@@ -200,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--proxy-port", type=int, default=8080, metavar="N")
     demo.add_argument("--admin-port", type=int, default=9180, metavar="N")
     demo.add_argument("--upstream-port", type=int, default=8081, metavar="N")
+    demo.add_argument("--challenger-port", type=int, default=8082, metavar="N",
+                      help="the challenger model server that gets shadow traffic (default 8082)")
     demo.add_argument("--no-stack", action="store_true", help="do not start Prometheus/Alertmanager even if present")
     demo.set_defaults(func=cmd_demo)
 

@@ -16,7 +16,7 @@ from inferwatch.config import load_config
 
 COMPOSE = load_yaml(REPO / "docker-compose.yml")
 SERVICES = COMPOSE["services"]
-LONG_RUNNING = ["model", "inferwatch", "prometheus", "alertmanager", "grafana", "webhook"]
+LONG_RUNNING = ["model", "challenger", "inferwatch", "prometheus", "alertmanager", "grafana", "webhook"]
 
 
 def mounts(service: str) -> dict[str, str]:
@@ -48,7 +48,8 @@ def sidecar_config(tmp_path: Path, text: str, name: str = "inferwatch.yaml"):
 
 
 def test_services_of_the_stack():
-    assert set(SERVICES) == {"model", "inferwatch", "traffic", "prometheus", "alertmanager", "grafana", "webhook"}
+    assert set(SERVICES) == {"model", "challenger", "inferwatch", "traffic", "prometheus", "alertmanager", "grafana",
+                             "webhook"}
 
 
 @pytest.mark.parametrize("service", LONG_RUNNING)
@@ -82,7 +83,8 @@ def test_every_bind_mount_exists_and_named_volumes_are_declared():
 def test_demo_commands_and_image():
     image = SERVICES["model"]["image"]
     assert SERVICES["model"]["build"] == "."
-    assert all(SERVICES[s]["image"] == image for s in ("inferwatch", "traffic"))
+    assert all(SERVICES[s]["image"] == image for s in ("inferwatch", "traffic", "challenger"))
+    assert SERVICES["challenger"]["command"][-2:] == ["--variant", "challenger"]
     assert SERVICES["model"]["command"] == ["python", "-m", "inferwatch.demo.model_server", "--host", "0.0.0.0",
                                             "--port", "8081"]
     assert SERVICES["inferwatch"]["command"][:3] == ["inferwatch", "run", "--config"]
@@ -101,6 +103,11 @@ def test_sidecar_config_is_valid_and_agrees_with_ports_and_prometheus(tmp_path):
     traffic = SERVICES["traffic"]["command"]
     assert traffic[:3] == ["python", "-m", "inferwatch.demo.traffic"]
     assert traffic[traffic.index("--url") + 1] == f"http://inferwatch:{cfg.proxy.port}/v1/models/{cfg.model.name}:predict"
+    assert traffic[traffic.index("--labels-url") + 1] == f"http://inferwatch:{cfg.admin.port}/v1/labels"
+    assert cfg.labels.enabled
+    (challenger,) = cfg.shadow.challengers
+    challenger_command = SERVICES["challenger"]["command"]
+    assert host_port(challenger.url) == ("challenger", int(challenger_command[challenger_command.index("--port") + 1]))
     from inferwatch.demo import traffic as traffic_module  # the module the command runs exists
 
     assert callable(traffic_module.main)

@@ -39,6 +39,17 @@ def typical_values(seed: int = 3) -> dict[str, object]:
     return out
 
 
+def repayment_probability(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The demo's ground truth: the chance an applicant repays. Affordability and history drive it;
+    the model is trained on outcomes drawn from it, and the demo's delayed labels are too."""
+    logit = (1.4 * (np.log(np.asarray(columns["income"], float)) - 10.8)
+             - 4.0 * (np.asarray(columns["debt_ratio"], float) - 0.3)
+             + 0.12 * (np.asarray(columns["credit_history_years"], float) - 10)
+             - 0.6 * (np.log(np.asarray(columns["loan_amount"], float)) - 9.6)
+             - 1.2 * (np.asarray(columns["employment"]) == "unemployed") + 1.0)
+    return 1 / (1 + np.exp(-logit))
+
+
 def design_matrix(columns: dict[str, np.ndarray], mean: np.ndarray | None = None, std: np.ndarray | None = None):
     numeric = np.column_stack([np.log1p(np.asarray(columns["income"], float)), np.asarray(columns["debt_ratio"], float),
                                np.asarray(columns["credit_history_years"], float),
@@ -61,11 +72,7 @@ class LoanModel:
         rng = np.random.default_rng(seed)
         data = generate(n, rng)
         X, mean, std = design_matrix(data)
-        # The "truth": affordability and history drive repayment.
-        logit = (1.4 * (np.log(data["income"]) - 10.8) - 4.0 * (data["debt_ratio"] - 0.3)
-                 + 0.12 * (data["credit_history_years"] - 10) - 0.6 * (np.log(data["loan_amount"]) - 9.6)
-                 - 1.2 * (data["employment"] == "unemployed") + 1.0)
-        y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+        y = (rng.random(n) < repayment_probability(data)).astype(float)
         w = np.zeros(X.shape[1])
         for _ in range(epochs):  # batch gradient descent: small data, a few hundred steps
             p = 1 / (1 + np.exp(-X @ w))

@@ -1,6 +1,8 @@
 """The demo model server: the loan model behind KServe v1 and Open Inference Protocol v2 routes.
 
-Run: ``python -m inferwatch.demo.model_server --port 8081``.
+Run: ``python -m inferwatch.demo.model_server --port 8081``; ``--variant challenger`` serves a
+challenger instead (version v2: trained on other data for fewer steps, approving from 0.5), for the
+sidecar's shadow traffic.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from .model import FEATURES, LoanModel, typical_values
 MODEL_NAME = "loan"
 
 
-def create_app(model: LoanModel, *, delay_seconds: float = 0.0, version: str = "v1") -> Flask:
+APPROVE_FROM = {"champion": 0.6, "challenger": 0.5}
+
+
+def variant_model(variant: str) -> LoanModel:
+    return LoanModel.train() if variant == "champion" else LoanModel.train(seed=23, epochs=40)
+
+
+def create_app(model: LoanModel, *, delay_seconds: float = 0.0, version: str = "v1",
+               approve_from: float = APPROVE_FROM["champion"]) -> Flask:
     app = Flask("inferwatch.demo.model_server")
     # Like many real servers, a missing or null feature is silently filled with a typical value:
     # a renamed column upstream keeps "working", which is why the sidecar's guard must notice it.
@@ -26,7 +36,7 @@ def create_app(model: LoanModel, *, delay_seconds: float = 0.0, version: str = "
         columns = {name: np.array([typical[name] if row.get(name) is None else row[name] for row in rows])
                    for name in FEATURES}
         proba = model.predict_proba(columns)
-        return [{"approval_probability": round(float(p), 6), "decision": "approve" if p >= 0.6 else "refer"}
+        return [{"approval_probability": round(float(p), 6), "decision": "approve" if p >= approve_from else "refer"}
                 for p in proba]
 
     @app.get("/")
@@ -60,11 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--delay", type=float, default=0.0, help="extra seconds per prediction")
+    parser.add_argument("--variant", choices=sorted(APPROVE_FROM), default="champion",
+                        help="champion (v1) or a challenger (v2) for shadow traffic")
     args = parser.parse_args(argv)
     from cheroot import wsgi
 
-    server = wsgi.Server((args.host, args.port), create_app(LoanModel.train(), delay_seconds=args.delay),
-                         numthreads=16, server_name="loan-model")
+    app = create_app(variant_model(args.variant), delay_seconds=args.delay,
+                     version="v1" if args.variant == "champion" else "v2", approve_from=APPROVE_FROM[args.variant])
+    server = wsgi.Server((args.host, args.port), app, numthreads=16, server_name=f"loan-model-{args.variant}")
     print(f"demo model server on http://{args.host}:{args.port}/v1/models/{MODEL_NAME}:predict", flush=True)
     try:
         server.start()

@@ -1,5 +1,6 @@
-"""`inferwatch demo`: the model server, the sidecar in front of it, drifting traffic, and a live
-summary; Prometheus too when its binary is on this machine."""
+"""`inferwatch demo`: the model server, the sidecar in front of it, a challenger model the sidecar
+mirrors traffic to, drifting traffic with delayed labels, and a live summary; Prometheus too when
+its binary is on this machine."""
 
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 def summarize(metrics_text: str) -> dict[str, float]:
     out = {"requests": 0.0, "errors": 0.0, "events_in_window": 0.0, "predictions": 0.0, "dropped": 0.0,
            "payload_errors": 0.0, "drifted_features": 0.0, "features_evaluated": 0.0, "dataset_drifted": 0.0,
-           "failed_ratio": 0.0, "outlier_ratio": 0.0, "schema_changes": 0.0}
+           "failed_ratio": 0.0, "outlier_ratio": 0.0, "schema_changes": 0.0,
+           "accuracy": float("nan"), "estimated_accuracy": float("nan"), "challenger_accuracy": float("nan"),
+           "agreement": float("nan"), "labels": 0.0}
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(metrics_text):
         for s in family.samples:
@@ -84,10 +87,24 @@ def summarize(metrics_text: str) -> dict[str, float]:
                 out["outlier_ratio"] = max(out["outlier_ratio"], s.value)
             elif s.name == "inferwatch_schema_changed":
                 out["schema_changes"] += s.value
+            elif s.labels.get("metric") == "accuracy" and s.name in _ACCURACY:
+                out[_ACCURACY[s.name]] = s.value
+            elif s.name == "inferwatch_shadow_agreement_ratio":
+                out["agreement"] = s.value
+            elif s.name == "inferwatch_labels_total" and s.labels.get("outcome") == "matched":
+                out["labels"] += s.value
     pairs = list(buckets.items())
     out["p50_ms"] = histogram_quantile(0.5, pairs) * 1000
     out["p99_ms"] = histogram_quantile(0.99, pairs) * 1000
     return out
+
+
+_ACCURACY = {"inferwatch_model_performance": "accuracy", "inferwatch_estimated_performance": "estimated_accuracy",
+             "inferwatch_shadow_performance": "challenger_accuracy"}
+
+
+def ratio(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"  # NaN: not published yet
 
 
 def drifted(summary: dict[str, float]) -> str:
@@ -103,7 +120,8 @@ def dataset(summary: dict[str, float]) -> str:
     return "DRIFTED" if summary["dataset_drifted"] else "ok"
 
 
-def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_port: int, model_pid: int) -> Path:
+def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_port: int, model_pid: int,
+                   challenger_port: int | None = None) -> Path:
     features = [{"name": n, "type": "numeric"} for n in NUMERIC] + [{"name": n, "type": "categorical"}
                                                                      for n in CATEGORICAL]
     config = {
@@ -122,14 +140,21 @@ def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_
         # Events that fail a data quality check or are outliers, with the reasons.
         "guard": {"quarantine": {"path": str(workdir / "quarantine.jsonl"), "max_bytes": 10 * 1024 * 1024,
                                  "backup_count": 2}},
+        # The traffic sends each applicant's outcome a few seconds after the decision.
+        "labels": {"enabled": True, "ttl_seconds": 600},
+        "performance": {"task": "classification", "prediction_output": "decision",
+                        "score_output": "approval_probability", "positive_class": "approve",
+                        "negative_class": "refer", "threshold": 0.6, "interval_seconds": 5, "min_events": 50},
     }
+    if challenger_port:
+        config["shadow"] = {"challengers": [{"name": "loan-v2", "url": f"http://127.0.0.1:{challenger_port}"}]}
     path = workdir / "inferwatch.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
 def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int = 9180, upstream_port: int = 8081,
-             with_stack: bool = True, report_every: float = 5.0) -> int:
+             challenger_port: int = 8082, with_stack: bool = True, report_every: float = 5.0) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="inferwatch-demo-"))
     processes: list[subprocess.Popen] = []
     python = sys.executable
@@ -142,8 +167,16 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
             print(f"the demo model server did not start on port {upstream_port}; see {workdir / 'model_server.log'}",
                   file=sys.stderr)
             return 1
+        challenger = subprocess.Popen([python, "-m", "inferwatch.demo.model_server", "--port", str(challenger_port),
+                                       "--variant", "challenger"], stdout=subprocess.DEVNULL,
+                                      stderr=open(workdir / "challenger.log", "wb"), env=env)
+        processes.append(challenger)
+        if not wait_http(f"http://127.0.0.1:{challenger_port}/", 60, challenger):
+            print(f"the challenger model server did not start on port {challenger_port}; see "
+                  f"{workdir / 'challenger.log'}", file=sys.stderr)
+            return 1
         config = sidecar_config(workdir, upstream_port=upstream_port, proxy_port=proxy_port, admin_port=admin_port,
-                                model_pid=model.pid)
+                                model_pid=model.pid, challenger_port=challenger_port)
         sidecar = subprocess.Popen([python, "-m", "inferwatch", "run", "--config", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=open(workdir / "sidecar.log", "wb"), env=env)
         processes.append(sidecar)
@@ -152,6 +185,7 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
             return 1
         wait_http(f"http://127.0.0.1:{admin_port}/readyz", 10)
         print(f"Model server: http://127.0.0.1:{upstream_port}/v1/models/{MODEL_NAME}:predict")
+        print(f"Challenger:   http://127.0.0.1:{challenger_port}/ (loan-v2: gets a copy of every request)")
         print(f"Sidecar:      http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict (proxy)")
         print(f"Metrics:      http://127.0.0.1:{admin_port}/metrics   status: http://127.0.0.1:{admin_port}/v1/status")
         print(f"Work files:   {workdir} (config, logs, prediction and quarantine logs)")
@@ -160,14 +194,16 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
             if stack is not None:
                 processes.extend(stack.processes)
         traffic = TrafficGenerator(f"http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict",
-                                   duration=duration).start()
-        print(f"\nSending traffic for {duration:g}s; the applicant population drifts after {duration / 2:g}s.")
+                                   duration=duration, labels_url=f"http://127.0.0.1:{admin_port}/v1/labels").start()
+        print(f"\nSending traffic for {duration:g}s; the applicant population drifts after {duration / 2:g}s; "
+              f"outcomes arrive as labels 2-8s after each decision.")
         print(f"Injected: a burst of outliers at {duration * traffic.outliers_at:g}-"
               f"{duration * (traffic.outliers_at + traffic.outliers_for):g}s, and `income` renamed "
               f"`annual_income` from {duration * traffic.rename_at:g}s (a schema change).")
         print(f"{'time':>6} {'shift':>6} {'requests':>9} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'predictions':>11} {'in window':>9} {'dropped':>7} {'drifted':>8} {'dataset':>8} "
-              f"{'inject':>8} {'bad ev.':>7} {'outliers':>8} {'schema':>6}")
+              f"{'inject':>8} {'bad ev.':>7} {'outliers':>8} {'schema':>6} "
+              f"{'labels':>7} {'accuracy':>8} {'est.acc':>7} {'v2 acc':>6} {'v2 agree':>8}")
         start = time.monotonic()
         while traffic.running():
             time.sleep(min(report_every, max(0.1, duration - (time.monotonic() - start))))
@@ -180,11 +216,14 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
                   f"{s['p50_ms']:7.1f} {s['p99_ms']:7.1f} {s['predictions']:11.0f} {s['events_in_window']:9.0f} "
                   f"{s['dropped']:7.0f} {drifted(s):>8} {dataset(s):>8} {traffic.phase():>8} "
                   f"{s['failed_ratio']:7.1%} {s['outlier_ratio']:8.1%} "
-                  f"{'CHANGED' if s['schema_changes'] else 'ok':>6}", flush=True)
+                  f"{'CHANGED' if s['schema_changes'] else 'ok':>6} {s['labels']:7.0f} {ratio(s['accuracy']):>8} "
+                  f"{ratio(s['estimated_accuracy']):>7} {ratio(s['challenger_accuracy']):>6} "
+                  f"{ratio(s['agreement']):>8}", flush=True)
             if time.monotonic() - start >= duration:
                 break
         traffic.stop()
-        print(f"\nDone: {traffic.sent} requests sent, {traffic.failed} failed. Work files are in {workdir}.")
+        print(f"\nDone: {traffic.sent} requests sent, {traffic.failed} failed, {traffic.labels_sent} labels sent. "
+              f"Work files are in {workdir}.")
         return 0
     except KeyboardInterrupt:
         return 130

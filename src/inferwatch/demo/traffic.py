@@ -1,22 +1,28 @@
 """Traffic for the demo: loan applications whose population drifts halfway through, with a burst
 of outliers (a tenth of the applications absurdly large in three features, as a probing attacker or
-a unit bug would send) and, near the end, a schema change (``income`` renamed ``annual_income``)."""
+a unit bug would send) and, near the end, a schema change (``income`` renamed ``annual_income``);
+and the applicants' outcomes (repaid or not) sent to the sidecar as delayed labels."""
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 
 import numpy as np
 import requests
 
-from .model import FEATURES, generate
+from .model import FEATURES, generate, repayment_probability
 
 
 class TrafficGenerator:
+    """``labels_url`` (the sidecar's ``/v1/labels``): each row's outcome is drawn from the demo's
+    ground truth and posted ``label_delay`` seconds (uniform between the two) after the prediction."""
+
     def __init__(self, url: str, *, duration: float, concurrency: int = 4, rate_per_worker: float = 20.0,
                  drift_at: float = 0.5, outliers_at: float = 0.25, outliers_for: float = 0.1,
-                 outlier_share: float = 0.1, rename_at: float = 0.8, seed: int = 11):
+                 outlier_share: float = 0.1, rename_at: float = 0.8, seed: int = 11, labels_url: str | None = None,
+                 label_delay: tuple[float, float] = (2.0, 8.0)):
         self.url = url
         self.duration = duration
         self.outliers_at, self.outliers_for, self.outlier_share = outliers_at, outliers_for, outlier_share
@@ -28,6 +34,11 @@ class TrafficGenerator:
         self.sent = 0
         self.failed = 0
         self.started = 0.0
+        self.labels_url = labels_url
+        self.label_delay = label_delay
+        self.labels_sent = 0
+        self._due: list[tuple[float, str, str]] = []  # a heap of (due time, prediction id, label)
+        self._due_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -46,8 +57,10 @@ class TrafficGenerator:
             return "outliers"
         return "renamed" if p >= self.rename_at else "-"
 
-    def _instances(self, rows: int, rng: np.random.Generator) -> list[dict]:
+    def _instances(self, rows: int, rng: np.random.Generator) -> tuple[list[dict], np.ndarray]:
+        """The rows to send, and each applicant's chance to repay (the truth, before any tampering)."""
         data = generate(rows, rng, shift=self.shift())
+        repaid = repayment_probability(data)
         phase = self.phase()
         if phase == "outliers":
             odd = rng.random(rows) < self.outlier_share
@@ -59,26 +72,61 @@ class TrafficGenerator:
         if phase == "renamed":  # an upstream release renamed a column
             for row in instances:
                 row["annual_income"] = row.pop("income")
-        return instances
+        return instances, repaid
 
     def _worker(self, index: int) -> None:
         rng = np.random.default_rng(self.seed + index)
         session = requests.Session()
         deadline = self.started + self.duration
         while not self._stop.is_set() and time.monotonic() < deadline:
-            instances = self._instances(int(rng.integers(1, 5)), rng)
+            rows = int(rng.integers(1, 5))
+            instances, chance = self._instances(rows, rng)
+            prediction_id = f"s{self.seed}-w{index}-{self.sent}-{int(rng.integers(1 << 30))}"
             try:
-                response = session.post(self.url, json={"instances": instances}, timeout=10)
+                response = session.post(self.url, json={"instances": instances}, timeout=10,
+                                        headers={"X-Prediction-ID": prediction_id})
                 self.sent += 1
                 if response.status_code >= 400:
                     self.failed += 1
+                elif self.labels_url:
+                    self._schedule_labels(prediction_id, chance, rng)
             except requests.RequestException:
                 self.failed += 1
             self._stop.wait(self.interval)
 
+    def _schedule_labels(self, prediction_id: str, chance: np.ndarray, rng: np.random.Generator) -> None:
+        rows = len(chance)
+        repaid = rng.random(rows) < chance
+        due = time.monotonic() + rng.uniform(*self.label_delay)
+        ids = [prediction_id] if rows == 1 else [f"{prediction_id}-{i}" for i in range(rows)]
+        with self._due_lock:
+            for pid, ok in zip(ids, repaid):
+                heapq.heappush(self._due, (due, pid, "approve" if ok else "refer"))
+
+    def _send_labels(self) -> None:
+        session = requests.Session()
+        while True:
+            stopping = self._stop.wait(0.5) or not any(t.is_alive() for t in self._threads[:-1])
+            now = time.monotonic()
+            batch = []
+            with self._due_lock:
+                while self._due and (stopping or self._due[0][0] <= now):
+                    _, pid, label = heapq.heappop(self._due)
+                    batch.append({"prediction_id": pid, "label": label})
+            if batch:
+                try:
+                    session.post(self.labels_url, json={"labels": batch}, timeout=10)
+                    self.labels_sent += len(batch)
+                except requests.RequestException:
+                    pass
+            if stopping and not self._due:
+                return
+
     def start(self) -> "TrafficGenerator":
         self.started = time.monotonic()
         self._threads = [threading.Thread(target=self._worker, args=(i,), daemon=True) for i in range(self.concurrency)]
+        if self.labels_url:  # the last thread: delayed labels (due times are not in order across workers)
+            self._threads.append(threading.Thread(target=self._send_labels, daemon=True))
         for thread in self._threads:
             thread.start()
         return self
@@ -101,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds per round (drift halfway)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--loop", action="store_true", help="repeat rounds until stopped")
+    parser.add_argument("--labels-url", help="the sidecar's /v1/labels: send each row's outcome a few seconds later")
     args = parser.parse_args(argv)
     round_number = 0
     while True:
         round_number += 1
         traffic = TrafficGenerator(args.url, duration=args.duration, concurrency=args.concurrency,
-                                   seed=11 + round_number).start()
+                                   seed=11 + round_number, labels_url=args.labels_url).start()
         try:
             while traffic.running():
                 time.sleep(1)
