@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
         "InferwatchSchemaChange": {"severity": "critical", "for": "5m"},
         "InferwatchOutlierSpike": {"severity": "critical", "threshold": 0.01, "for": "5m"},
         "InferwatchPredictionDrift": {"severity": "warning", "method": "psi", "threshold_score": 0.2, "for": "15m"},
-        "InferwatchModelPerformanceDegraded": {"severity": "warning", "floors": {"accuracy": 0.8, "roc_auc": 0.7,
+        "InferwatchModelPerformanceDegraded": {"severity": "warning", "floors": {"accuracy": 0.7, "roc_auc": 0.7,
                                                                                 "r2": 0.5},
                                                "ceilings": {}, "min_events": 100, "for": "30m"},
         "InferwatchLabelsNotArriving": {"severity": "warning", "window": "6h", "for": "30m"},
