@@ -18,9 +18,13 @@ FROM python:${PYTHON_VERSION}-slim
 LABEL org.opencontainers.image.title="inferwatch" \
       org.opencontainers.image.description="A Prometheus sidecar that watches machine learning models in production" \
       org.opencontainers.image.licenses="Apache-2.0"
+# One BLAS thread: the drift evaluation's matrix products are small, and a sidecar sharing
+# the model's CPUs with a BLAS thread pool ran them 5x slower (docs/design.md).
 ENV PATH=/opt/inferwatch/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    OPENBLAS_NUM_THREADS=1 \
+    OMP_NUM_THREADS=1
 COPY --from=build /opt/inferwatch /opt/inferwatch
 # A fixed non-root uid: the sidecar reads the model server's /proc entries (shared PID namespace),
 # which needs the same uid when the model server runs from this image too.

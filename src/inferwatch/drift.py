@@ -35,7 +35,7 @@ from .profile import (
     OTHER, CategoricalProfile, NumericProfile, ReferenceProfile, build_profile,
 )
 from .stats import (
-    benjamini_hochberg, bonferroni, chi_squared, compare_samples, compare_samples_rows, correlation_drift,
+    benjamini_hochberg, bonferroni, chi_squared_homogeneity, compare_samples, compare_samples_rows, correlation_drift,
 )
 from .stats.numeric import DEFAULT_EPS
 from .segments import SegmentLabeler
@@ -230,7 +230,8 @@ def _binned_scores(ref: np.ndarray, cur: np.ndarray, methods: set[str], eps: flo
 
 
 def _pooled_chi2(ref: np.ndarray, cur: np.ndarray, min_expected: float = 5.0) -> tuple[float, float]:
-    """Chi-squared with categories of expected count < ``min_expected`` pooled into one (Cochran).
+    """Two-sample chi-squared (homogeneity: the reference is a sample too), with categories of
+    expected count < ``min_expected`` pooled into one (Cochran).
 
     Without pooling a rare reference category seen a few times in a small window makes huge,
     meaningless statistics: the chi-squared approximation needs expected counts of about 5.
@@ -249,7 +250,7 @@ def _pooled_chi2(ref: np.ndarray, cur: np.ndarray, min_expected: float = 5.0) ->
             ref[j] += ref[-1]
             cur[j] += cur[-1]
             ref, cur = ref[:-1], cur[:-1]
-    return chi_squared(ref, cur)
+    return chi_squared_homogeneity(ref, cur)
 
 
 def _summary_rows(s: np.ndarray) -> dict[str, np.ndarray]:

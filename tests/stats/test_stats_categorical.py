@@ -12,7 +12,9 @@ from hypothesis.extra import numpy as hnp
 from scipy import stats
 
 from inferwatch.stats import categorical, numeric
-from inferwatch.stats.categorical import chi_squared, entropy, js_distance, linf_distance, psi, unseen_ratio
+from inferwatch.stats.categorical import (
+    chi_squared, chi_squared_homogeneity, entropy, js_distance, linf_distance, psi, unseen_ratio,
+)
 
 RTOL = 1e-9
 positive_counts = hnp.arrays(np.int64, st.integers(2, 12), elements=st.integers(1, 5000))
@@ -103,3 +105,28 @@ def test_entropy_values():
     assert entropy([5, 5]) == pytest.approx(math.log(2))
     assert entropy([7]) == 0.0
     assert math.isnan(entropy([]))
+
+
+@given(ref=st.lists(st.integers(1, 500), min_size=3, max_size=12), data=st.data())
+def test_chi_squared_homogeneity_matches_scipy(ref, data):
+    ref = np.array(ref, dtype=float)
+    cur = np.array(data.draw(st.lists(st.integers(1, 500), min_size=ref.size, max_size=ref.size)), dtype=float)
+    expected = stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
+    np.testing.assert_allclose(chi_squared_homogeneity(ref, cur), (expected.statistic, expected.pvalue), rtol=RTOL)
+
+
+def test_chi_squared_homogeneity_edges_and_properties():
+    ref = np.array([500.0, 300.0, 200.0])
+    assert chi_squared_homogeneity(ref, ref / 10)[0] == pytest.approx(0.0, abs=1e-12)
+    assert chi_squared_homogeneity([10, 0, 0], [5, 0, 0]) == (0.0, 1.0)
+    assert all(math.isnan(x) for x in chi_squared_homogeneity([10, 5], [0, 0]))
+    # categories empty in both are dropped, as chi2_contingency needs
+    stat, p = chi_squared_homogeneity([50, 0, 50], [40, 0, 60])
+    expected = stats.chi2_contingency([[50, 50], [40, 60]], correction=False)
+    assert (stat, p) == pytest.approx((expected.statistic, expected.pvalue), rel=RTOL)
+    # a growing shift gives a growing statistic; a small window is less significant than the same shift
+    # in a larger one; and a reference sample is less certain than exact proportions
+    shifted = [chi_squared_homogeneity(ref, np.array([500 - d, 300, 200 + d]) / 5)[0] for d in (0, 50, 100, 200)]
+    assert shifted == sorted(shifted) and shifted[-1] > shifted[1] > 0
+    cur = np.array([80.0, 60.0, 60.0])
+    assert chi_squared_homogeneity(ref, cur)[1] > chi_squared(ref, cur)[1]

@@ -8,7 +8,7 @@ reconstruction error), ``outlier`` (per-event Mahalanobis and robust z-scores) a
 NaN means missing and is ignored; empty inputs give NaN, not exceptions.
 """
 
-from .categorical import chi_squared, entropy, linf_distance, unseen_ratio
+from .categorical import chi_squared, chi_squared_homogeneity, entropy, linf_distance, unseen_ratio
 from .decision import benjamini_hochberg, bonferroni, drifted_share
 from .multivariate import PCAModel
 from .outlier import MahalanobisModel, calibrate_threshold, median_abs_deviation, robust_scale
@@ -43,6 +43,7 @@ __all__ = [
     "bin_counts",
     "bonferroni",
     "chi_squared",
+    "chi_squared_homogeneity",
     "correlation_drift",
     "correlation_matrix",
     "drifted_share",
