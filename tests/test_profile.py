@@ -172,3 +172,16 @@ def test_correlation_of_the_sample_matches_numpy():
     profile = build_profile({"feature": {"x": data["x"], "y": data["y"]}}, sample_size=3000)
     expected = correlation_matrix(np.column_stack([data["x"], data["y"]]))
     assert np.allclose(profile.correlation, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("suffix, opener", [(".gz", "gzip"), (".bz2", "bz2"), (".xz", "lzma")])
+def test_compressed_csv_inputs_are_read(tmp_path, suffix, opener):
+    import importlib
+
+    from inferwatch.profile import _open_text
+
+    path = tmp_path / f"data.csv{suffix}"
+    with importlib.import_module(opener).open(path, "wt", encoding="utf-8") as f:
+        f.write("a,b\n1,x\n2,y\n")
+    with _open_text(str(path)) as f:
+        assert f.read() == "a,b\n1,x\n2,y\n"

@@ -597,10 +597,14 @@ def detect_format(path: str) -> str:
 
 
 def _open_text(path: str):
-    if path.endswith(".gz"):
-        import gzip
+    """A text stream, decompressing .gz, .bz2 and .xz (the suffixes ``detect_format`` strips)."""
+    import bz2
+    import gzip
+    import lzma
 
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(Path(path.lower()).suffix)
+    if opener is not None:
+        return opener(path, "rt", encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
 
 
