@@ -164,18 +164,29 @@ def test_duplicates_within_and_across_batches():
     assert totals(guard)[("_event", "duplicate")] == 6
 
 
+def test_a_vector_hashes_the_same_on_the_fast_and_the_slow_path():
+    guard = guard_for(reference(), **{"guard.outliers": False})
+    cols = clean(3)
+    guard.observe("1", EventBatch(3, features=cols))   # known categories only: hashed by their codes
+    mixed = {k: list(v) for k, v in cols.items()}
+    mixed["city"][1] = None                             # a null and an unseen category elsewhere in the batch
+    mixed["city"][2] = "lima"
+    guard.observe("1", EventBatch(3, features=mixed))
+    assert totals(guard)[("_event", "duplicate")] == 1   # row 0 is the same vector as before
+
+
 def test_duplicate_memory_is_bounded():
     dups = Duplicates(capacity=100)
     first = np.arange(1, 101, dtype=np.uint64)
     assert not dups.check(first).any()
     assert dups.check(first[:10]).all()
     dups.check(np.arange(1000, 1050, dtype=np.uint64))   # evicts the oldest 50
-    assert len(dups.seen) == 100
+    assert len(dups) == 100
     again = dups.check(first)
     assert not again[:50].any() and again[50:].all()
-    assert len(dups.seen) <= 100
+    assert len(dups) <= 100
     dups.check(np.arange(5000, 5500, dtype=np.uint64))   # a batch larger than the memory
-    assert len(dups.seen) == 100
+    assert len(dups) == 100
 
 
 # --- window ratios and schema changes --------------------------------------------------------------

@@ -78,7 +78,7 @@ class Schema:
     kinds: list[str]  # numeric, categorical or auto (declared without a type: presence only)
     lo: np.ndarray = field(default_factory=lambda: np.empty(0))  # per numeric feature
     hi: np.ndarray = field(default_factory=lambda: np.empty(0))
-    categories: dict[str, frozenset[str]] = field(default_factory=dict)  # complete reference categories only
+    categories: dict[str, dict[str, int]] = field(default_factory=dict)  # complete reference categories -> code
     outlier: MahalanobisModel | None = None
     outlier_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))  # into `numeric`
     threshold: float = math.nan
@@ -123,7 +123,7 @@ class Schema:
                     hi.append(math.inf)
             elif isinstance(col, CategoricalProfile) and col.bin_counts.size and col.bin_counts[-1] == 0 \
                     and col.count > 0:
-                categories[name] = frozenset(col.categories)
+                categories[name] = {c: i for i, c in enumerate(col.categories)}
         schema = cls("profile", names, kinds, np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64),
                      categories, reference_hash=profile.hash)
         if cfg.outliers:
@@ -361,15 +361,15 @@ class Checker:
                 if want_cells:
                     cells.append((name, "missing", np.ones(n, dtype=bool)))
                 continue
-            known = s.categories.get(name)
-            in_known = None
-            if known is not None:  # the common case first: every value one of the reference's strings
+            index = s.categories.get(name)  # category -> code, when the reference holds them all
+            codes = None
+            if index is not None:  # the common case first: every value one of the reference's strings
                 try:
-                    in_known = np.fromiter(map(known.__contains__, values), dtype=bool, count=n)
+                    codes = np.fromiter(map(index.get, values, repeat(-1)), dtype=np.int64, count=n)
                 except TypeError:  # unhashable values (lists, objects)
-                    in_known = None
+                    codes = None
             missing = None
-            if in_known is not None and in_known.all():
+            if codes is not None and codes.min(initial=0) >= 0:
                 keys = values
             else:
                 types = set(map(type, values))
@@ -383,16 +383,22 @@ class Checker:
                         note(name, row, WRONG_TYPE, wrong)
                     note(name, row, MISSING, missing)
                     flags[row] = missing.view(np.uint8)
-                    in_known = None  # values were not keys: look the keys up
-                if known is not None:
-                    if in_known is None:
-                        in_known = np.fromiter(map(known.__contains__, keys), dtype=bool, count=n)
-                    unseen = ~in_known
+                    if index is not None:  # values were not keys: look the keys up
+                        codes = np.fromiter(map(index.get, keys, repeat(-1)), dtype=np.int64, count=n)
+                if index is not None:
+                    unseen = codes < 0
                     if missing is not None:
                         unseen &= np.fromiter(map(operator.is_not, keys, repeat(None)), dtype=bool, count=n)
                     note(name, row, UNSEEN, unseen)
             if want_hash:
-                h = _column_hashes(values, n, keys if keys is values else None) * seeds[name]
+                if codes is not None:  # a known category hashes as its code, anything else by value
+                    h = (codes + 1).astype(_U64)
+                    other = codes < 0
+                    if other.any():
+                        h[other] = _column_hashes(list(compress(keys, other)), int(np.count_nonzero(other)))
+                else:
+                    h = _column_hashes(values, n, keys if keys is values else None)
+                h *= seeds[name]
                 if missing is not None:
                     h[missing] = 0
                 hashes += h
@@ -430,27 +436,34 @@ class Checker:
 
 
 class Duplicates:
-    """Row hashes of the last ``capacity`` distinct feature vectors: a set plus a ring of evictions."""
+    """Row hashes of the last ``capacity`` distinct feature vectors: a sorted array (vectorised
+    membership by binary search) and a ring that says which hash to evict next."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.ring = np.zeros(capacity, dtype=_U64)
         self.filled = 0
         self.head = 0
-        self.seen: set[int] = set()
+        self.sorted = np.empty(0, dtype=_U64)  # the remembered hashes, unique, ascending
+
+    def __len__(self) -> int:
+        return int(self.sorted.size)
 
     def check(self, hashes: np.ndarray) -> np.ndarray:
         """Mark rows whose vector was seen before (earlier in the batch or in memory); remember the rest."""
         n = hashes.size
-        listed = hashes.tolist()
-        seen = self.seen
-        dup = np.fromiter(map(seen.__contains__, listed), dtype=bool, count=n)
-        if len(set(listed)) < n:  # repeats inside the batch: every occurrence after the first
-            _, first = np.unique(hashes, return_index=True)
-            repeat_mask = np.ones(n, dtype=bool)
-            repeat_mask[first] = False
-            dup |= repeat_mask
-        new = hashes[~dup] if dup.any() else hashes
+        mem = self.sorted
+        if mem.size:
+            pos = np.minimum(np.searchsorted(mem, hashes), mem.size - 1)
+            dup = mem[pos] == hashes
+        else:
+            dup = np.zeros(n, dtype=bool)
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        again = ordered[1:] == ordered[:-1]  # every occurrence after the first, in batch order
+        if again.any():
+            dup[order[1:][again]] = True
+        new = hashes[~dup]
         if new.size > self.capacity:
             new = new[-self.capacity:]
         k = new.size
@@ -461,10 +474,11 @@ class Duplicates:
             else:
                 positions = (self.head + np.arange(k)) % self.capacity
                 old = self.ring[positions[positions < self.filled]]
-            if old.size:
-                seen.difference_update(old.tolist())
+            if old.size:  # each evicted hash is in memory exactly once
+                mem = np.delete(mem, np.searchsorted(mem, np.sort(old)))
             self.ring[positions] = new
-            seen.update(new.tolist() if new is not hashes else listed)
+            new = np.sort(new)
+            self.sorted = np.insert(mem, np.searchsorted(mem, new), new)
             self.head = int((self.head + k) % self.capacity)
             self.filled = min(self.capacity, self.filled + k)
         return dup
@@ -493,7 +507,10 @@ class VersionState:
     def record(self, check: BatchCheck, stamps: list[float] | None, now: float) -> None:
         n = check.n
         kept = min(n, self.capacity)
-        positions = (self.head + np.arange(kept)) % self.capacity
+        if self.head + kept <= self.capacity:  # no wrap: slices, not index arrays
+            positions: np.ndarray | slice = slice(self.head, self.head + kept)
+        else:
+            positions = (self.head + np.arange(kept)) % self.capacity
         row = check.failed[-kept:].view(np.uint8) | ((check.outlier[-kept:].view(np.uint8) << 1)
                                                      if check.outlier is not None else np.uint8(0))
         try:
