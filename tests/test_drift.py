@@ -346,3 +346,19 @@ def test_drift_config_problems():
         assert expected in text, expected
     with pytest.raises(ConfigError, match="must not exceed window.max_events"):
         parse_config({"reference": {"warmup_events": 20000}})
+
+
+def test_reference_categories_survive_a_flood_of_unseen_values():
+    """More distinct values than the window's vocabulary holds, before any reference category:
+    the reference's categories keep their codes, so the feature is not reported as all-new."""
+    profile = _reference()
+    cfg = load_config(None, {"model.name": "m", "model.version": "1", "drift.min_events": 10})
+    windows = WindowStore(capacity=3000, max_age_seconds=1e9, max_versions=2, max_categories=16)
+    engine = DriftEngine(cfg, windows, profile=profile)
+    window = windows.get("1")
+    rng = np.random.default_rng(8)
+    window.append(EventBatch(40, features={"city": [f"new{i}" for i in range(40)]}))
+    window.append(EventBatch(2000, features=_columns(2000, rng)))
+    result = engine.evaluator.evaluate(window.snapshot())
+    city = next(c for c in result.features if c.name == "city")
+    assert city.scores["js"] < 0.2, city.scores   # 2% unseen values, not 100%

@@ -129,3 +129,27 @@ def test_empty_batch(n):
     w = Window("v1", capacity=10, max_age_seconds=60)
     assert w.append(EventBatch(n=n)) == 0
     assert w.snapshot().n == 0
+
+
+def test_reserved_categories_keep_their_codes_after_a_flood_of_new_values():
+    store = WindowStore(capacity=100, max_age_seconds=3600, max_versions=2, max_categories=8)
+    store.seed_categories({"country": ["DE", "FR", "IT"]}, {})
+    window = store.get("v1")
+    window.append(EventBatch(20, features={"country": [f"junk{i}" for i in range(20)]}))
+    window.append(EventBatch(3, features={"country": ["DE", "FR", "IT"]}))
+    snap = window.snapshot()
+    col = snap.features["country"]
+    decoded = [col.categories[c] for c in col.values[-3:]]
+    assert decoded == ["DE", "FR", "IT"]
+    assert len(col.categories) <= 8 and col.categories[-1] == "other"
+
+
+def test_seeding_reaches_windows_and_columns_that_already_exist():
+    store = WindowStore(capacity=100, max_age_seconds=3600, max_versions=2, max_categories=4)
+    window = store.get("v1")
+    window.append(EventBatch(1, features={"country": ["PL"]}))
+    store.seed_categories({"country": ["DE", "FR"]}, {"label": ["yes"]})
+    window.append(EventBatch(4, features={"country": ["x", "y", "DE", "FR"]}, outputs={"label": ["yes"] * 4}))
+    col = window.snapshot().features["country"]
+    assert [col.categories[c] for c in col.values[-4:]] == ["other", "other", "DE", "FR"]
+    assert window.snapshot().outputs["label"].categories[0] == "yes"

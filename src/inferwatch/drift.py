@@ -678,6 +678,10 @@ class DriftEngine(BackgroundWorker):
 
     def set_reference(self, profile: ReferenceProfile) -> None:
         prepared = PreparedReference.build(profile)
+        # The reference's categories keep their own codes in every window, whatever arrives first.
+        self.windows.seed_categories(*({name: list(col.categories) for name, col in group.items()
+                                        if isinstance(col, CategoricalProfile)}
+                                       for group in (profile.features, profile.outputs)))
         self.evaluator = Evaluator(prepared, self.cfg.drift)
         with self._counters_lock:
             self.counters = {}

@@ -96,7 +96,7 @@ class ColumnSnapshot:
 class Column:
     """One ring-buffered column. Not thread-safe on its own: the Window holds the lock."""
 
-    def __init__(self, kind: Kind, capacity: int, max_categories: int):
+    def __init__(self, kind: Kind, capacity: int, max_categories: int, seed: list[str] = ()):
         self.kind = kind
         if kind == "numeric":
             self.values = np.full(capacity, np.nan)
@@ -107,6 +107,23 @@ class Column:
         self.vocabulary: dict[str, int] = {}
         self.categories: list[str] = []
         self.categories_capped = 0
+        self.reserve(seed)
+
+    def reserve(self, categories: list[str]) -> None:
+        """Give these categories codes now, while the vocabulary has room (the reference's).
+
+        The vocabulary is first come, first served: without this a column seeing more than
+        ``max_categories`` distinct values before a reference category would file it under
+        ``other``, and drift would see the reference's categories vanish.
+        """
+        if self.kind == "numeric":
+            return
+        for key in categories:
+            if len(self.categories) >= self.max_categories - 1:
+                break
+            if key != OTHER and key not in self.vocabulary:
+                self.vocabulary[key] = len(self.categories)
+                self.categories.append(key)
 
     def encode(self, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "numeric":
@@ -179,9 +196,16 @@ class ColumnGroup:
         self.kinds = kinds
         self.columns: dict[str, Column] = {}
         self.columns_capped = 0
+        self.seeds: dict[str, list[str]] = {}  # categories reserved in new columns (Column.reserve)
         # The float64-convertible arrays of the last write's all-number columns (the worker's
         # later stages, e.g. the input guard, reuse them instead of converting the lists again).
         self.converted: dict[str, np.ndarray] = {}
+
+    def seed(self, seeds: dict[str, list[str]]) -> None:
+        self.seeds.update(seeds)
+        for name, categories in seeds.items():
+            if name in self.columns:
+                self.columns[name].reserve(categories)
 
     def write(self, data: dict[str, list[Any]], positions: np.ndarray, take: slice) -> None:
         written = set()
@@ -195,7 +219,8 @@ class ColumnGroup:
                 kind = self.kinds.get(name) or infer_kind(values)
                 if kind is None:  # all null so far: nothing to learn the type from yet
                     continue
-                column = self.columns[name] = Column(kind, self.capacity, self.max_categories)
+                column = self.columns[name] = Column(kind, self.capacity, self.max_categories,
+                                                     self.seeds.get(name, ()))
             values = values[take] if take.start else values
             if column.kind == "numeric" and values:
                 # to_numeric's common case inline: all numbers are written as one cast assignment
@@ -242,6 +267,12 @@ class Window:
 
     def __len__(self) -> int:
         return self._size
+
+    def seed_categories(self, features: dict[str, list[str]], outputs: dict[str, list[str]]) -> None:
+        """Reserve vocabulary codes for these categories (``Column.reserve``)."""
+        with self._lock:
+            self.features.seed(features)
+            self.outputs.seed(outputs)
 
     def append(self, batch: EventBatch) -> int:
         """Add a batch; when it holds more rows than the window, only the newest are kept."""
@@ -312,6 +343,15 @@ class WindowStore:
         self.max_versions = max_versions
         self._windows: dict[str, Window] = {}
         self._lock = threading.Lock()
+        self._seeds: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
+
+    def seed_categories(self, features: dict[str, list[str]], outputs: dict[str, list[str]]) -> None:
+        """Reserve these categories' codes in every window, present and future (the reference's)."""
+        with self._lock:
+            self._seeds = ({**self._seeds[0], **features}, {**self._seeds[1], **outputs})
+            windows = list(self._windows.values())
+        for window in windows:
+            window.seed_categories(features, outputs)
 
     def get(self, model_version: str) -> Window:
         """The window of an (already capped) version label."""
@@ -321,6 +361,7 @@ class WindowStore:
                 window = self._windows.get(model_version)
                 if window is None:
                     window = Window(model_version, **self._kwargs)
+                    window.seed_categories(*self._seeds)
                     self._windows = {**self._windows, model_version: window}
         return window
 
