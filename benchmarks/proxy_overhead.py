@@ -15,6 +15,10 @@ front of it, and nginx (when installed) in front of it too, as the floor for any
 2. Maximum throughput, upstream delay 0: wrk (POST bodies from a Lua script) at 64
    connections, or the Python client at concurrency 64 when wrk is missing.
 
+With shadowing (unless ``--no-shadow``), a second sidecar, ``iw+shadow``, mirrors every request to
+a challenger (another model server with the same delay) through ``shadow.challengers``: its rows
+beside ``inferwatch``'s show what mirroring costs the champion's latency and the sidecar's CPU.
+
 "CPU us/req" is the CPU (user + system, psutil) of the hop itself per request: the model
 server's for ``direct``, nginx's (master + workers) or the sidecar's (all its threads: proxy
 loop, monitoring worker, admin) for the others. On a shared 2-core machine it is steadier than
@@ -327,8 +331,26 @@ def _sidecar_line(sidecar: SidecarProcess) -> str:
             f"queue depth {status['queue']['depth']}, drops: {drops}")
 
 
+def _shadow_line(sidecar: SidecarProcess) -> str:
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(sidecar.admin + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "inferwatch_shadow_requests_total":
+                totals[f"code {s.labels['code']}"] = totals.get(f"code {s.labels['code']}", 0) + s.value
+            elif s.name in ("inferwatch_shadow_dropped_total", "inferwatch_shadow_comparisons_total") and s.value:
+                key = s.labels.get("reason") or s.labels.get("outcome")
+                totals[key] = totals.get(key, 0) + s.value
+    return "iw+shadow mirroring: " + (", ".join(f"{k}: {v:g}" for k, v in sorted(totals.items())) or "nothing")
+
+
 def start_targets(args, procs: Processes, delay: float, tag: str) -> tuple[dict[str, tuple[str, int]], SidecarProcess]:
-    """direct / nginx / inferwatch -> (base URL, pid whose CPU is that hop's cost)."""
+    """direct / nginx / inferwatch / iw+shadow -> (base URL, pid whose CPU is that hop's cost)."""
     upstream, upstream_port, upstream_pid = start_upstream(procs, delay, f"upstream-{tag}")
     sidecar = SidecarProcess(procs, upstream, name=f"sidecar-{tag}")
     targets = {"direct": (upstream, upstream_pid)}
@@ -339,6 +361,13 @@ def start_targets(args, procs: Processes, delay: float, tag: str) -> tuple[dict[
         except BenchmarkError as exc:
             print(f"(nginx skipped: {exc})", file=sys.stderr)
     targets["inferwatch"] = (sidecar.proxy, sidecar.pid)
+    args.shadow_sidecars = getattr(args, "shadow_sidecars", [])
+    if not args.no_shadow:
+        challenger, _, _ = start_upstream(procs, delay, f"challenger-{tag}")
+        shadowing = SidecarProcess(procs, upstream, name=f"sidecar-shadow-{tag}", extra_config=(
+            f"shadow:\n  sample_rate: 1.0\n  challengers:\n    - {{name: challenger, url: '{challenger}'}}\n"))
+        targets["iw+shadow"] = (shadowing.proxy, shadowing.pid)
+        args.shadow_sidecars.append(shadowing)
     return targets, sidecar
 
 
@@ -372,6 +401,7 @@ def latency_phase(args, procs: Processes) -> list[str]:
             lines.append(f"{conc:>4}  {name:<10} {_ms(p50):>8} {_ms(p99):>8} {rps:>8.0f} {added[0]:>8} "
                          f"{added[1]:>8} {median([r['cpu_us'] for r in runs]):>10.0f}  {bad:>11}")
     lines.append(_sidecar_line(sidecar))
+    lines += [_shadow_line(s) for s in args.shadow_sidecars[-1:]]
     return lines
 
 
@@ -405,6 +435,7 @@ def throughput_phase(args, procs: Processes) -> list[str]:
                      f"{_ms(median([r['p50'] for r in runs])):>8} {_ms(median([r['p99'] for r in runs])):>8} "
                      f"{median([r['cpu_us'] for r in runs]):>10.0f}  {sum(r['non2xx'] + r['errors'] for r in runs):>11}")
     lines.append(_sidecar_line(sidecar))
+    lines += [_shadow_line(s) for s in args.shadow_sidecars[-1:]]
     return lines
 
 
@@ -430,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-connections", type=int, default=64, help="connections for the throughput phase")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument("--no-shadow", action="store_true", help="no iw+shadow target (a sidecar mirroring to a challenger)")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python client for the throughput phase")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
