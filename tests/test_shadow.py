@@ -89,6 +89,8 @@ def test_challengers_are_mirrored_compared_and_scored(upstream, challengers, sid
     assert headers["X-Inferwatch-Shadow"] == "contrarian"
     # Shadow answers are not the champion's events.
     assert sample(text, "inferwatch_events_total") == 12
+    status = requests.get(admin_url(sidecar, "/v1/status"), timeout=5).json()["shadow"]
+    assert status["sample_rate"] == 1.0 and set(status["challengers"]) == {"twin", "contrarian"}
 
     labels = [{"prediction_id": f"r{i}-{j}", "label": j} for i in range(6) for j in range(2)]
     assert requests.post(admin_url(sidecar, "/v1/labels"), json={"labels": labels}, timeout=5).status_code == 202

@@ -199,9 +199,19 @@ class Sidecar:
             "payload_errors": _sample_values(self.metrics.payload_errors),
             "drift": self.drift.status() if self.drift is not None else None,
             "performance": self.performance.status() if self.performance is not None else None,
+            "shadow": self._shadow_status(),
             "guard": self.guard.status() if self.guard is not None else None,
             "config_source": self.cfg.source,
         }
+
+    def _shadow_status(self) -> dict[str, Any] | None:
+        mirror = self.proxy.shadow if self.proxy is not None else None
+        if mirror is None:
+            return None
+        return {"sample_rate": self.cfg.shadow.sample_rate,
+                "challengers": {ch.name: {"url": ch.url, "queued": mirror.queues[ch.name].qsize()
+                                          if ch.name in mirror.queues else 0}
+                                for ch in self.cfg.shadow.challengers}}
 
     # --- lifecycle --------------------------------------------------------------------------
 
