@@ -150,6 +150,70 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_job(args: argparse.Namespace) -> int:
+    from .job import DEFAULT_PACKAGES, JobOptions, JobRun, exit_like, run_command
+
+    argv = list(args.cmd)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print("inferwatch job: no command given: inferwatch job --name NAME -- COMMAND [ARG ...]", file=sys.stderr)
+        return 2
+    packages = tuple(DEFAULT_PACKAGES) + tuple(p.strip() for item in args.package or [] for p in item.split(",")
+                                               if p.strip())
+    try:
+        options = JobOptions(args.name, pushgateway=args.pushgateway or "", instance=args.instance or "",
+                             team=args.team, model=args.model or "", schedule_timestamp=args.schedule_timestamp,
+                             max_age_seconds=args.max_age, max_duration_seconds=args.max_duration,
+                             packages=packages, timeout_seconds=args.push_timeout)
+    except ValueError as exc:
+        print(f"inferwatch job: {exc}", file=sys.stderr)
+        return 2
+    return exit_like(run_command(JobRun(options), argv))
+
+
+def _seconds(text: str) -> float:
+    from .rules import duration_seconds
+
+    try:
+        return float(text)
+    except ValueError:
+        value = duration_seconds(text)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"expected seconds or a duration such as 90m or 1d, got {text!r}")
+        return value
+
+
+def _add_job_parser(sub: argparse._SubParsersAction) -> None:
+    job = sub.add_parser(
+        "job", help="run a command (a training run, a pipeline step) and push its health to a Pushgateway",
+        description="Run COMMAND with its output and exit code passed through unchanged (SIGTERM/SIGINT/SIGHUP "
+                    "are forwarded to it), and push inferwatch_job_* (start, end, duration, exit code, last "
+                    "success, run and failure counters, environment) to a Prometheus Pushgateway, grouped by "
+                    "job name and instance. An unreachable Pushgateway is reported on stderr and never fails "
+                    "the job.",
+        usage="inferwatch job --name NAME [options] -- COMMAND [ARG ...]")
+    job.add_argument("--name", required=True, help="the job's name: the `job` label")
+    job.add_argument("--pushgateway", metavar="URL",
+                     help="Pushgateway URL (default $INFERWATCH_PUSHGATEWAY, else http://127.0.0.1:9091)")
+    job.add_argument("--instance", metavar="ID", help="the `instance` label (default: the host name)")
+    job.add_argument("--team", choices=("ml", "data"), default="ml",
+                     help="the `team` label: who gets this job's alerts (default ml)")
+    job.add_argument("--model", metavar="NAME", help="the model this job is for (the `model` label)")
+    job.add_argument("--schedule-timestamp", type=float, metavar="T",
+                     help="when this run was scheduled (Unix time): the start delay is measured")
+    job.add_argument("--max-age", type=_seconds, metavar="DURATION",
+                     help="alert when the last success is older than this (overrides the thresholds' default)")
+    job.add_argument("--max-duration", type=_seconds, metavar="DURATION",
+                     help="alert when a run takes longer than this (overrides the thresholds' default)")
+    job.add_argument("--package", action="append", metavar="NAME[,NAME]",
+                     help="more packages whose versions label inferwatch_job_info (repeatable)")
+    job.add_argument("--push-timeout", type=float, default=5.0, metavar="SECONDS",
+                     help="timeout of each Pushgateway request (default 5)")
+    job.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
+    job.set_defaults(func=cmd_job)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inferwatch",
@@ -210,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Print a PBKDF2 hash for admin.metrics_auth/write_auth basic_users.")
     hp.add_argument("--password", help="the password (prompted when omitted)")
     hp.set_defaults(func=cmd_hash_password)
+
+    _add_job_parser(sub)
 
     from .rules import add_rules_parser
 

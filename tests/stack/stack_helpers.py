@@ -62,3 +62,53 @@ def stop_process(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+class Pushgateway:
+    """The Debian prometheus-pushgateway on a free loopback port (no persistence)."""
+
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp / "pushgateway.log", "wb")
+        self.process = subprocess.Popen(
+            [tool("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=self.log, cwd=tmp)
+        self.tmp = tmp
+        assert wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=1).ok, 20), self.log_text()
+
+    def log_text(self) -> str:
+        return (self.tmp / "pushgateway.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.log.close()
+
+
+class Prometheus:
+    """A real Prometheus on a free loopback port with the given scrape configs (1 s interval)."""
+
+    def __init__(self, tmp: Path, scrape_configs: list[dict], rule_files: list[str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                  "rule_files": rule_files or [], "scrape_configs": scrape_configs}
+        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.log = open(tmp / "prometheus.log", "wb")
+        self.process = subprocess.Popen(
+            [tool("prometheus"), f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=subprocess.DEVNULL, stderr=self.log)
+        assert wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=1).ok, 30), self.log_text()
+
+    def log_text(self) -> str:
+        return (self.tmp / "prometheus.log").read_text(errors="replace")[-3000:]
+
+    def query(self, expr: str) -> list[dict]:
+        answer = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.log.close()
