@@ -65,14 +65,15 @@ def stop_process(process: subprocess.Popen) -> None:
 
 
 class Pushgateway:
-    """The Debian prometheus-pushgateway on a free loopback port (no persistence)."""
+    """The Debian prometheus-pushgateway on a free loopback port, in memory only (Debian's default
+    --persistence.file is a shared /var/lib path: every test run would see the last one's groups)."""
 
     def __init__(self, tmp: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp / "pushgateway.log", "wb")
         self.process = subprocess.Popen(
-            [tool("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{self.port}"],
+            [tool("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="],
             stdout=subprocess.DEVNULL, stderr=self.log, cwd=tmp)
         self.tmp = tmp
         assert wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=1).ok, 20), self.log_text()
