@@ -172,6 +172,44 @@ def cmd_job(args: argparse.Namespace) -> int:
     return exit_like(run_command(JobRun(options), argv))
 
 
+def cmd_actions(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .config import load_actions_config
+    from .actions import ActionsServer
+
+    try:
+        cfg = load_actions_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{cfg.source}: OK ({len(cfg.actions)} action(s): {', '.join(a.name for a in cfg.actions)})")
+        return 0
+    setup_logging(LoggingConfig())
+    server = ActionsServer(cfg)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"inferwatch actions: cannot listen on {cfg.listen_address}:{cfg.port}: {exc}", file=sys.stderr)
+        server.runner.stop()
+        return 1
+    print(f"inferwatch actions {__version__}: Alertmanager webhook on "
+          f"{'https' if cfg.tls.cert_file else 'http'}://{cfg.listen_address}:{server.port}/v1/alerts, "
+          f"metrics on /metrics; actions: {', '.join(a.name for a in cfg.actions)}", file=sys.stderr, flush=True)
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    try:
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
 def _seconds(text: str) -> float:
     from .rules import duration_seconds
 
@@ -276,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     hp.set_defaults(func=cmd_hash_password)
 
     _add_job_parser(sub)
+
+    actions = sub.add_parser(
+        "actions", help="run alert-triggered actions: an Alertmanager webhook receiver",
+        description="Receive Alertmanager webhook notifications on POST /v1/alerts and, for firing alerts that "
+                    "match an action's matchers, run it (an HTTP request or a command) with de-duplication, "
+                    "cooldown, a bounded queue, retries with backoff and a JSON lines audit log.")
+    actions.add_argument("--config", "-c", required=True, metavar="FILE", help="actions file (examples/actions.yaml)")
+    actions.add_argument("--check", action="store_true", help="validate the file and exit")
+    actions.set_defaults(func=cmd_actions)
 
     from .rules import add_rules_parser
 

@@ -393,6 +393,67 @@ class GuardConfig:
 
 
 @dataclass
+class HTTPActionConfig:
+    # An HTTP request, e.g. to trigger a DAG run in an orchestrator's REST API. Strings in the URL,
+    # headers and body may use {{ label }}, {{ annotations.name }}, {{ fingerprint }}, {{ status }},
+    # {{ startsAt }}, {{ generatorURL }} of the alert (plain substitution, no expressions).
+    url: str = ""
+    method: Literal["POST", "PUT", "PATCH", "GET", "DELETE"] = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    # A mapping or list is sent as JSON (each string templated, then JSON-encoded: label values
+    # cannot break the document); a string is templated and sent as it is.
+    body: Any = None
+
+
+@dataclass
+class ActionConfig:
+    name: str
+    # Alertmanager-style matchers on the alert's labels, all of which must hold:
+    # name="value", name!="value", name=~"regex", name!~"regex" (quotes optional).
+    matchers: list[str] = field(default_factory=list)
+    # Exactly one of an HTTP request and a command (an argv list: no shell; items templated).
+    http: HTTPActionConfig = field(default_factory=HTTPActionConfig)
+    command: list[str] = field(default_factory=list)
+    # After a run, the action does not run again for alerts with the same cooldown_by label
+    # values ([] = the action as a whole) for this long. A failed run does not start a cooldown.
+    cooldown_seconds: float = 3600.0
+    cooldown_by: list[str] = field(default_factory=list)
+    # Failed attempts (connection errors, timeouts, HTTP 5xx/429, non-zero exit) are retried
+    # with exponential backoff: backoff_seconds, 2x, 4x ... at most max_backoff_seconds.
+    retries: int = 3
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 60.0
+    timeout_seconds: float = 30.0
+
+
+@dataclass
+class AuditLogConfig:
+    # JSON lines of what ran, why and with what result; "" = stdout.
+    path: str = ""
+    max_bytes: int = 64 * 1024 * 1024
+    backup_count: int = 3
+
+
+@dataclass
+class ActionsConfig:
+    # `inferwatch actions` listens here; in the sidecar the receiver is on the admin port instead.
+    listen_address: str = "127.0.0.1"
+    port: int = 9190
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    # Credentials Alertmanager sends (webhook_configs[].http_config.authorization).
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Matched alerts wait here for a worker; when full they are dropped and counted.
+    max_queue_items: int = 100
+    workers: int = 2
+    # Firing alerts remembered for de-duplication and cooldowns (oldest forgotten first, counted).
+    max_tracked_alerts: int = 10_000
+    audit_log: AuditLogConfig = field(default_factory=AuditLogConfig)
+    actions: list[ActionConfig] = field(default_factory=list)
+    source: str = "<defaults>"
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -414,6 +475,8 @@ class Config:
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    # Alert-triggered actions on the admin port (POST /v1/alerts); off while `actions.actions` is empty.
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
     source: str = "<defaults>"
 
     def summary(self) -> str:
@@ -489,12 +552,14 @@ def _type_name(tp: Any) -> str:
         return "mapping"
     if dataclasses.is_dataclass(tp):
         return "mapping"
-    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+    return {int: "integer", float: "number", str: "string", bool: "boolean", Any: "any value"}.get(tp, str(tp))
 
 
 def _coerce(value: Any, tp: Any, key: str, problems: list[str], source: str) -> Any:
     """Check ``value`` against ``tp``; append a problem and return None when it does not fit."""
     origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
 
     def bad() -> None:
         problems.append(f"{source}:{key}: expected {_type_name(tp)}, got {value!r}")
@@ -657,6 +722,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
                         f"got {perf.feature_count}")
     _validate_predictions(cfg, problems)
     _validate_guard(cfg, problems)
+    cfg.actions.source = src
+    if cfg.actions.actions:
+        validate_actions(cfg.actions, problems, "actions.")
     seen: set[str] = set()
     for i, spec in enumerate(cfg.payload.features):
         if spec is None:
@@ -853,6 +921,80 @@ def _validate_guard(cfg: Config, problems: list[str]) -> None:
         problems.append(f"{src}:guard.outlier_fpr: expected a number between 0 and 0.05, got {g.outlier_fpr}")
 
 
+def validate_actions(cfg: ActionsConfig, problems: list[str], prefix: str = "") -> None:
+    """Check an actions configuration (``prefix`` is ``actions.`` inside the sidecar's file)."""
+    from .actions import Template, TemplateError, parse_matcher
+
+    src = cfg.source
+
+    def problem(key: str, message: str) -> None:
+        problems.append(f"{src}:{prefix}{key}: {message}")
+
+    for key, value in (("max_body_bytes", cfg.max_body_bytes), ("max_queue_items", cfg.max_queue_items),
+                       ("workers", cfg.workers), ("max_tracked_alerts", cfg.max_tracked_alerts),
+                       ("audit_log.max_bytes", cfg.audit_log.max_bytes)):
+        if value <= 0:
+            problem(key, f"must be greater than 0, got {value!r}")
+    if not 0 <= cfg.port <= 65535:
+        problem("port", f"expected a port number 0-65535, got {cfg.port}")
+    if cfg.tls.cert_file and not cfg.tls.key_file:
+        problem("tls.key_file", "required when tls.cert_file is set")
+    names: set[str] = set()
+    for i, action in enumerate(cfg.actions):
+        if action is None:
+            continue
+        where = f"actions[{i}]"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", action.name or ""):
+            problem(f"{where}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {action.name!r}")
+        elif action.name in names:
+            problem(f"{where}.name", f"duplicate action {action.name!r}")
+        names.add(action.name)
+        if not action.matchers:
+            problem(f"{where}.matchers", "at least one matcher is required, e.g. alertname=\"InferwatchDatasetDrift\"")
+        for j, text in enumerate(action.matchers):
+            try:
+                parse_matcher(text)
+            except ValueError as exc:
+                problem(f"{where}.matchers[{j}]", str(exc))
+        if bool(action.http.url) == bool(action.command):
+            problem(where, "needs exactly one of http (with a url) and command")
+        templates: list[tuple[str, Any]] = [(f"{where}.command[{j}]", arg) for j, arg in enumerate(action.command)]
+        if action.http.url:
+            templates.append((f"{where}.http.url", action.http.url))
+            templates += [(f"{where}.http.headers.{k}", v) for k, v in action.http.headers.items()]
+            templates.append((f"{where}.http.body", action.http.body))
+        for key, value in templates:
+            try:
+                Template.compile_tree(value)
+            except TemplateError as exc:
+                problem(key, str(exc))
+        if action.http.url and not re.match(r"^https?://", action.http.url):
+            problem(f"{where}.http.url", f"expected an http(s) URL, got {action.http.url!r}")
+        for key in ("cooldown_seconds", "backoff_seconds", "max_backoff_seconds", "timeout_seconds"):
+            value = getattr(action, key)
+            if key == "cooldown_seconds" and value < 0 or key != "cooldown_seconds" and value <= 0:
+                problem(f"{where}.{key}", f"must be {'0 or more' if key == 'cooldown_seconds' else 'greater than 0'}, "
+                                          f"got {value!r}")
+        if action.retries < 0:
+            problem(f"{where}.retries", f"must be 0 or more, got {action.retries}")
+
+
+def load_actions_config(path: str | os.PathLike[str]) -> ActionsConfig:
+    """``inferwatch actions --config FILE``: the file's top level is an actions configuration."""
+    data = _read_yaml(path)
+    source = str(path)
+    problems: list[str] = []
+    cfg = _build(ActionsConfig, data, "", problems, source)
+    if cfg is not None:
+        cfg.source = source
+        if not cfg.actions and not problems:
+            problems.append(f"{source}:actions: at least one action is required")
+        validate_actions(cfg, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
 def parse_config(data: Any, source: str = "<config>") -> Config:
     """Build a ``Config`` from parsed YAML (a mapping or None); raise ``ConfigError`` on problems."""
     problems: list[str] = []
@@ -869,27 +1011,33 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     return cfg
 
 
+def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML file's top-level mapping, ${ENV} interpolated; ConfigError naming the file (and line)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: cannot read ({exc})"]) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError([f"{source}{where}: invalid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError([f"{source}: expected a mapping at the top level, got {type(loaded).__name__}"])
+    return interpolate_env(loaded or {}, source)
+
+
 def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None) -> Config:
     """Load a YAML file (or nothing: defaults) and apply dotted-key ``overrides`` from the CLI."""
     data: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError([f"{source}: file not found"]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{source}: cannot read ({exc})"]) from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError([f"{source}{where}: invalid YAML ({getattr(exc, 'problem', exc)})"]) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError([f"{source}: expected a mapping at the top level, got {type(loaded).__name__}"])
-        data = interpolate_env(loaded or {}, source)
+        data = _read_yaml(path)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -908,6 +1056,7 @@ def dump_defaults() -> dict[str, Any]:
     cfg = Config()
     data = dataclasses.asdict(cfg)
     data.pop("source")
+    data["actions"].pop("source")
     return data
 
 

@@ -158,6 +158,13 @@ class Sidecar:
             registry.register(GPUCollector(cfg.model.name, process=process_collector))
         self.admin_app = create_admin_app(cfg, self.metrics, self.pipeline, status=self.status, ready=self.ready,
                                           pairer=self.pairer)
+        # Alert-triggered actions: an Alertmanager webhook receiver on the admin port (POST /v1/alerts).
+        self.actions = None
+        if cfg.actions.actions:
+            from .actions import ActionRunner, add_receiver_route
+
+            self.actions = ActionRunner(cfg.actions, registry)
+            add_receiver_route(self.admin_app, self.actions, cfg.actions)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._threads: list[threading.Thread] = []
@@ -221,6 +228,8 @@ class Sidecar:
             self.drift.start()
         if self.performance is not None:
             self.performance.start()
+        if self.actions is not None:
+            self.actions.start()
         if self.proxy is not None:
             started = threading.Event()
             errors: list[BaseException] = []
@@ -303,6 +312,8 @@ class Sidecar:
             self.drift.stop()
         if self.performance is not None:
             self.performance.stop()
+        if self.actions is not None:
+            self.actions.stop()
         for thread in self._threads:
             thread.join(5)
         self.predlog.close()
