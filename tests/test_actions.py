@@ -311,6 +311,22 @@ def test_the_sidecar_serves_the_receiver_on_its_admin_port(upstream, target, tmp
         sidecar.stop()
 
 
+def test_the_token_can_come_from_a_mounted_file(tmp_path):
+    token = tmp_path / "actions-token"
+    token.write_text(TOKEN + "\n")
+    path = tmp_path / "actions.yaml"
+    path.write_text(json.dumps({"auth": {"bearer_token_file": str(token)},
+                                "actions": [{"name": "x", "matchers": ["a=b"], "command": ["true"]}]}))
+    assert load_actions_config(path).auth.bearer_token == TOKEN
+    path.write_text(json.dumps({"auth": {"bearer_token_file": str(tmp_path / "missing")},
+                                "actions": [{"name": "x", "matchers": ["a=b"], "command": ["true"]}]}))
+    with pytest.raises(ConfigError, match="auth.bearer_token_file: cannot read"):
+        load_actions_config(path)
+    sidecar = tmp_path / "inferwatch.yaml"
+    sidecar.write_text(f"admin: {{write_auth: {{bearer_token_file: {token}}}}}\n")
+    assert load_config(sidecar).admin.write_auth.bearer_token == TOKEN
+
+
 def test_sidecar_config_reports_action_problems_with_the_section(tmp_path):
     path = tmp_path / "inferwatch.yaml"
     path.write_text("actions:\n  actions:\n    - {name: x, matchers: [bad], command: [true]}\n")

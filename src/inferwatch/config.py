@@ -65,6 +65,8 @@ class AuthConfig:
     # A static bearer token, or basic-auth users mapped to password hashes made by
     # `inferwatch hash-password`. Empty = no authentication.
     bearer_token: str = ""
+    # ... or a file holding the token (a mounted secret), read once when the configuration loads.
+    bearer_token_file: str = ""
     basic_users: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -722,6 +724,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
                         f"got {perf.feature_count}")
     _validate_predictions(cfg, problems)
     _validate_guard(cfg, problems)
+    for key, auth in (("admin.metrics_auth", cfg.admin.metrics_auth), ("admin.write_auth", cfg.admin.write_auth),
+                      ("actions.auth", cfg.actions.auth)):
+        read_token_file(auth, f"{src}:{key}", problems)
     cfg.actions.source = src
     if cfg.actions.actions:
         validate_actions(cfg.actions, problems, "actions.")
@@ -921,6 +926,23 @@ def _validate_guard(cfg: Config, problems: list[str]) -> None:
         problems.append(f"{src}:guard.outlier_fpr: expected a number between 0 and 0.05, got {g.outlier_fpr}")
 
 
+def read_token_file(auth: AuthConfig, where: str, problems: list[str]) -> None:
+    """Fill ``bearer_token`` from ``bearer_token_file`` (surrounding whitespace stripped)."""
+    if not auth.bearer_token_file:
+        return
+    if auth.bearer_token:
+        problems.append(f"{where}.bearer_token_file: set either bearer_token or bearer_token_file")
+        return
+    try:
+        token = Path(auth.bearer_token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{where}.bearer_token_file: cannot read {auth.bearer_token_file} ({exc})")
+        return
+    if not token:
+        problems.append(f"{where}.bearer_token_file: {auth.bearer_token_file} is empty")
+    auth.bearer_token = token
+
+
 def validate_actions(cfg: ActionsConfig, problems: list[str], prefix: str = "") -> None:
     """Check an actions configuration (``prefix`` is ``actions.`` inside the sidecar's file)."""
     from .actions import Template, TemplateError, parse_matcher
@@ -929,6 +951,9 @@ def validate_actions(cfg: ActionsConfig, problems: list[str], prefix: str = "") 
 
     def problem(key: str, message: str) -> None:
         problems.append(f"{src}:{prefix}{key}: {message}")
+
+    if not prefix:   # the sidecar's file reads actions.auth's token file with the admin's
+        read_token_file(cfg.auth, f"{src}:auth", problems)
 
     for key, value in (("max_body_bytes", cfg.max_body_bytes), ("max_queue_items", cfg.max_queue_items),
                        ("workers", cfg.workers), ("max_tracked_alerts", cfg.max_tracked_alerts),

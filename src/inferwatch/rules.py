@@ -6,6 +6,7 @@
 - ``prometheus/rules/inferwatch-ops.yml``: the operations team's alerts;
 - ``prometheus/rules/inferwatch-data.yml``: the data team's (drift, payload errors, drift freshness);
 - ``prometheus/rules/inferwatch-ml.yml``: the ML team's (prediction drift);
+- ``prometheus/rules/inferwatch-jobs.yml``: training and data jobs (team from the job's ``team`` label);
 - ``examples/kubernetes/prometheusrule.yaml``: the same groups as a PrometheusRule.
 
 ``check`` renders in memory and exits 1 when a committed file differs (CI runs it).
@@ -86,7 +87,12 @@ DEFAULTS: dict[str, Any] = {
         "InferwatchPredictionBandShift": {"severity": "warning", "threshold": 0.1, "window": "1h", "baseline": "1d",
                                           "min_predictions": 100, "for": "30m"},
         "InferwatchUnreasonablePredictions": {"severity": "warning", "threshold": 0.01, "for": "10m"},
+        "InferwatchJobFailed": {"severity": "warning", "for": "1m"},
+        "InferwatchJobNotSucceededRecently": {"severity": "warning", "threshold_seconds": 93600, "for": "5m"},
+        "InferwatchJobDurationHigh": {"severity": "warning", "threshold_seconds": 7200, "for": "5m"},
+        "InferwatchInferenceCostOverBudget": {"severity": "warning", "daily_budget": 100, "for": "30m"},
     },
+    "cost": {"cpu_hour_price": 0.05, "gpu_hour_price": 2.5, "currency": "USD"},
     "kubernetes": {
         "name": "inferwatch",
         "labels": {"app.kubernetes.io/name": "inferwatch", "app.kubernetes.io/component": "alerting-rules"},
@@ -284,9 +290,19 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
             elif key == "min_predictions":
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     fail(path, f"must be a whole number of predictions >= 1, got {value!r}")
+            elif key == "daily_budget":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                    fail(path, f"must be a positive amount per day, got {value!r}")
             elif key == "reasons":
                 if not isinstance(value, list) or not value or not set(value) <= set(DROP_REASONS):
                     fail(path, f"must be a non-empty list of {', '.join(DROP_REASONS)}, got {value!r}")
+    cost = t["cost"]
+    for key in ("cpu_hour_price", "gpu_hour_price"):
+        value = cost[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            fail(f"cost.{key}", f"must be a price >= 0 per hour of one CPU core / one GPU, got {value!r}")
+    if not isinstance(cost["currency"], str) or not re.fullmatch(r"[A-Za-z]{1,8}", cost["currency"]):
+        fail("cost.currency", f"must be a currency code such as USD or EUR, got {cost['currency']!r}")
     k8s = t["kubernetes"]
     if not isinstance(k8s["name"], str) or not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", k8s["name"]):
         fail("kubernetes.name", f"must be a Kubernetes object name, got {k8s['name']!r}")
@@ -399,6 +415,7 @@ def recording_groups(t: Thresholds) -> list[dict[str, Any]]:
         {"name": "inferwatch-events.rules", "rules": events},
         {"name": "inferwatch-fleet-drift.rules", "rules": fleet},
         {"name": "inferwatch-outputs.rules", "rules": output_records(t)},
+        {"name": "inferwatch-cost.rules", "rules": cost_rules(t)},
     ]
 
 
@@ -434,6 +451,32 @@ def output_records(t: Thresholds) -> list[dict[str, Any]]:
         {"record": "model_output_rule:inferwatch_unreasonable_predictions:rate5m",
          "expr": _sum_rate(t, "inferwatch_unreasonable_predictions_total", "5m", by=f"{BY_OUTPUT}, rule")},
     ]
+
+
+def cost_rules(t: Thresholds) -> list[dict[str, Any]]:
+    """The estimated cost of inference, in currency units per second (a rate: x 3600 per hour).
+
+    CPU: the model server's measured CPU use (cores busy, from inferwatch_model_process_cpu_seconds_total)
+    times the price of a CPU-hour; GPU: each GPU's measured utilization times the price of a GPU-hour.
+    An estimate of what the model uses, not a bill: idle reserved capacity, memory, network and a
+    GPU shared with other processes (its whole utilization counts) are not told apart.
+    """
+    cost = t.raw["cost"]
+    cpu_price, gpu_price = (f"({_number(cost[key])} / 3600)" for key in ("cpu_hour_price", "gpu_hour_price"))
+    rules: list[dict[str, Any]] = []
+    for window in ("5m", "1h"):
+        cpu = _sum_rate(t, "inferwatch_model_process_cpu_seconds_total", window, by="model")
+        gpu = f"sum by (model) (avg_over_time({_sel(t, 'inferwatch_gpu_utilization_ratio')}[{window}]))"
+        record = f"model_resource:inferwatch_inference_cost:rate{window}"
+        rules += [
+            {"record": record, "expr": f"{cpu} * {cpu_price}", "labels": {"resource": "cpu"}},
+            {"record": record, "expr": f"{gpu} * {gpu_price}", "labels": {"resource": "gpu"}},
+            {"record": f"model:inferwatch_inference_cost:rate{window}", "expr": f"sum by (model) ({record})"},
+        ]
+    predictions = _sum_rate(t, "inferwatch_predictions_total", "5m", by="model")
+    rules.append({"record": "model:inferwatch_inference_cost_per_prediction:ratio_rate5m",
+                  "expr": f"model:inferwatch_inference_cost:rate5m\n/ on (model)\n({predictions} > 0)\n"})
+    return rules
 
 
 # --- the operations team's alerts ----------------------------------------------------------------
@@ -548,6 +591,18 @@ def ops_groups(t: Thresholds) -> list[dict[str, Any]]:
                      f"version {{{{ $labels.model_version }}}} were dropped ({'/'.join(a['reasons'])}) over the "
                      f"last 5m; threshold: {human_ratio(a['threshold'])} for {a['for']}. Drift and quality "
                      f"figures see only part of the traffic.")))
+
+    name = "InferwatchInferenceCostOverBudget"
+    a = t.alert(name)
+    currency = t.raw["cost"]["currency"]
+    rules.append(_alert(
+        t, name, f"model:inferwatch_inference_cost:rate1h * 86400 > {_number(a['daily_budget'])}",
+        for_=a["for"], severity=a["severity"], team=team,
+        summary="The estimated inference cost of a model is over its daily budget.",
+        description=(f"At the rate of the last hour, serving {{{{ $labels.model }}}} costs an estimated "
+                     f"{{{{ $value | printf \"%.2f\" }}}} {currency} per day (CPU and GPU use times the configured "
+                     f"prices); threshold: {_number(a['daily_budget'])} {currency} per day for {a['for']}. "
+                     f"An estimate from measured use, not a bill.")))
 
     name = "InferwatchWatchdog"
     a = t.alert(name)
@@ -819,11 +874,70 @@ def output_alerts(t: Thresholds) -> list[dict[str, Any]]:
     return rules
 
 
+# --- training and data jobs (pushed through a Pushgateway by `inferwatch job`) ------------------------
+
+JOB = "job, instance"
+JOB_TEAM = "{{ $labels.team }}"   # the job's own `team` label (ml or data): `inferwatch job --team`
+
+
+def _over_job_limit(value: str, limit_metric: str, default_seconds: float) -> str:
+    """``value`` above the job's own limit (pushed by `inferwatch job --max-...`), else the default.
+
+    Compared with ``> on (job, instance) group_left ()``: one limit per job, and the alert keeps
+    every label of the job's series (``team`` routes it), which plain ``on`` would drop.
+    """
+    return (f"(\n{value})\n> on ({JOB}) group_left ()\n(\n  {limit_metric}\n  or on ({JOB})\n"
+            f"  0 * inferwatch_job_last_start_timestamp_seconds + {_number(default_seconds)}\n)\n")
+
+
+def job_groups(t: Thresholds) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    where = "Job {{ $labels.job }} on {{ $labels.instance }}{{ if $labels.model }} (model {{ $labels.model }}){{ end }}"
+
+    name = "InferwatchJobFailed"
+    a = t.alert(name)
+    rules.append(_alert(
+        t, name, "inferwatch_job_last_exit_code != 0",
+        for_=a["for"], severity=a["severity"], team=JOB_TEAM,
+        summary="The last run of a training or data job failed.",
+        description=(f"{where} ended its last run with exit code {{{{ $value }}}}; threshold: a non-zero exit code "
+                     f"for {a['for']}. It resolves when a run succeeds; until then downstream data or models are "
+                     f"stale.")))
+
+    name = "InferwatchJobNotSucceededRecently"
+    a = t.alert(name)
+    default = human_duration(a["threshold_seconds"])
+    age = (f"  time() - (inferwatch_job_last_success_timestamp_seconds or on ({JOB}) "
+           f"inferwatch_job_last_start_timestamp_seconds)\n")
+    rules.append(_alert(
+        t, name, _over_job_limit(age, "inferwatch_job_max_age_seconds", a["threshold_seconds"]),
+        for_=a["for"], severity=a["severity"], team=JOB_TEAM,
+        summary="A training or data job has not succeeded for too long.",
+        description=(f"{where} last succeeded {{{{ $value | humanizeDuration }}}} ago (or, never having succeeded, "
+                     f"last started then); threshold: the job's --max-age, else {default}, for {a['for']}. It "
+                     f"fails, or it stopped being run.")))
+
+    name = "InferwatchJobDurationHigh"
+    a = t.alert(name)
+    running = "inferwatch_job_running == 1"
+    duration = (f"  inferwatch_job_last_duration_seconds unless on ({JOB}) ({running})\n  or on ({JOB})\n"
+                f"  (time() - inferwatch_job_last_start_timestamp_seconds) and on ({JOB}) ({running})\n")
+    rules.append(_alert(
+        t, name, _over_job_limit(duration, "inferwatch_job_max_duration_seconds", a["threshold_seconds"]),
+        for_=a["for"], severity=a["severity"], team=JOB_TEAM,
+        summary="A training or data job runs, or ran, longer than expected.",
+        description=(f"{where} took {{{{ $value | humanizeDuration }}}} (its last run, or so far the run in "
+                     f"progress); threshold: the job's --max-duration, else "
+                     f"{human_duration(a['threshold_seconds'])}, for {a['for']}.")))
+    return [{"name": "inferwatch-jobs.alerts", "rules": rules}]
+
+
 # --- files ------------------------------------------------------------------------------------------
 
 RULE_FILES: dict[str, Callable[[Thresholds], list[dict[str, Any]]]] = {
     "inferwatch-recording.yml": recording_groups,
     "inferwatch-data.yml": data_groups,
+    "inferwatch-jobs.yml": job_groups,
     "inferwatch-ml.yml": ml_groups,
     "inferwatch-ops.yml": ops_groups,
 }

@@ -38,6 +38,13 @@ def test_the_watchdog_goes_to_the_null_receiver():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("alertname", ["InferwatchDatasetDrift", "InferwatchPredictionDrift"])
+def test_drift_alerts_also_reach_the_actions_receiver(alertname):
+    result = routes_test(f"alertname={alertname}", "team=data", "severity=critical", "model=loan",
+                         expect="actions,data-pager")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_alerts_without_a_known_team_are_still_delivered():
     result = routes_test("alertname=Other", "team=finance", "severity=critical", expect="unrouted")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,11 +12,12 @@ import pytest
 import yaml
 from stack_helpers import REPO, load_yaml
 
-from inferwatch.config import load_config
+from inferwatch.config import load_actions_config, load_config
 
 COMPOSE = load_yaml(REPO / "docker-compose.yml")
 SERVICES = COMPOSE["services"]
-LONG_RUNNING = ["model", "challenger", "inferwatch", "prometheus", "alertmanager", "grafana", "webhook"]
+LONG_RUNNING = ["model", "challenger", "inferwatch", "prometheus", "alertmanager", "grafana", "webhook",
+                "pushgateway", "actions"]
 
 
 def mounts(service: str) -> dict[str, str]:
@@ -49,7 +50,7 @@ def sidecar_config(tmp_path: Path, text: str, name: str = "inferwatch.yaml"):
 
 def test_services_of_the_stack():
     assert set(SERVICES) == {"model", "challenger", "inferwatch", "traffic", "prometheus", "alertmanager", "grafana",
-                             "webhook"}
+                             "webhook", "pushgateway", "actions"}
 
 
 @pytest.mark.parametrize("service", LONG_RUNNING)
@@ -77,7 +78,7 @@ def test_every_bind_mount_exists_and_named_volumes_are_declared():
             else:
                 assert source in declared, f"{name}: named volume {source} is not declared"
                 used.add(source)
-    assert used == declared == {"prometheus-data", "alertmanager-data", "grafana-data"}
+    assert used == declared == {"prometheus-data", "alertmanager-data", "grafana-data", "pushgateway-data"}
 
 
 def test_demo_commands_and_image():
@@ -147,8 +148,42 @@ def test_alertmanager_files_secrets_and_webhook_agree():
     webhook_args = SERVICES["webhook"]["command"]
     port = int(webhook_args[webhook_args.index("--port") + 1])
     assert container_to_host("webhook", webhook_args[2]) == REPO / "alertmanager" / "webhook-receiver.py"
-    urls = {c["url"] for r in config["receivers"] for c in r.get("webhook_configs", [])}
-    assert urls and all(host_port(url) == ("webhook", port) for url in urls)
+    urls = {r["name"]: c["url"] for r in config["receivers"] for c in r.get("webhook_configs", [])}
+    assert urls.pop("actions") == "http://actions:9190/v1/alerts"   # see test_actions_receiver_agrees
+    assert urls and all(host_port(url) == ("webhook", port) for url in urls.values())
+
+
+def test_actions_receiver_agrees_with_alertmanager_and_the_pushgateway(tmp_path):
+    """The compose `actions` service: a valid actions file, the port and token Alertmanager uses,
+    and a command that runs `inferwatch job` against the stack's Pushgateway."""
+    service = SERVICES["actions"]
+    (config_ref,) = service["configs"]
+    assert service["command"] == ["inferwatch", "actions", "--config", config_ref["target"]]
+    text = COMPOSE["configs"][config_ref["source"]]["content"]
+    token_path = yaml.safe_load(text)["auth"]["bearer_token_file"]
+    token_host = container_to_host("actions", token_path)
+    assert token_host == REPO / "alertmanager" / "secrets" / "actions-token"
+    (tmp_path / "token").write_text("t")
+    path = tmp_path / "actions.yaml"
+    path.write_text(text.replace(token_path, str(tmp_path / "token")))
+    cfg = load_actions_config(path)
+    am = load_yaml(REPO / "alertmanager" / "alertmanager.yml")
+    (receiver,) = [r for r in am["receivers"] if r["name"] == "actions"]
+    (webhook,) = receiver["webhook_configs"]
+    assert host_port(webhook["url"]) == ("actions", cfg.port) and f"{cfg.port}" in service["expose"]
+    credentials = webhook["http_config"]["authorization"]["credentials_file"]
+    assert container_to_host("alertmanager", credentials) == token_host   # one token file, two readers
+    (action,) = cfg.actions
+    argv = action.command
+    assert argv[:2] == ["inferwatch", "job"] and host_port(argv[argv.index("--pushgateway") + 1]) == ("pushgateway", 9091)
+    assert "9091:9091" in SERVICES["pushgateway"]["ports"]
+    prometheus = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
+    assert jobs["pushgateway"]["honor_labels"] is True
+    assert jobs["pushgateway"]["static_configs"][0]["targets"] == ["pushgateway:9091"]
+    assert jobs["actions"]["static_configs"][0]["targets"] == [f"actions:{cfg.port}"]
+    selector = load_yaml(REPO / "prometheus" / "thresholds.yaml")["selector"]
+    assert not re.fullmatch(re.search(r'job=~"(.*)"', selector).group(1), "actions")   # not taken for a sidecar
 
 
 def test_grafana_provisioning_agrees_with_mounts_and_prometheus():

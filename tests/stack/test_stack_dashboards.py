@@ -14,10 +14,11 @@ import time
 import pytest
 import requests
 import yaml
-from stack_helpers import (DASHBOARDS, REPO, RULES_DIR, free_port, load_yaml, stop_process, tool,
+from stack_helpers import (DASHBOARDS, REPO, RULES_DIR, Pushgateway, free_port, load_yaml, stop_process, tool,
                            wait_until)
 
 from inferwatch.config import load_config
+from inferwatch.job import JobOptions, JobRun
 from inferwatch.sidecar import Sidecar
 
 VARIABLES = ("model", "model_version", "instance")
@@ -68,6 +69,12 @@ def extra_variables(dashboard) -> dict[str, str]:
     return out
 
 
+def is_job_query(expr: str) -> bool:
+    """Jobs (pushed through the Pushgateway) have no model_version and their instance is a runner:
+    their panels select the model's jobs and the jobs for no model with model=~"$model|"."""
+    return "inferwatch_job_" in expr
+
+
 def uses_drift_metrics(panel) -> bool:
     return any(name in DRIFT_METRICS for t in panel["targets"] for name in re.findall(r"\b(inferwatch_[a-z_]+)", t["expr"]))
 
@@ -112,6 +119,9 @@ def test_every_query_uses_the_variables_and_rate_interval(dashboard, panel, targ
     expr = target["expr"]
     # Fleet-wide panels read recording rules that sum over every sidecar: no instance to filter.
     variables = [v for v in VARIABLES if not (v == "instance" and "Fleet-wide" in panel["title"])]
+    if is_job_query(expr):
+        assert 'model=~"$model|"' in expr and "model_version" not in expr, panel["title"]
+        variables = []
     for name in variables:
         assert f'{name}=~"${name}"' in expr, (panel["title"], name)
     slo_windows = set(load_yaml(REPO / "prometheus" / "thresholds.yaml")["slo"]["windows"])
@@ -134,6 +144,10 @@ def test_slo_constants_match_the_thresholds(path):
         assert float(values["slo_latency_le"]) == slo["latency_seconds"]
     if "$slo_objective" in text:
         assert float(values["slo_objective"]) == slo["objective"]
+    cost = load_yaml(REPO / "prometheus" / "thresholds.yaml")["cost"]
+    for name in ("cpu_hour_price", "gpu_hour_price"):
+        if f"${name}" in text:
+            assert float(values[name]) == cost[name], name
 
 
 def test_the_overview_covers_the_operations_signals():
@@ -144,7 +158,11 @@ def test_the_overview_covers_the_operations_signals():
                    "inferwatch_model_process_cpu_seconds_total", "inferwatch_model_process_resident_memory_bytes",
                    "inferwatch_model_process_threads", "inferwatch_model_process_open_fds",
                    "inferwatch_gpu_utilization_ratio", "inferwatch_events_total", "inferwatch_events_dropped_total",
-                   "inferwatch_queue_items", "inferwatch_queue_capacity_items", "$slo_objective"):
+                   "inferwatch_queue_items", "inferwatch_queue_capacity_items", "$slo_objective",
+                   "$cpu_hour_price", "$gpu_hour_price", "inferwatch_job_last_exit_code",
+                   "inferwatch_job_last_success_timestamp_seconds", "inferwatch_job_last_duration_seconds",
+                   "inferwatch_job_running", "inferwatch_job_runs_total", "inferwatch_job_failures_total",
+                   "inferwatch_job_last_start_delay_seconds", "inferwatch_job_info"):
         assert metric in exprs, metric
     for quantile in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({quantile}," in exprs
@@ -221,6 +239,7 @@ class Stack:
         self.challenger = None
         self.sidecar = None
         self.prometheus = None
+        self.pushgateway = None
         self.tmp = tmp
 
     def start(self):
@@ -254,10 +273,14 @@ class Stack:
         self.proxy = f"http://127.0.0.1:{self.sidecar.proxy_port}"
         self.admin = f"http://{self.instance}"
         self.port = free_port()
+        self.pushgateway = Pushgateway(self.tmp)
+        self.push_jobs()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES_DIR / "*.yml")],
-            "scrape_configs": [{"job_name": "inferwatch", "static_configs": [{"targets": [self.instance]}]}],
+            "scrape_configs": [{"job_name": "inferwatch", "static_configs": [{"targets": [self.instance]}]},
+                               {"job_name": "pushgateway", "honor_labels": True,
+                                "static_configs": [{"targets": [self.pushgateway.url.split("//", 1)[1]]}]}],
         }
         (self.tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.log = open(self.tmp / "prometheus.log", "wb")
@@ -266,6 +289,18 @@ class Stack:
              f"--storage.tsdb.path={self.tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=self.log)
         assert wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=1).ok, 30), self.prometheus_log()
+
+    def push_jobs(self):
+        """The jobs row's data: a scheduled training run of the model that succeeds, a data job that
+        fails, and a backfill for no model that is still running."""
+        def options(name, **kwargs):
+            return JobOptions(name, pushgateway=self.pushgateway.url, instance="runner-1", **kwargs)
+        with JobRun(options("train-loan", model="loan", schedule_timestamp=time.time() - 30)):
+            pass
+        with pytest.raises(RuntimeError):
+            with JobRun(options("etl-loan", model="loan", team="data")):
+                raise RuntimeError("bad input")
+        JobRun(options("backfill", team="data")).start()
 
     @property
     def url(self):
@@ -315,6 +350,8 @@ class Stack:
             stop_process(self.upstream)
         if self.challenger is not None:
             stop_process(self.challenger)
+        if self.pushgateway is not None:
+            self.pushgateway.stop()
 
 
 @pytest.fixture(scope="module")
@@ -328,6 +365,8 @@ def stack(tmp_path_factory):
         stack.traffic(3.0)
         assert wait_until(lambda: stack.query('count(rate(inferwatch_requests_total[1m]) > 0) >= 3')["data"]["result"],
                           20), stack.prometheus_log()
+        assert wait_until(lambda: len(stack.query("inferwatch_job_running")["data"]["result"]) == 3, 20), \
+            stack.prometheus_log()
         if DRIFT_ENGINE:   # and the drift engine has published its first evaluation
             for metric in sorted(DRIFT_METRICS):
                 assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
@@ -403,4 +442,9 @@ def test_shipped_rules_evaluate_without_errors_on_live_data(stack):
         return {a["labels"]["alertname"] for a in answer["data"]["alerts"]}
     # The watchdog is pending (for: 1m) in a stack this young; nothing may report the sidecar down.
     assert "InferwatchWatchdog" in (wait_until(alerts, 5) or set())
+    # The failed job's alert is pending for the team the job named, with the job's own labels.
+    answer = requests.get(f"{stack.url}/api/v1/alerts", timeout=10).json()
+    failed = [a["labels"] for a in answer["data"]["alerts"] if a["labels"]["alertname"] == "InferwatchJobFailed"]
+    assert failed == [{"alertname": "InferwatchJobFailed", "severity": "warning", "team": "data", "job": "etl-loan",
+                       "instance": "runner-1", "model": "loan"}], failed
     assert not alerts() & {"InferwatchModelServerDown", "InferwatchSidecarDown"}

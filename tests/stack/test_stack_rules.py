@@ -14,7 +14,11 @@ from inferwatch.rules import DEFAULTS, ThresholdsError, load_thresholds
 from stack_helpers import REPO, RULE_FILES, THRESHOLDS, load_yaml, run, tool
 
 ALERT_FILES = [p for p in RULE_FILES if p.name != "inferwatch-recording.yml"]
-TEAMS = {"inferwatch-data.yml": "data", "inferwatch-ml.yml": "ml", "inferwatch-ops.yml": "ops"}
+# The jobs' alerts go to the team a job names itself (`inferwatch job --team ml|data`).
+TEAMS = {"inferwatch-data.yml": "data", "inferwatch-ml.yml": "ml", "inferwatch-ops.yml": "ops",
+         "inferwatch-jobs.yml": "{{ $labels.team }}"}
+JOB_ALERTS = {"InferwatchJobFailed", "InferwatchJobNotSucceededRecently", "InferwatchJobDurationHigh"}
+BY_MODEL_ONLY = {"InferwatchInferenceCostOverBudget"}   # resource metrics carry `model`, not `model_version`
 
 
 def alert_rules(with_file: bool = False):
@@ -25,8 +29,8 @@ def alert_rules(with_file: bool = False):
 
 
 def test_rule_files_are_the_rendered_set():
-    assert [p.name for p in RULE_FILES] == ["inferwatch-data.yml", "inferwatch-ml.yml", "inferwatch-ops.yml",
-                                            "inferwatch-recording.yml"]
+    assert [p.name for p in RULE_FILES] == ["inferwatch-data.yml", "inferwatch-jobs.yml", "inferwatch-ml.yml",
+                                            "inferwatch-ops.yml", "inferwatch-recording.yml"]
 
 
 def test_promtool_check_rules():
@@ -110,6 +114,13 @@ def test_shipped_thresholds_spell_out_every_default():
      "alerts.InferwatchPredictionBandShift.min_predictions: must be a whole number of predictions >= 1"),
     ("alerts: {InferwatchPredictionBandShift: {baseline: a day}}",
      "alerts.InferwatchPredictionBandShift.baseline: must be a Prometheus duration"),
+    ("alerts: {InferwatchJobNotSucceededRecently: {threshold_seconds: 0}}",
+     "alerts.InferwatchJobNotSucceededRecently.threshold_seconds: must be a positive number of seconds"),
+    ("alerts: {InferwatchInferenceCostOverBudget: {daily_budget: -5}}",
+     "alerts.InferwatchInferenceCostOverBudget.daily_budget: must be a positive amount"),
+    ("cost: {cpu_hour_price: cheap}", "cost.cpu_hour_price: must be a price >= 0"),
+    ("cost: {currency: 'US dollars'}", "cost.currency: must be a currency code"),
+    ("cost: {gpu_price: 2}", "cost.gpu_price: unknown key"),
 ])
 def test_thresholds_problems_are_reported_with_their_key(tmp_path, text, message):
     path = tmp_path / "thresholds.yaml"
@@ -136,7 +147,11 @@ def test_alert_conventions():
         assert annotations["runbook_url"] == f"{base}/docs/runbooks.md#{name.lower()}"
         description = annotations["description"]
         assert "$value" in description and "threshold" in description, name
-        if name != "InferwatchWatchdog":
+        if name in JOB_ALERTS:
+            assert "$labels.job }}" in description and "$labels.instance }}" in description, name
+        elif name in BY_MODEL_ONLY:
+            assert "$labels.model }}" in description, name
+        elif name != "InferwatchWatchdog":
             assert "$labels.model }}" in description and "$labels.model_version }}" in description, name
         if "inferwatch_feature_" in rule["expr"]:
             assert "$labels.feature }}" in description, name
@@ -150,7 +165,7 @@ def test_alert_conventions():
                      "InferwatchDataQualityIssues", "InferwatchSchemaChange", "InferwatchOutlierSpike",
                      "InferwatchPredictionDrift", "InferwatchModelPerformanceDegraded", "InferwatchLabelsNotArriving",
                      "InferwatchShadowDisagreement", "InferwatchPredictionBandShift",
-                     "InferwatchUnreasonablePredictions"}
+                     "InferwatchUnreasonablePredictions", "InferwatchInferenceCostOverBudget"} | JOB_ALERTS
 
 
 def test_drift_alerts_use_the_drift_engine_metrics():
@@ -180,6 +195,21 @@ def test_output_alerts_read_the_output_metrics_through_their_records():
     assert "inferwatch_unreasonable_predictions_total{" in \
         records["model_output_rule:inferwatch_unreasonable_predictions:rate5m"]
     assert "model_output_rule:inferwatch_unreasonable_predictions:rate5m" in unreasonable
+
+
+def test_job_alerts_route_by_the_jobs_team_and_keep_its_labels():
+    exprs = {rule["alert"]: rule for rule in alert_rules()}
+    for name in JOB_ALERTS:
+        rule = exprs[name]
+        assert rule["labels"]["team"] == "{{ $labels.team }}"
+        assert "inferwatch_job_" in rule["expr"]
+        # `> on (job, instance)` alone would reduce the labels to job and instance and lose `team`
+        assert "> on (job, instance)\n" not in rule["expr"], name
+    cost = load_yaml(REPO / "prometheus" / "rules" / "inferwatch-recording.yml")
+    records = {r["record"] for g in cost["groups"] for r in g["rules"]}
+    assert {"model_resource:inferwatch_inference_cost:rate5m", "model:inferwatch_inference_cost:rate5m",
+            "model:inferwatch_inference_cost:rate1h", "model:inferwatch_inference_cost_per_prediction:ratio_rate5m"} <= records
+    assert "model:inferwatch_inference_cost:rate1h" in exprs["InferwatchInferenceCostOverBudget"]["expr"]
 
 
 def test_burn_rate_alerts_are_multi_window_with_critical_and_warning():
