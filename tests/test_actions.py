@@ -333,3 +333,27 @@ def test_sidecar_config_reports_action_problems_with_the_section(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert any(p.startswith(f"{path}:actions.actions[0].matchers[0]:") for p in info.value.problems), info.value.problems
+
+
+def test_the_command_serves_until_sigterm(tmp_path, target):
+    import re
+    import signal
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-m", "inferwatch", "actions", "--config",
+                                write_config(tmp_path, target.url)], stderr=subprocess.PIPE, text=True)
+    try:
+        banner = process.stderr.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/v1/alerts", banner).group(1))
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["actions"] == ["retrain"]
+        answer = requests.post(f"http://127.0.0.1:{port}/v1/alerts", json=notification(alert()),
+                               headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+        assert answer.json()["queued"] == 1
+        assert wait_for(lambda: len(target.requests) == 1)
+        assert 'inferwatch_actions_total{action="retrain",outcome="success"} 1.0' in requests.get(
+            f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
