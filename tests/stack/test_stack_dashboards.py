@@ -373,9 +373,12 @@ def stack(tmp_path_factory):
             # and the input guard has checked events against the warm-up reference
             for metric in ("inferwatch_schema_changed", "inferwatch_outlier_score_count"):
                 assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
-            # the fleet-wide PSI recording rule, once two scrapes of the bin counters exist
+            # the fleet-wide PSI recording rule, once two scrapes of the bin counters saw an increase:
+            # on a loaded machine the first traffic may all land before the bins' first scrape, so
+            # keep sending some while waiting
             fleet_psi = "model_version_feature:inferwatch_feature_psi:1h"
-            assert wait_until(lambda: stack.query(fleet_psi)["data"]["result"], 20), stack.prometheus_log()
+            assert wait_until(lambda: stack.traffic(0.3) or stack.query(fleet_psi)["data"]["result"], 30), \
+                stack.prometheus_log()
         # and the performance engine its first figures on the labels traffic() sent
         for metric in ("inferwatch_model_performance", "inferwatch_estimated_performance",
                        "inferwatch_segment_model_performance", "inferwatch_shadow_performance"):
