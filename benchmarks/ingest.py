@@ -19,7 +19,9 @@ timestamp, and are sent in batches of 500 (``{"events": [...]}``, ~75 kB of JSON
     from the same generator (so ranges, categories and the outlier model are realistic) is the
     drift reference in both runs; only ``guard.enabled`` differs. In process, the real wiring
     (``Sidecar(cfg).pipeline``: drift bin counters, then the guard) parses, submits and drains
-    the same bodies; over HTTP, a sidecar per mode takes ``--guard-events`` events.
+    the same bodies, and, in one thread without the queue, the CPU per event of parsing and of the
+    worker with the guard off and on; over HTTP, a sidecar per mode takes ``--guard-events``
+    events. On a shared machine events per CPU second are steadier than events per second.
 
 This is a benchmark that prints figures, not a test: nothing here asserts the targets.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import multiprocessing as mp
 import random
 import signal
@@ -312,6 +315,38 @@ def guard_in_process(args, reference: Path) -> dict[bool, list[tuple[float, floa
     return rates
 
 
+def guard_worker_cost(args, reference: Path) -> dict[str, float]:
+    """CPU microseconds per event, one thread, no queue: parsing, and the worker with the guard
+    off and on (``Pipeline.process`` on already parsed batches; best of ``--repeat``)."""
+    from prometheus_client import CollectorRegistry
+
+    from inferwatch.config import load_config
+    from inferwatch.ingest import parse_events
+    from inferwatch.pipeline import PushedBatch
+    from inferwatch.sidecar import Sidecar
+
+    bodies = make_bodies(args.inproc_batches, args.batch, seed=3)
+    n_events = len(bodies) * args.batch
+    cost = {"parse": math.inf, "off": math.inf, "on": math.inf}
+    for _ in range(args.repeat):
+        t = time.process_time()
+        parsed = [b for body in bodies for b in parse_events(body, "application/json", max_bytes=16 * 1024 * 1024,
+                                                                 default_version="1")[0]]
+        cost["parse"] = min(cost["parse"], (time.process_time() - t) / n_events * 1e6)
+        for mode in ("off", "on"):
+            sidecar = Sidecar(load_config(None, {"model.name": "m", "model.version": "1", "proxy.enabled": False,
+                                                 "reference.path": str(reference), "guard.enabled": mode == "on"}),
+                              CollectorRegistry())
+            for batch in parsed:   # the same batches for both modes: forget what the last run attached
+                batch.converted = batch.annotations = None
+            t = time.process_time()
+            for batch in parsed:
+                sidecar.pipeline.process(PushedBatch("1", batch))
+            cost[mode] = min(cost[mode], (time.process_time() - t) / n_events * 1e6)
+            sidecar.predlog.close()
+    return cost
+
+
 def guard_over_http(args, reference: Path) -> dict[bool, tuple[float, float, str]]:
     """Events per wall second and per CPU second of the sidecar, per mode: the medians of rounds
     run off, on, on, off, ... (a fresh sidecar each)."""
@@ -366,6 +401,11 @@ def guard_section(args) -> list[str]:
                                     f"{max(r[0] for r in rates[mode]):,.0f}", f"{cpu[mode]:,.0f}"))
         lines.append(f"guard on / off: {wall[True] / wall[False]:.0%} of the throughput, {cpu[True] / cpu[False]:.0%} "
                      f"of the events per CPU second (target >= 70%)")
+        cost = guard_worker_cost(args, reference)
+        off, on = cost["parse"] + cost["off"], cost["parse"] + cost["on"]
+        lines.append(f"CPU per event, one thread (best of {args.repeat}): parse {cost['parse']:.1f} us, worker "
+                     f"{cost['off']:.1f} us with the guard off, {cost['on']:.1f} us on (the guard: "
+                     f"{cost['on'] - cost['off']:.1f} us) -> parse + worker on / off: {off / on:.0%}")
         if not args.skip_http:
             http = guard_over_http(args, reference)
             lines.append(fmt.format(f"over HTTP, {args.guard_events:,} events, {args.posters} posters",
