@@ -496,6 +496,12 @@ class Config:
             f"window:      {self.window.max_events} events, {self.window.max_age_seconds:g}s",
             f"queue:       {self.queue.max_items} items",
         ]
+        if self.labels.enabled:
+            lines.append(f"labels:      on, {self.labels.max_pending} pending for {self.labels.ttl_seconds:g}s; "
+                         f"performance ({self.performance.task}) every {self.performance.interval_seconds:g}s")
+        if self.shadow.enabled:
+            names = ", ".join(ch.name for ch in self.shadow.challengers if ch is not None)
+            lines.append(f"shadow:      {names} (sample rate {self.shadow.sample_rate:g})")
         return "\n".join(lines)
 
 
