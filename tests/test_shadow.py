@@ -124,7 +124,9 @@ def test_a_slow_or_dead_challenger_never_delays_the_champion(upstream, sidecar_f
             start = time.perf_counter()
             assert predict(sidecar, f"q{i}").status_code == 200
             latencies.append(time.perf_counter() - start)
-        assert max(latencies) < 0.5, latencies  # each mirrored copy waits up to 0.5 s; the champion does not
+        # Each mirrored copy waits up to 0.5 s (the dead one fails at once); were the champion held
+        # up by them, every answer would take that long. A busy machine may slow one answer, not all.
+        assert sorted(latencies)[len(latencies) // 2] < 0.25 and max(latencies) < 1.5, latencies
         text = wait_for(lambda: next((t for t in [scrape(sidecar)]
                                       if sample(t, "inferwatch_shadow_requests_total", challenger="slow") >= 3), None),
                         10)
