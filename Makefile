@@ -32,6 +32,8 @@ test: $(STAMP) system-deps
 bench: $(STAMP)
 	$(PY) benchmarks/proxy_overhead.py
 	$(PY) benchmarks/ingest.py
+	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/drift.py
+	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/detection_quality.py --quick
 
 rules: $(STAMP)
 	$(VENV)/bin/inferwatch rules render
