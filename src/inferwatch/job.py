@@ -19,7 +19,8 @@ can lose an increment (use a distinct ``--instance``); a Pushgateway restarted w
 persistence restarts the counters at 0, which Prometheus's ``rate``/``increase`` read as a reset.
 
 Monitoring never fails the job: when the Pushgateway is unreachable (or answers an error) a line
-on stderr says so and the command's exit code is returned unchanged.
+on stderr says so and the command's exit code is returned unchanged. When only the read-back of
+the counters fails, the result is pushed without them (they keep their last values).
 
 ``JobRun`` is the same as a context manager, and ``monitored_job`` as a decorator, for Python code.
 """
@@ -167,6 +168,14 @@ def _reason(exc: BaseException) -> str:
     return (str(exc) or type(exc).__name__).splitlines()[0]
 
 
+def _print_warning(line: str, stream: TextIO | None = None) -> None:
+    """One line on stderr (never raising: a closed stderr must not fail the job either)."""
+    try:
+        print(line, file=stream or sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def exit_status(returncode: int) -> int:
     """A process's exit status as a shell reports it: a death by signal N is 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -191,11 +200,12 @@ class JobRun:
         self.started_at: float | None = None
         self.pushed: list[str] = []   # "start" / "end": what reached the Pushgateway (for tests and callers)
 
-    def _warn(self, what: str, exc: BaseException) -> None:
-        reason = _reason(exc)
-        print(f"inferwatch job {self.options.name}: cannot push the job's {what} to the Pushgateway at "
-              f"{self.options.pushgateway} ({reason}); the job itself is not affected",
-              file=self.stderr or sys.stderr, flush=True)
+    def _warn(self, what: str, exc: BaseException, consequence: str = "") -> None:
+        verb = "read the job's" if consequence else "push the job's"
+        _print_warning(f"inferwatch job {self.options.name}: cannot {verb} {what} "
+                       f"{'from' if consequence else 'to'} the Pushgateway at {self.options.pushgateway} "
+                       f"({_reason(exc)}); {consequence + ', ' if consequence else ''}the job itself is not affected",
+                       self.stderr)
 
     def start_families(self) -> list[Metric]:
         o, labels, now = self.options, self.labels, self.started_at or 0.0
@@ -226,7 +236,10 @@ class JobRun:
         families.append(info)
         return families
 
-    def end_families(self, exit_code: int, counters: dict[str, float]) -> list[Metric]:
+    def end_families(self, exit_code: int, counters: dict[str, float] | None) -> list[Metric]:
+        """The result of the run; ``counters`` are the group's current runs/failures (read back), or
+        None when they could not be read: then the counters are left out, so the Pushgateway keeps
+        their last values (a POST replaces only what it carries) instead of restarting them at 1."""
         labels, end = self.labels, self.clock()
         start = self.started_at if self.started_at is not None else end
         failed = exit_code != 0
@@ -243,6 +256,8 @@ class JobRun:
                    "When a run of the job last ended with a non-zero exit code (Unix time)." if failed else
                    "When a run of the job last ended with exit code 0 (Unix time).", labels, end),
         ]
+        if counters is None:
+            return families
         for name, help_text, value in (
                 ("inferwatch_job_runs", "Runs of the job that ended, as counted by the Pushgateway's group.",
                  counters["inferwatch_job_runs"] + 1),
@@ -263,8 +278,15 @@ class JobRun:
         return self
 
     def finish(self, exit_code: int) -> None:
+        """Push the run's result. When the counters cannot be read back (e.g. a proxy in front of the
+        Pushgateway lets only pushes through) the result is still pushed, without the counters."""
         try:
-            counters = self.gateway.counters("inferwatch_job_runs", "inferwatch_job_failures")
+            counters: dict[str, float] | None = self.gateway.counters("inferwatch_job_runs",
+                                                                      "inferwatch_job_failures")
+        except Exception as exc:
+            counters = None
+            self._warn("run and failure counters", exc, "they keep their last values")
+        try:
             self.gateway.push(self.end_families(exit_code, counters))
             self.pushed.append("end")
         except Exception as exc:
@@ -286,11 +308,22 @@ class JobRun:
 
 
 def monitored_job(name: str, **options: Any) -> Callable[[F], F]:
-    """Decorate a function so each call is one run of job ``name`` (keyword options as JobOptions)."""
+    """Decorate a function so each call is one run of job ``name`` (keyword options as JobOptions).
+
+    The options are checked when the function is decorated (a ValueError names the bad ones). They
+    are resolved again at each call, so ``$INFERWATCH_PUSHGATEWAY`` set later is used; if that then
+    fails, the call runs unmonitored with a line on stderr: monitoring never fails the job."""
+    JobOptions(name, **options)
+
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with JobRun(JobOptions(name, **options)):
+            try:
+                run = JobRun(JobOptions(name, **options))
+            except ValueError as exc:
+                _print_warning(f"inferwatch job {name}: not monitored ({exc}); the job itself is not affected")
+                return func(*args, **kwargs)
+            with run:
                 return func(*args, **kwargs)
         return wrapper  # type: ignore[return-value]
     return decorate
@@ -325,8 +358,8 @@ def run_command(run: JobRun, argv: list[str]) -> int:
         try:
             child = subprocess.Popen(argv, start_new_session=not interactive)
         except OSError as exc:
-            print(f"inferwatch job {run.options.name}: cannot run {argv[0]!r}: {exc.strerror or exc}",
-                  file=run.stderr or sys.stderr, flush=True)
+            _print_warning(f"inferwatch job {run.options.name}: cannot run {argv[0]!r}: {exc.strerror or exc}",
+                           run.stderr)
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             run.finish(code)
             return code
