@@ -256,3 +256,76 @@ def test_kubernetes_example(tmp_path, monkeypatch):
     (endpoint,) = service_monitor["spec"]["endpoints"]
     assert endpoint["port"] == "metrics"
     assert re.fullmatch(job_pattern, endpoint["relabelings"][0]["replacement"])
+
+
+def test_kubernetes_pipelines_example(tmp_path, monkeypatch):
+    """examples/kubernetes/pipelines: a Pushgateway scraped with honorLabels, a CronJob whose
+    `inferwatch job` arguments parse and point at that Pushgateway with a stable instance, and an
+    `inferwatch actions` Deployment whose configuration loads and agrees with its mounts and ports."""
+    from inferwatch.cli import build_parser
+
+    k8s = REPO / "examples" / "kubernetes" / "pipelines"
+    docs = {}
+    for resource in load_yaml(k8s / "kustomization.yaml")["resources"]:
+        for doc in yaml.safe_load_all((k8s / resource).read_text(encoding="utf-8")):
+            docs[(doc["kind"], doc["metadata"]["name"])] = doc
+
+    def served(name: str) -> tuple[dict, dict, dict]:
+        """A Deployment's pod spec, its Service and ServiceMonitor endpoint, checked to agree."""
+        deployment, service = docs[("Deployment", name)], docs[("Service", name)]
+        monitor = docs[("ServiceMonitor", name)]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (port,) = service["spec"]["ports"]
+        assert port["targetPort"] in {p["name"] for p in container["ports"]}
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["port"] == port["name"]
+        return deployment["spec"]["template"]["spec"], port, endpoint
+
+    # the Pushgateway: honorLabels, persistence on its claim
+    pod, port, endpoint = served("pushgateway")
+    assert endpoint["honorLabels"] is True
+    (container,) = pod["containers"]
+    persistence = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--persistence.file="))
+    (mount,) = container["volumeMounts"]
+    assert PurePosixPath(mount["mountPath"]) in PurePosixPath(persistence).parents
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in docs
+
+    # the CronJob: `inferwatch job` against that Service, one group per job (a stable instance)
+    cron = docs[("CronJob", "train-loan")]["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid"
+    (job_container,) = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    argv = job_container["args"]
+    assert argv[:2] == ["inferwatch", "job"]
+    args = build_parser().parse_args(argv[1:])
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    assert command and args.name == "train-loan" and args.team == "ml" and args.model == "loan"
+    assert args.instance, "a pod's host name changes every run: --instance must be set"
+    assert host_port(args.pushgateway) == ("pushgateway", port["port"])
+    assert args.max_age == 26 * 3600 and args.max_duration == 2 * 3600
+
+    # the actions receiver: its file loads; config, token and port agree with the Deployment
+    pod, port, _ = served("alert-actions")
+    (container,) = pod["containers"]
+    config_path = PurePosixPath(container["args"][container["args"].index("--config") + 1])
+    mounts_by_path = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_map = docs[("ConfigMap", volumes[mounts_by_path[str(config_path.parent)]]["configMap"]["name"])]
+    text = config_map["data"][config_path.name]
+    token_path = PurePosixPath(yaml.safe_load(text)["auth"]["bearer_token_file"])
+    assert "secret" in volumes[mounts_by_path[str(token_path.parent)]]
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "actions.yaml").write_text(text.replace(str(token_path), str(tmp_path / "token")))
+    for env in container["env"]:
+        monkeypatch.setenv(env["name"], env.get("value", "from-a-secret"))
+    cfg = load_actions_config(tmp_path / "actions.yaml")
+    assert cfg.listen_address == "0.0.0.0"
+    assert {p["containerPort"] for p in container["ports"]} == {cfg.port} == {port["port"]}
+    assert cfg.actions[0].http.url == "http://airflow-webserver.airflow:8080/api/v1/dags/retrain_model/dagRuns"
+    selector = load_yaml(REPO / "prometheus" / "thresholds.yaml")["selector"]
+    sidecars = re.search(r'job=~"(.*)"', selector).group(1)
+    assert not re.fullmatch(sidecars, "alert-actions")   # its ServiceMonitor's job is not taken for a sidecar
