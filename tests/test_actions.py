@@ -35,7 +35,8 @@ class Target:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                target.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                target.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                        "at": time.monotonic()})
                 time.sleep(target.delay)
                 status = target.statuses.pop(0) if target.statuses else 200
                 self.send_response(status)
@@ -240,10 +241,12 @@ def test_the_webhook_wants_the_token_and_valid_bodies(server_for, target):
 
 def test_retries_with_backoff_then_success(server_for, target, tmp_path):
     target.statuses = [503, 500]
-    server = server_for(target.url)
+    server = server_for(target.url, backoff_seconds=0.2)
     post(server, notification(alert()))
     assert wait_for(lambda: metric(server, "success") == 1)
     assert len(target.requests) == 3
+    first, second, third = (r["at"] for r in target.requests)
+    assert second - first >= 0.2 and third - second >= 0.4   # backoff_seconds x 2^(n-1)
     assert server.registry.get_sample_value("inferwatch_action_retries_total", {"action": "retrain"}) == 2
     assert next(e for e in audit(tmp_path) if e["outcome"] == "success")["attempts"] == 3
 

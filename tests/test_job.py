@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 
 import pytest
+import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
 from inferwatch.cli import main as cli_main
@@ -102,9 +103,9 @@ class FakeGateway:
 
     def counters(self, *names):
         if "counters" in self.fail:
-            import requests
-
             raise requests.HTTPError(response=type("R", (), {"status_code": 404})())
+        if "push" in self.fail:
+            raise requests.ConnectionError("refused")
         group = self.groups.get(self.key, {})
         return {name: group.get(f"{name}_total", 0.0) for name in names}
 
@@ -184,7 +185,7 @@ def test_decorator_runs_unmonitored_when_the_options_turn_bad_later(gateway, mon
 
 
 def test_an_unreachable_gateway_never_changes_the_block(gateway, capsys):
-    gateway.fail = {"push", "counters"}
+    gateway.fail = {"push"}
     with pytest.raises(ZeroDivisionError):
         with JobRun(options()) as run:
             1 / 0
@@ -219,5 +220,5 @@ def test_a_closed_port_is_reported_not_raised(capsys):
         value = "ran"
     assert value == "ran" and run.pushed == []
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 3, err   # start, the counters' read-back, the result: one line each
+    assert len(err) == 2, err   # the start, the result: one line each (one timeout at most per push)
     assert all("the job itself is not affected" in line for line in err)

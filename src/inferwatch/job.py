@@ -278,11 +278,15 @@ class JobRun:
         return self
 
     def finish(self, exit_code: int) -> None:
-        """Push the run's result. When the counters cannot be read back (e.g. a proxy in front of the
-        Pushgateway lets only pushes through) the result is still pushed, without the counters."""
+        """Push the run's result. When the Pushgateway answers but the counters cannot be read back
+        (e.g. a proxy in front of it lets only pushes through) the result is still pushed, without
+        the counters; when it cannot be reached at all, the push is not tried (a second timeout)."""
         try:
             counters: dict[str, float] | None = self.gateway.counters("inferwatch_job_runs",
                                                                       "inferwatch_job_failures")
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            self._warn("result", exc)
+            return
         except Exception as exc:
             counters = None
             self._warn("run and failure counters", exc, "they keep their last values")
