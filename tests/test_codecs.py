@@ -588,14 +588,20 @@ def test_every_error_reason_is_known():
 
 def test_speed_of_a_large_positional_batch():
     # 10k rows x 32 features: columnar transposition must stay well under the JSON parse time.
+    # Best of five of each, so a busy machine's pauses do not decide it (one slow run failed CI).
     rows = [[float(i + k) for k in range(32)] for i in range(10_000)]
     req = j({"instances": rows})
     resp = j({"predictions": [[0.1, 0.9]] * 10_000})
-    start = time.perf_counter()
-    parsed = json.loads(req), json.loads(resp)
-    parse = time.perf_counter() - start
-    start = time.perf_counter()
-    batch = decode_exchange(req, resp)
-    total = time.perf_counter() - start
+
+    def best_of_five(fn):
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - start)
+        return min(times), result
+
+    parse, parsed = best_of_five(lambda: (json.loads(req), json.loads(resp)))
+    total, batch = best_of_five(lambda: decode_exchange(req, resp))
     assert parsed and batch.n == 10_000 and len(batch.features) == 32
     assert total < parse * 4 + 0.05

@@ -371,8 +371,13 @@ def stack(tmp_path_factory):
             for metric in sorted(DRIFT_METRICS):
                 assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
             # and the input guard has checked events against the warm-up reference
-            for metric in ("inferwatch_schema_changed", "inferwatch_outlier_score_count"):
-                assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
+            assert wait_until(lambda: stack.query("inferwatch_schema_changed")["data"]["result"], 20), \
+                stack.prometheus_log()
+            # the outlier panels rate the score histogram: two scrapes must see it scored events, which
+            # on a loaded machine may all come after the warm-up froze the reference, so keep sending
+            scored = "rate(inferwatch_outlier_score_count[1m]) > 0"
+            assert wait_until(lambda: stack.traffic(0.3) or stack.query(scored)["data"]["result"], 30), \
+                stack.prometheus_log()
             # the fleet-wide PSI recording rule, once two scrapes of the bin counters saw an increase:
             # on a loaded machine the first traffic may all land before the bins' first scrape, so
             # keep sending some while waiting
