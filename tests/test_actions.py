@@ -338,6 +338,34 @@ def test_sidecar_config_reports_action_problems_with_the_section(tmp_path):
     assert any(p.startswith(f"{path}:actions.actions[0].matchers[0]:") for p in info.value.problems), info.value.problems
 
 
+@pytest.mark.parametrize("address, warned", [("0.0.0.0", True), ("10.1.2.3", True), ("::", True),
+                                             ("127.0.0.1", False), ("::1", False), ("localhost", False)])
+def test_an_exposed_receiver_without_auth_is_warned_about(tmp_path, capsys, address, warned):
+    path = tmp_path / "actions.yaml"
+    path.write_text(json.dumps({"listen_address": address,
+                                "actions": [{"name": "retrain", "matchers": ["a=b"], "command": ["true"]}]}))
+    assert cli_main(["actions", "--config", str(path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "auth: none" in out
+    assert ("WARNING: actions: the receiver on " in out) is warned, out
+    assert ("has no authentication: anyone who reaches it can run retrain" in out) is warned
+
+
+def test_check_config_lists_the_sidecars_actions_and_their_auth(tmp_path, capsys):
+    path = tmp_path / "inferwatch.yaml"
+    action = "{name: retrain, matchers: [a=b], command: [true]}"
+    path.write_text(f"admin: {{listen_address: 0.0.0.0}}\nactions:\n  actions: [{action}]\n")
+    assert cli_main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "actions:     retrain on the admin port's /v1/alerts (auth: none)" in out
+    assert "WARNING:     actions: the receiver on 0.0.0.0 has no authentication" in out
+    path.write_text(f"admin: {{listen_address: 0.0.0.0}}\nactions:\n  auth: {{bearer_token: t}}\n"
+                    f"  actions: [{action}]\n")
+    assert cli_main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "(auth: bearer token)" in out and "WARNING" not in out
+
+
 def test_the_command_serves_until_sigterm(tmp_path, target):
     import re
     import signal

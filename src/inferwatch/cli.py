@@ -185,9 +185,15 @@ def cmd_actions(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
+    warning = cfg.exposure_warning(cfg.listen_address)
     if args.check:
-        print(f"{cfg.source}: OK ({len(cfg.actions)} action(s): {', '.join(a.name for a in cfg.actions)})")
+        print(f"{cfg.source}: OK ({len(cfg.actions)} action(s): {', '.join(a.name for a in cfg.actions)}; "
+              f"auth: {cfg.auth_kind()})")
+        if warning:
+            print(f"WARNING: {warning}")
         return 0
+    if warning:
+        print(f"inferwatch actions: WARNING: {warning}", file=sys.stderr, flush=True)
     setup_logging(LoggingConfig())
     server = ActionsServer(cfg)
     try:

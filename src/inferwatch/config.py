@@ -454,6 +454,29 @@ class ActionsConfig:
     actions: list[ActionConfig] = field(default_factory=list)
     source: str = "<defaults>"
 
+    def auth_kind(self) -> str:
+        return "bearer token" if self.auth.bearer_token else "basic auth" if self.auth.basic_users else "none"
+
+    def exposure_warning(self, listen_address: str) -> str:
+        """A warning when the receiver, which starts jobs, takes alerts from anyone who can reach a
+        non-loopback address; "" otherwise."""
+        if self.auth.enabled or not self.actions or _is_loopback(listen_address):
+            return ""
+        return (f"actions: the receiver on {listen_address} has no authentication: anyone who reaches it can "
+                f"run {', '.join(a.name for a in self.actions)}; set auth.bearer_token or auth.bearer_token_file "
+                f"(what Alertmanager sends)")
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 @dataclass
 class Config:
@@ -502,6 +525,12 @@ class Config:
         if self.shadow.enabled:
             names = ", ".join(ch.name for ch in self.shadow.challengers if ch is not None)
             lines.append(f"shadow:      {names} (sample rate {self.shadow.sample_rate:g})")
+        if self.actions.actions:
+            names = ", ".join(a.name for a in self.actions.actions)
+            lines.append(f"actions:     {names} on the admin port's /v1/alerts (auth: {self.actions.auth_kind()})")
+            warning = self.actions.exposure_warning(self.admin.listen_address)
+            if warning:
+                lines.append(f"WARNING:     {warning}")
         return "\n".join(lines)
 
 

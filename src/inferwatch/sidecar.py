@@ -165,6 +165,9 @@ class Sidecar:
 
             self.actions = ActionRunner(cfg.actions, registry)
             add_receiver_route(self.admin_app, self.actions, cfg.actions)
+            warning = cfg.actions.exposure_warning(cfg.admin.listen_address)
+            if warning:
+                log.warning(warning)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._threads: list[threading.Thread] = []
