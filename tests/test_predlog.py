@@ -72,6 +72,28 @@ def test_sampling_rate_roughly_respected(tmp_path):
     assert not any("inputs" in line for line in lines if not line["sampled"])
 
 
+def test_sampling_follows_the_prediction_id_so_a_challengers_line_pairs_with_the_champions(tmp_path):
+    """A shadow challenger's answers are logged under the champion's prediction ids: the rows
+    sampled for one are exactly those sampled for the other, whatever the batching."""
+    logger = make(tmp_path, sample_rate=0.1)
+    for start in range(0, 4000, 400):
+        logger.log_batch(**batch(400, start))
+    ids = [f"p{i}" for i in range(4000)]
+    rng = np.random.default_rng(1)
+    for chunk in np.array_split(rng.permutation(ids), 37):   # other batches, another order
+        logger.log_batch(**batch(len(chunk), prediction_ids=list(chunk), outputs={"score": [0.9] * len(chunk)}),
+                         extra={"challenger": "v2"})
+    lines = read_lines(tmp_path / "predictions.jsonl")
+    champion = {line["prediction_id"] for line in lines if line["sampled"] and "challenger" not in line}
+    challenger = {line["prediction_id"] for line in lines if line["sampled"] and line.get("challenger") == "v2"}
+    assert champion == challenger
+    assert 0.085 < len(champion) / 4000 < 0.115
+    # Another process draws another hash key: the ids it samples are not predictable from these.
+    other = PredictionLogger(PredictionLogConfig(path=str(tmp_path / "other.jsonl"), sample_rate=0.1),
+                             rng=np.random.default_rng(8))
+    assert set(np.asarray(ids)[other._sample(ids)]) != champion
+
+
 def test_metadata_only_by_default(tmp_path):
     logger = make(tmp_path)
     logger.log_batch(**batch(3))

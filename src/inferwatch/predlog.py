@@ -1,7 +1,10 @@
 """The prediction log: one JSON line per prediction, for audits and for building training sets.
 
-Metadata is written for every prediction; inputs and outputs only for a random share
-(``sample_rate``), with the fields named in ``redact`` replaced by ``"[REDACTED]"``. The file
+Metadata is written for every prediction; inputs and outputs only for a share (``sample_rate``)
+chosen by a keyed hash of the prediction id, with the fields named in ``redact`` replaced by
+``"[REDACTED]"``. Keying the choice on the id (not on a fresh random draw per line) means a
+shadow challenger's line for a prediction is sampled exactly when the champion's line is, so
+every sampled answer of one model has the other's beside it to compare. The file
 rotates by size like ``logging.handlers.RotatingFileHandler`` (``path.1`` is the newest
 backup), so the log never holds more than about ``(backup_count + 1) * max_bytes``.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 import logging
 import math
@@ -163,8 +167,8 @@ class PredictionLogger:
     """Writes the prediction log described in the module docstring. Thread-safe.
 
     ``written`` and ``errors`` count lines written and lines lost (unwritable file,
-    unencodable row); their sum is every line asked for. ``rng`` is a numpy Generator
-    (tests pass a seeded one).
+    unencodable row); their sum is every line asked for. ``rng`` is a numpy Generator that
+    draws the sampling hash's key (tests pass a seeded one).
     """
 
     def __init__(self, config: PredictionLogConfig, *, rng: np.random.Generator | None = None):
@@ -175,17 +179,24 @@ class PredictionLogger:
         self.errors = 0
         self._redact_keys = frozenset(config.redact)
         self._rng = rng if rng is not None else np.random.default_rng()
+        self._sample_key = self._rng.bytes(16)  # per process: which ids are sampled is not guessable
         self._lock = threading.Lock()
         self._file = _RotatingFile(config.path, config.max_bytes, config.backup_count) if self.enabled else None
         self._failing = False
 
-    def _sample(self, n: int) -> np.ndarray:
+    def _sample(self, prediction_ids: list[Any]) -> np.ndarray:
+        """Whether each row's inputs and outputs are written: a keyed hash of its prediction id,
+        as a fraction of 2**64, below ``sample_rate`` (the same id: the same answer)."""
+        n = len(prediction_ids)
         if self.sample_rate <= 0.0:
             return np.zeros(n, dtype=bool)
         if self.sample_rate >= 1.0:
             return np.ones(n, dtype=bool)
-        with self._lock:  # a Generator is not thread-safe
-            return self._rng.random(n) < self.sample_rate
+        key = self._sample_key
+        digests = b"".join(hashlib.blake2b(str(pid).encode("utf-8", "surrogatepass"), digest_size=8,
+                                           key=key).digest() for pid in prediction_ids)
+        threshold = np.uint64(min(int(self.sample_rate * 2**64), 2**64 - 1))
+        return np.frombuffer(digests, dtype="<u8") < threshold
 
     def _columns(self, columns: dict[str, list[Any]], n: int, kind: str) -> dict[str, list[Any]]:
         good = {}
@@ -255,7 +266,7 @@ class PredictionLogger:
         finite = np.isfinite(stamps) & (np.abs(stamps) < 253402300800.0)
         micros = np.where(finite, np.round(stamps * 1e6), 0).astype(np.int64).astype("datetime64[us]")
         rfc3339 = np.datetime_as_string(micros, unit="us", timezone="UTC")
-        sampled = self._sample(n)
+        sampled = self._sample(prediction_ids)
         features = self._columns(features, n, "feature") if sampled.any() else {}
         outputs = self._columns(outputs, n, "output") if sampled.any() else {}
 
