@@ -46,4 +46,5 @@ def test_demo_runs_end_to_end():
     last_row = [line for line in result.stdout.splitlines() if line.strip()[:1].isdigit()][-1].split()
     requests_sent, in_window, labels_matched = float(last_row[2]), float(last_row[7]), float(last_row[15])
     assert requests_sent > 50 and in_window > 50 and labels_matched > 0   # delayed labels were joined
+    assert 0.0 <= float(last_row[19]) <= 1.0   # the challenger was mirrored to and compared (v2 agree)
     assert int(re.search(r"(\d+) labels sent", result.stdout).group(1)) > 0

@@ -120,6 +120,25 @@ def test_sidecar_config_is_valid_and_agrees_with_ports_and_prometheus(tmp_path):
     assert re.fullmatch(re.search(r'job=~"(.*)"', selector).group(1), job["job_name"])
 
 
+def test_the_stack_and_inferwatch_demo_monitor_the_model_alike(tmp_path):
+    """Outputs (the seed's loan bands), segments and performance are configured the same in the
+    compose stack and in `inferwatch demo`, so the dashboards and alerts see the same series."""
+    from inferwatch.demo.runner import sidecar_config as demo_sidecar_config
+
+    (config_ref,) = SERVICES["inferwatch"]["configs"]
+    stack = sidecar_config(tmp_path, COMPOSE["configs"][config_ref["source"]]["content"])
+    demo = load_config(demo_sidecar_config(tmp_path, upstream_port=1, proxy_port=2, admin_port=3, model_pid=4,
+                                           challenger_port=5))
+    assert stack.predictions == demo.predictions and stack.segments == demo.segments
+    assert (stack.performance.prediction_output, stack.performance.score_output, stack.performance.threshold) == \
+        (demo.performance.prediction_output, demo.performance.score_output, demo.performance.threshold)
+    bands = stack.predictions.outputs["approval_probability"].bands
+    assert [(b.name, b.min, b.max) for b in bands] == [
+        ("refer_to_human", float("-inf"), 0.6), ("high_rate", 0.6, 0.7), ("mid_rate", 0.71, 0.9),
+        ("low_rate", 0.9, float("inf"))]
+    assert stack.segments.features == ["region"] and [c.name for c in demo.shadow.challengers] == ["loan-v2"]
+
+
 def test_prometheus_loads_the_rules_and_reaches_alertmanager():
     config_path = "/etc/prometheus/prometheus.yml"
     assert container_to_host("prometheus", config_path) == REPO / "prometheus" / "prometheus.yml"

@@ -103,6 +103,30 @@ _ACCURACY = {"inferwatch_model_performance": "accuracy", "inferwatch_estimated_p
              "inferwatch_shadow_performance": "challenger_accuracy"}
 
 
+# What the demo's Prometheus should hold by the end: (what, series selector) for the closing summary.
+PROMETHEUS_SERIES = (
+    ("performance", "inferwatch_model_performance"),
+    ("estimated", "inferwatch_estimated_performance"),
+    ("confusion", "inferwatch_confusion_matrix_total"),
+    ("labels", "inferwatch_labels_total"),
+    ("shadow performance", "inferwatch_shadow_performance"),
+    ("shadow agreement", "inferwatch_shadow_agreement_ratio"),
+    ("shadow requests", "inferwatch_shadow_requests_total"),
+    ("bands", "inferwatch_prediction_band_total"),
+    ("classes", "inferwatch_predicted_class_total"),
+    ("segment performance", "inferwatch_segment_model_performance"),
+)
+
+
+def prometheus_series(query) -> dict[str, int]:
+    """Series per signal in the demo's Prometheus (``query``: PromQL -> result list)."""
+    out = {}
+    for what, selector in PROMETHEUS_SERIES:
+        result = query(f"count({selector})")
+        out[what] = int(float(result[0]["value"][1])) if result else 0
+    return out
+
+
 def ratio(value: float) -> str:
     return "-" if value != value else f"{value:.2f}"  # NaN: not published yet
 
@@ -140,6 +164,18 @@ def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_
         # Events that fail a data quality check or are outliers, with the reasons.
         "guard": {"quarantine": {"path": str(workdir / "quarantine.jsonl"), "max_bytes": 10 * 1024 * 1024,
                                  "backup_count": 2}},
+        # What the model answers: the approval probability in the seed's business bands (shares
+        # expected from the undrifted population: the drift moves applicants to refer_to_human), and
+        # the decision between two known classes.
+        "predictions": {"outputs": {
+            "approval_probability": {"type": "score", "bands": [
+                {"name": "refer_to_human", "max": 0.6, "expected_share": 0.3},
+                {"name": "high_rate", "min": 0.6, "max": 0.7},
+                {"name": "mid_rate", "min": 0.71, "max": 0.9},
+                {"name": "low_rate", "min": 0.9, "expected_share": 0.15}]},
+            "decision": {"type": "class", "classes": ["approve", "refer"]}}},
+        # Requests, drift and performance per region.
+        "segments": {"features": ["region"]},
         # The traffic sends each applicant's outcome a few seconds after the decision.
         "labels": {"enabled": True, "ttl_seconds": 600},
         "performance": {"task": "classification", "prediction_output": "decision",
@@ -189,6 +225,7 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
         print(f"Sidecar:      http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict (proxy)")
         print(f"Metrics:      http://127.0.0.1:{admin_port}/metrics   status: http://127.0.0.1:{admin_port}/v1/status")
         print(f"Work files:   {workdir} (config, logs, prediction and quarantine logs)")
+        stack = None
         if with_stack:
             stack = start_demo_stack(workdir, admin_port)
             if stack is not None:
@@ -222,6 +259,13 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
             if time.monotonic() - start >= duration:
                 break
         traffic.stop()
+        if stack is not None:
+            try:
+                series = prometheus_series(stack.query)
+                print(f"\nPrometheus ({stack.prometheus_url}) holds: "
+                      + ", ".join(f"{what} {n}" for what, n in series.items()) + " series.")
+            except Exception as exc:  # noqa: BLE001 - the summary is a courtesy; the demo ran
+                print(f"\nPrometheus could not be queried: {exc}")
         print(f"\nDone: {traffic.sent} requests sent, {traffic.failed} failed, {traffic.labels_sent} labels sent. "
               f"Work files are in {workdir}.")
         return 0
