@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import requests
 import yaml
@@ -219,6 +220,37 @@ def test_the_model_dashboard_covers_performance_and_shadow_challengers():
     assert {"Performance", "Shadow challengers"} <= set(titles)
 
 
+def test_the_model_dashboard_covers_outputs_label_drift_and_segments():
+    exprs = exprs_of("model")
+    for metric in ("inferwatch_predicted_class_total", "inferwatch_prediction_score_bucket",
+                   "inferwatch_prediction_value_bucket", "inferwatch_prediction_band_total",
+                   "inferwatch_unreasonable_predictions_total", "inferwatch_label_drift_score",
+                   "inferwatch_segment_events_total", "inferwatch_segment_drifted_features_ratio",
+                   "inferwatch_segment_prediction_drift_score"):
+        assert metric in exprs, metric
+    titles = [p["title"] for p in panels(load(DASHBOARD["model"])) if p["type"] == "row"]
+    assert {"Prediction outputs and bands", "Segments"} <= set(titles)
+
+
+def test_every_dashboard_row_and_panel_the_runbooks_name_exists():
+    """The runbooks send people to dashboards, rows and panels by their titles in *italics*: each
+    names the beginning of a real title (a renamed panel is a failing test, not a dead end)."""
+    titles = set()
+    for path in DASHBOARDS:
+        dashboard = load(path)
+        titles.add(dashboard["title"])
+        titles |= {p["title"] for p in panels(dashboard)}
+    text = (REPO / "docs" / "runbooks.md").read_text(encoding="utf-8")
+    italics = set(re.findall(r"(?<![*\w])\*([^*\n]{2,80}?)\*(?![*\w])", text))
+    not_titles = {"missing", "stops", "inferwatch."}   # emphasis; a regular expression's .*inferwatch.*
+    unknown = sorted(phrase for phrase in italics - not_titles
+                     if not phrase.startswith(("Team ", "Status →"))   # the alert's team; Prometheus's UI
+                     and not any(title.startswith(phrase) for title in titles))
+    assert not unknown, unknown
+    for row in re.findall(r"row \*([^*]+)\*", text):
+        assert row in titles, row
+
+
 def test_every_metric_queried_is_in_the_contract():
     """Dashboards query only metrics documented in docs/metrics.md (or Prometheus's own `up`)."""
     documented = set(re.findall(r"`(inferwatch_[a-z_]+)`", (REPO / "docs" / "metrics.md").read_text()))
@@ -259,12 +291,20 @@ class Stack:
             "model.name": "loan", "model.version": "v1",
             "payload.codec": "kserve_v1",
             "process.pid": self.upstream.pid,
-            # drift panels: the first events become the reference, evaluated twice a second
-            **({"reference.warmup_events": 40, "drift.interval_seconds": 0.5, "drift.min_events": 10}
-               if DRIFT_ENGINE else {}),
+            # drift panels: a reference profile of the traffic's population (with a label, for the
+            # label drift panel), evaluated twice a second
+            **({"reference.path": str(self.reference_profile()), "drift.interval_seconds": 0.5,
+                "drift.min_events": 10} if DRIFT_ENGINE else {}),
+            # output panels: the upstream's answer is a score in the seed's loan bands; pushed events
+            # add a class and a value output
+            "predictions.outputs": {"prediction": {"type": "score", "bands": [
+                {"name": "refer_to_human", "max": 0.6}, {"name": "high_rate", "min": 0.6, "max": 0.7},
+                {"name": "mid_rate", "min": 0.71, "max": 0.9}, {"name": "low_rate", "min": 0.9}]},
+                "decision": {"type": "class"}, "amount": {"type": "value", "rules": [{"name": "negative", "min": 0}]}},
             # performance panels: labels for every prediction (traffic()), computed twice a second;
             # the upstream's answer is the positive class's probability
             "labels.enabled": True, "performance.task": "classification", "performance.score_output": "prediction",
+            "performance.prediction_output": "prediction",
             "performance.interval_seconds": 0.5, "performance.min_events": 5,
             "segments.features": ["region"],
             "shadow.challengers": [{"name": "loan-v2", "url": f"http://127.0.0.1:{challenger_port}"}],
@@ -289,6 +329,19 @@ class Stack:
              f"--storage.tsdb.path={self.tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=self.log)
         assert wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=1).ok, 30), self.prometheus_log()
+
+    def reference_profile(self):
+        """The population traffic() sends (and its labels: the truth is 1 as often as 0)."""
+        from inferwatch.profile import build_profile
+
+        rng = np.random.default_rng(4)
+        n = 2000
+        path = self.tmp / "reference.json"
+        build_profile({"feature": {"income": rng.normal(52000.0, 9000.0, n), "debt_ratio": rng.uniform(0.1, 0.6, n),
+                                   "region": list(rng.choice(["north", "south", "east"], n))},
+                       "output": {"prediction": rng.choice([0.25, 0.75], n)},
+                       "label": {"label": list(rng.integers(0, 2, n))}}, kinds={"label": "categorical"}).save(path)
+        return path
 
     def push_jobs(self):
         """The jobs row's data: a scheduled training run of the model that succeeds, a data job that
@@ -329,7 +382,8 @@ class Stack:
                          headers={"Content-Type": "application/json"}, timeout=5)
             session.get(f"{self.proxy}/status/503", timeout=5)
             session.post(f"{self.admin}/v1/events", timeout=5,   # one accepted, one rejected: dropped{invalid}
-                         json={"events": [{"prediction_id": "p", "features": row, "prediction": 0.9},
+                         json={"events": [{"prediction_id": "p", "features": row, "prediction": {
+                             "prediction": 0.9, "decision": "approve" if i % 3 else "refer", "amount": 1200.0 * i}},
                                           {"prediction_id": "q", "features": "not an object"}]})
             try:
                 session.get(f"{self.proxy}/reset", timeout=5)
@@ -370,11 +424,11 @@ def stack(tmp_path_factory):
         if DRIFT_ENGINE:   # and the drift engine has published its first evaluation
             for metric in sorted(DRIFT_METRICS):
                 assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
-            # and the input guard has checked events against the warm-up reference
+            # and the input guard has checked events against the reference
             assert wait_until(lambda: stack.query("inferwatch_schema_changed")["data"]["result"], 20), \
                 stack.prometheus_log()
-            # the outlier panels rate the score histogram: two scrapes must see it scored events, which
-            # on a loaded machine may all come after the warm-up froze the reference, so keep sending
+            # the outlier panels rate the score histogram: two scrapes must see it scored events, on a loaded
+            # machine the first traffic may all land before the first scrape, so keep sending
             scored = "rate(inferwatch_outlier_score_count[1m]) > 0"
             assert wait_until(lambda: stack.traffic(0.3) or stack.query(scored)["data"]["result"], 30), \
                 stack.prometheus_log()
