@@ -207,29 +207,33 @@ def test_the_model_dashboard_covers_predictions_and_their_drift():
         assert metric in exprs, metric
 
 
-def test_the_model_dashboard_covers_performance_and_shadow_challengers():
-    exprs = exprs_of("model")
-    for metric in ("inferwatch_model_performance", "inferwatch_estimated_performance", "inferwatch_labels_total",
-                   "inferwatch_label_delay_seconds_bucket", "inferwatch_labelled_window_events",
-                   "inferwatch_confusion_matrix_total", "inferwatch_segment_model_performance",
-                   "inferwatch_shadow_agreement_ratio", "inferwatch_shadow_prediction_difference_bucket",
-                   "inferwatch_shadow_duration_seconds_bucket", "inferwatch_shadow_performance",
-                   "inferwatch_shadow_requests_total"):
-        assert metric in exprs, metric
-    titles = [p["title"] for p in panels(load(DASHBOARD["model"])) if p["type"] == "row"]
-    assert {"Performance", "Shadow challengers"} <= set(titles)
+MODEL_ROWS = {
+    "Performance": ("inferwatch_model_performance", "inferwatch_estimated_performance", "inferwatch_labels_total",
+                    "inferwatch_label_delay_seconds_bucket", "inferwatch_labelled_window_events",
+                    "inferwatch_confusion_matrix_total", "inferwatch_segment_model_performance",
+                    "inferwatch_label_drift_score"),
+    "Shadow challengers": ("inferwatch_shadow_agreement_ratio", "inferwatch_shadow_prediction_difference_bucket",
+                           "inferwatch_shadow_duration_seconds_bucket", "inferwatch_shadow_performance",
+                           "inferwatch_shadow_requests_total"),
+    "Prediction outputs and bands": ("inferwatch_predicted_class_total", "inferwatch_prediction_score_bucket",
+                                     "inferwatch_prediction_value_bucket", "inferwatch_prediction_band_total",
+                                     "inferwatch_unreasonable_predictions_total"),
+    "Segments": ("inferwatch_segment_events_total", "inferwatch_segment_drifted_features_ratio",
+                 "inferwatch_segment_prediction_drift_score"),
+}
 
 
-def test_the_model_dashboard_covers_outputs_label_drift_and_segments():
-    exprs = exprs_of("model")
-    for metric in ("inferwatch_predicted_class_total", "inferwatch_prediction_score_bucket",
-                   "inferwatch_prediction_value_bucket", "inferwatch_prediction_band_total",
-                   "inferwatch_unreasonable_predictions_total", "inferwatch_label_drift_score",
-                   "inferwatch_segment_events_total", "inferwatch_segment_drifted_features_ratio",
-                   "inferwatch_segment_prediction_drift_score"):
-        assert metric in exprs, metric
-    titles = [p["title"] for p in panels(load(DASHBOARD["model"])) if p["type"] == "row"]
-    assert {"Prediction outputs and bands", "Segments"} <= set(titles)
+@pytest.mark.parametrize("row", MODEL_ROWS)
+def test_the_model_dashboard_rows_cover_their_metrics(row):
+    """Each row of the model dashboard queries its metrics in the panels below its title."""
+    dashboard = load(DASHBOARD["model"])
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    (top,) = [p["gridPos"]["y"] for p in rows if p["title"] == row]
+    bottom = min((p["gridPos"]["y"] for p in rows if p["gridPos"]["y"] > top), default=float("inf"))
+    exprs = " ".join(t["expr"] for p in graph_panels(dashboard) if top < p["gridPos"]["y"] < bottom
+                     for t in p["targets"])
+    for metric in MODEL_ROWS[row]:
+        assert metric in exprs, (row, metric)
 
 
 def test_every_dashboard_row_and_panel_the_runbooks_name_exists():
