@@ -130,6 +130,8 @@ def test_the_stack_and_inferwatch_demo_monitor_the_model_alike(tmp_path):
     demo = load_config(demo_sidecar_config(tmp_path, upstream_port=1, proxy_port=2, admin_port=3, model_pid=4,
                                            challenger_port=5))
     assert stack.predictions == demo.predictions and stack.segments == demo.segments
+    # the drift alerts and panels need a reference: the same warm-up as the demo's
+    assert stack.reference == demo.reference and stack.reference.enabled
     assert (stack.performance.prediction_output, stack.performance.score_output, stack.performance.threshold) == \
         (demo.performance.prediction_output, demo.performance.score_output, demo.performance.threshold)
     bands = stack.predictions.outputs["approval_probability"].bands
@@ -256,6 +258,7 @@ def test_kubernetes_example(tmp_path, monkeypatch):
     monkeypatch.delenv("MODEL_VERSION", raising=False)
     cfg = sidecar_config(tmp_path, configmap["data"]["inferwatch.yaml"])
     assert cfg.model.name == "loan" and cfg.model.version == "v1"
+    assert cfg.reference.enabled   # else no drift is evaluated and the drift alerts can never fire
     assert re.search(cfg.process.match, shlex.join(containers["model"]["command"]))
     model_port = int(containers["model"]["command"][-1])
     assert host_port(cfg.upstream.url) == ("127.0.0.1", model_port)
