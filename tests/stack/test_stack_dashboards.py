@@ -3,7 +3,6 @@ scrapes an in-process sidecar with traffic through it (and evaluates the shipped
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import re
@@ -30,7 +29,6 @@ MAY_BE_EMPTY = {"GPU", "Monitoring errors"}
 DRIFT_METRICS = {"inferwatch_feature_drift_score", "inferwatch_feature_drift_p_value", "inferwatch_feature_drifted",
                  "inferwatch_feature_statistic", "inferwatch_dataset_drifted", "inferwatch_drifted_features_ratio",
                  "inferwatch_prediction_drift_score", "inferwatch_drift_last_evaluation_timestamp_seconds"}
-DRIFT_ENGINE = importlib.util.find_spec("inferwatch.drift") is not None
 DASHBOARD = {name: REPO / "grafana" / "dashboards" / f"inferwatch-{name}.json" for name in ("overview", "data", "model")}
 
 
@@ -74,10 +72,6 @@ def is_job_query(expr: str) -> bool:
     """Jobs (pushed through the Pushgateway) have no model_version and their instance is a runner:
     their panels select the model's jobs and the jobs for no model with model=~"$model|"."""
     return "inferwatch_job_" in expr
-
-
-def uses_drift_metrics(panel) -> bool:
-    return any(name in DRIFT_METRICS for t in panel["targets"] for name in re.findall(r"\b(inferwatch_[a-z_]+)", t["expr"]))
 
 
 # --- lint ---------------------------------------------------------------------------------------------
@@ -258,8 +252,6 @@ def test_every_dashboard_row_and_panel_the_runbooks_name_exists():
 def test_every_metric_queried_is_in_the_contract():
     """Dashboards query only metrics documented in docs/metrics.md (or Prometheus's own `up`)."""
     documented = set(re.findall(r"`(inferwatch_[a-z_]+)`", (REPO / "docs" / "metrics.md").read_text()))
-    if not DRIFT_ENGINE:
-        documented |= DRIFT_METRICS
     for _, panel, target in targets():
         for name in re.findall(r"(?<![:\w])(inferwatch_[a-z_]+)", target["expr"]):  # not recording rules
             base = re.sub(r"_(bucket|count|sum)$", "", name)
@@ -297,8 +289,8 @@ class Stack:
             "process.pid": self.upstream.pid,
             # drift panels: a reference profile of the traffic's population (with a label, for the
             # label drift panel), evaluated twice a second
-            **({"reference.path": str(self.reference_profile()), "drift.interval_seconds": 0.5,
-                "drift.min_events": 10} if DRIFT_ENGINE else {}),
+            "reference.path": str(self.reference_profile()), "drift.interval_seconds": 0.5,
+            "drift.min_events": 10,
             # output panels: the upstream's answer is a score in the seed's loan bands; pushed events
             # add a class and a value output
             "predictions.outputs": {"prediction": {"type": "score", "bands": [
@@ -425,23 +417,23 @@ def stack(tmp_path_factory):
                           20), stack.prometheus_log()
         assert wait_until(lambda: len(stack.query("inferwatch_job_running")["data"]["result"]) == 3, 20), \
             stack.prometheus_log()
-        if DRIFT_ENGINE:   # and the drift engine has published its first evaluation
-            for metric in sorted(DRIFT_METRICS):
-                assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
-            # and the input guard has checked events against the reference
-            assert wait_until(lambda: stack.query("inferwatch_schema_changed")["data"]["result"], 20), \
-                stack.prometheus_log()
-            # the outlier panels rate the score histogram: two scrapes must see it scored events, on a loaded
-            # machine the first traffic may all land before the first scrape, so keep sending
-            scored = "rate(inferwatch_outlier_score_count[1m]) > 0"
-            assert wait_until(lambda: stack.traffic(0.3) or stack.query(scored)["data"]["result"], 30), \
-                stack.prometheus_log()
-            # the fleet-wide PSI recording rule, once two scrapes of the bin counters saw an increase:
-            # on a loaded machine the first traffic may all land before the bins' first scrape, so
-            # keep sending some while waiting
-            fleet_psi = "model_version_feature:inferwatch_feature_psi:1h"
-            assert wait_until(lambda: stack.traffic(0.3) or stack.query(fleet_psi)["data"]["result"], 30), \
-                stack.prometheus_log()
+        # the drift engine has published its first evaluation
+        for metric in sorted(DRIFT_METRICS):
+            assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
+        # and the input guard has checked events against the reference
+        assert wait_until(lambda: stack.query("inferwatch_schema_changed")["data"]["result"], 20), \
+            stack.prometheus_log()
+        # the outlier panels rate the score histogram: two scrapes must see it scored events, on a loaded
+        # machine the first traffic may all land before the first scrape, so keep sending
+        scored = "rate(inferwatch_outlier_score_count[1m]) > 0"
+        assert wait_until(lambda: stack.traffic(0.3) or stack.query(scored)["data"]["result"], 30), \
+            stack.prometheus_log()
+        # the fleet-wide PSI recording rule, once two scrapes of the bin counters saw an increase:
+        # on a loaded machine the first traffic may all land before the bins' first scrape, so
+        # keep sending some while waiting
+        fleet_psi = "model_version_feature:inferwatch_feature_psi:1h"
+        assert wait_until(lambda: stack.traffic(0.3) or stack.query(fleet_psi)["data"]["result"], 30), \
+            stack.prometheus_log()
         # and the performance engine its first figures on the labels traffic() sent
         for metric in ("inferwatch_model_performance", "inferwatch_estimated_performance",
                        "inferwatch_segment_model_performance", "inferwatch_shadow_performance"):
@@ -470,8 +462,7 @@ def test_every_panel_query_runs_on_live_prometheus(stack):
                 if answer.get("status") != "success":
                     failed.append(f"{where}: {answer.get('error')}")
                 elif not answer["data"]["result"] and panel["title"] not in MAY_BE_EMPTY:
-                    if DRIFT_ENGINE or not uses_drift_metrics(panel):
-                        empty.append(where)
+                    empty.append(where)
     assert not failed, failed
     assert not empty, f"no data for: {empty}"
 

@@ -8,7 +8,6 @@ data team, a stopped model server reaches the operations team.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from inferwatch.demo.stack import MonitoringStack, alertmanager_binary
 from inferwatch.sidecar import Sidecar
 
 MAX_FOR = "2s"   # every alert's `for:` in the test's copy of the rules
-DRIFT_ENGINE = importlib.util.find_spec("inferwatch.drift") is not None
 WARMUP_EVENTS = 1000   # the first healthy events become the drift reference
 
 
@@ -79,7 +77,7 @@ def sidecar_overrides(upstream_port: int, model_pid: int) -> dict:
         "payload.features": features,
         "window.max_events": 3000,
         "process.pid": model_pid,
-    } | ({"reference.warmup_events": WARMUP_EVENTS, "drift.interval_seconds": 1.0} if DRIFT_ENGINE else {})
+    } | {"reference.warmup_events": WARMUP_EVENTS, "drift.interval_seconds": 1.0}
 
 
 class E2E:
@@ -147,12 +145,12 @@ def test_healthy_traffic_raises_no_alert_but_the_watchdog(e2e):
     # The rules see a few seconds of healthy traffic: rates exist and every rule evaluated.
     assert wait_until(lambda: stack.query('model:inferwatch_requests:rate5m{model="loan", model_version="v1"} > 0'),
                       20), e2e.logs()
-    if DRIFT_ENGINE:   # the drift alerts must have seen healthy drift figures, not none at all
-        selector = f'{{instance="{e2e.instance}", model="loan", model_version="v1"}}'
-        for metric in ("inferwatch_feature_drift_score", "inferwatch_feature_drifted",
-                       "inferwatch_drifted_features_ratio", "inferwatch_dataset_drifted",
-                       "inferwatch_prediction_drift_score", "inferwatch_drift_last_evaluation_timestamp_seconds"):
-            assert wait_until(lambda: stack.query(metric + selector), 30), (metric, e2e.logs())
+    # the drift alerts must have seen healthy drift figures, not none at all
+    selector = f'{{instance="{e2e.instance}", model="loan", model_version="v1"}}'
+    for metric in ("inferwatch_feature_drift_score", "inferwatch_feature_drifted",
+                   "inferwatch_drifted_features_ratio", "inferwatch_dataset_drifted",
+                   "inferwatch_prediction_drift_score", "inferwatch_drift_last_evaluation_timestamp_seconds"):
+        assert wait_until(lambda: stack.query(metric + selector), 30), (metric, e2e.logs())
     time.sleep(4)   # twice MAX_FOR: anything true now would be firing
     groups = requests.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     unhealthy = [(r["name"], r.get("lastError")) for g in groups for r in g["rules"] if r["health"] != "ok"]
@@ -169,8 +167,6 @@ def test_healthy_traffic_raises_no_alert_but_the_watchdog(e2e):
     assert e2e.traffic.sent > 50 and e2e.traffic.failed == 0
 
 
-@pytest.mark.skipif(not DRIFT_ENGINE, reason="needs the drift engine of issue 3 (src/inferwatch/drift.py), "
-                                            "which has not landed yet")
 def test_feature_drift_reaches_the_data_team(e2e):
     e2e.traffic.shift = 1.0   # the demo's drifted population: lower incomes, more debt, more contractors
     delivered = wait_until(lambda: e2e.stack.webhook.alerts(status="firing", alertname="InferwatchFeatureDrift"), 45)
