@@ -54,6 +54,40 @@ def test_labeler_caps_first_seen_values_and_counts_overflow_rows():
         labeler.labels("colour", ["red"])
 
 
+def test_a_reference_profile_seeds_the_most_frequent_values_first():
+    """Top-K: the training data's most frequent regions get the label values, whatever order the
+    traffic shows them in; a rare value seen first does not take a slot."""
+    from inferwatch.profile import build_profile
+
+    rng = np.random.default_rng(0)
+    regions = rng.choice(["eu", "us", "apac", "latam"], 5000, p=[0.5, 0.3, 0.15, 0.05])
+    profile = build_profile({"feature": {"region": list(regions), "x": rng.normal(size=5000)}})
+    labeler = SegmentLabeler(["region", "tier"], 2)
+    assert labeler.seed_from_profile(profile) == {"region": ["eu", "us"]}   # tier is not in the profile
+    assert labeler.labels("region", ["latam", "apac", "us", "eu"]).tolist() == ["other", "other", "us", "eu"]
+    assert labeler.capped_rows == 2
+    # Slots the reference leaves go to values first seen; a reserved name never takes one.
+    roomy = SegmentLabeler(["region"], 6)
+    roomy.seed("region", ["eu", "other", "missing", "us"])
+    assert roomy.labels("region", ["mars", "eu"]).tolist() == ["mars", "eu"]
+    assert roomy.values("region") == ["eu", "us", "mars"]
+
+
+def test_the_sidecar_seeds_segments_from_its_reference_profile(tmp_path):
+    from inferwatch.config import load_config
+    from inferwatch.profile import build_profile
+    from inferwatch.sidecar import Sidecar
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "reference.json"
+    build_profile({"feature": {"region": list(rng.choice(["eu", "us", "apac"], 3000, p=[0.2, 0.7, 0.1])),
+                               "x": rng.normal(size=3000)}}).save(path)
+    cfg = load_config(None, {"proxy.enabled": False, "reference.path": str(path), "segments.features": "region",
+                             "segments.max_values": 2})
+    sidecar = Sidecar(cfg)
+    assert sidecar.pipeline.segments.values("region") == ["us", "eu"]
+
+
 def test_labeler_numbers_and_booleans_share_the_window_category_text():
     labeler = SegmentLabeler(["tier"], 5)
     assert labeler.labels("tier", [1, 2.0, True, 3.5]).tolist() == ["1", "2", "true", MISSING]

@@ -279,8 +279,9 @@ class SegmentsConfig:
     # Features whose values slice requests, drift and performance (e.g. [region]); see
     # docs/configuration.md#segments. Each becomes a `segment` label value.
     features: list[str] = field(default_factory=list)
-    # Label values per segment feature: the first max_values distinct values seen, the rest
-    # `other` (counted in inferwatch_label_values_capped_total{label="segment"}).
+    # Label values per segment feature: the reference profile's most frequent categories (with
+    # reference.path), then the first distinct values seen, max_values in all; the rest `other`
+    # (counted in inferwatch_label_values_capped_total{label="segment"}).
     max_values: int = 10
     # Drift per segment value: each value's rows of the version's window are evaluated by the
     # drift engine (needs a reference); costs about one extra evaluation per segment feature.

@@ -2,11 +2,16 @@
 
 A segment is a feature (e.g. ``region``) whose values slice requests, drift and performance,
 so "the model is fine in EU but failing in APAC" is one query. Each segment feature admits
-its first ``segments.max_values`` distinct values as label values; later values become
-``other`` (the rows counted in ``inferwatch_label_values_capped_total{label="segment"}``), and
-a row without the feature (or with a value that cannot be a category, such as 0.5) is
-``missing``. Admission is first-seen rather than by frequency so a label value, once
-exported, keeps meaning the same slice for the life of the process.
+``segments.max_values`` values as label values; other values become ``other`` (the rows
+counted in ``inferwatch_label_values_capped_total{label="segment"}``), and a row without the
+feature (or with a value that cannot be a category, such as 0.5) is ``missing``.
+
+Which values: with a reference profile file (``reference.path``) in which the feature is
+categorical, its most frequent reference categories come first (``seed``: the top-K of the
+training data); slots left over, and every slot without such a profile, go to values in the
+order they are first seen. Admission never changes afterwards, so a label value, once
+exported, keeps meaning the same slice for the life of the process (re-ranking by live
+frequency would move rows between series and break every rate over them).
 
 ``SegmentLabeler`` is the one place that decides labels: the worker admits values as events
 arrive (``labels``), and readers of stored data (the drift engine over window snapshots, the
@@ -55,6 +60,23 @@ class SegmentLabeler:
     @property
     def enabled(self) -> bool:
         return bool(self.features)
+
+    def seed(self, feature: str, values: Iterable[Any]) -> list[str]:
+        """Admit ``values`` (most important first, e.g. a reference's categories by frequency) up
+        to ``max_values``, before any traffic; returns the label values admitted."""
+        keys = [k for k in (v if type(v) is str else _key(v) for v in values) if k is not None]
+        self._admit(feature, keys)
+        return self.values(feature)
+
+    def seed_from_profile(self, profile) -> dict[str, list[str]]:
+        """Seed each segment feature that is categorical in a reference profile with its most
+        frequent categories (a profile lists them most frequent first)."""
+        seeded = {}
+        for feature in self.features:
+            column = profile.features.get(feature)
+            if column is not None and column.kind == "categorical":
+                seeded[feature] = self.seed(feature, column.categories)
+        return seeded
 
     def values(self, feature: str) -> list[str]:
         """The admitted label values of a segment feature, in admission order."""

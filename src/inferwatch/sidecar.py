@@ -119,6 +119,9 @@ class Sidecar:
                 segments=self.pipeline.segments)
             self.pipeline.observers.append(self.drift.observe)
             registry.register(DriftCollector(self.drift))
+            # Segment values: the reference's most frequent categories first (top-K), then first seen.
+            if self.drift.reference is not None and self.pipeline.segments.enabled:
+                self.pipeline.segments.seed_from_profile(self.drift.reference)
         # The input guard: data quality, schema changes and outliers on every windowed event.
         self.guard = None
         if cfg.guard.enabled:
