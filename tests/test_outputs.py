@@ -144,6 +144,20 @@ def test_value_rules_catch_negative_prices_and_nan():
     assert "inferwatch_prediction_score_bucket" not in got
 
 
+def test_score_buckets_are_configurable_and_raw_scores_may_leave_zero_one():
+    monitor, registry = _monitor({"logit": {"type": "score", "probability": False, "buckets": [-2, 0, 2]},
+                                  "p": {"type": "score", "buckets": [0.5, 0.9]}})
+    monitor.observe("1", EventBatch(5, outputs={"logit": [-3.0, -1.0, 0.0, 1.5, 4.0],
+                                                 "p": [0.1, 0.5, 0.7, 0.95, 1.2]}))
+    got = _samples(registry)
+    buckets = {(labels["output"], labels["le"]): v for labels, v in got["inferwatch_prediction_score_bucket"]}
+    assert {le: v for (out, le), v in buckets.items() if out == "logit"} == \
+        {"-2.0": 1, "0.0": 3, "2.0": 4, "+Inf": 5}
+    assert {le: v for (out, le), v in buckets.items() if out == "p"} == {"0.5": 2, "0.9": 3, "+Inf": 5}
+    rules = {(labels["output"], labels["rule"]): v for labels, v in got["inferwatch_unreasonable_predictions_total"]}
+    assert ("logit", "outside_probability") not in rules and rules[("p", "outside_probability")] == 1
+
+
 def test_classes_are_capped_with_overflow_counted():
     registry = CollectorRegistry()
     metrics = Metrics("m", registry, sidecar_process_metrics=False)
