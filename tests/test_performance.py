@@ -64,12 +64,18 @@ def test_join_store_outcomes_ttl_and_capacity():
     assert store.take("a")[0] == "duplicate"
     assert store.take("zzz") == ("unknown_id", None, None)
     clock.now += 101
-    assert store.take("b")[:2] == ("expired", None) and store.evicted == {"full": 0, "expired": 1}
+    assert store.take("b")[:2] == ("expired", None) and store.evicted == {"full": 0, "expired": 1, "replaced": 0}
     store.put("1", ["c", "d", "e", "f", "g"], [clock.now] * 5, [0] * 5, [0.1] * 5)
     assert len(store) == 3 and store.evicted["full"] == 2
     assert store.take("c")[0] == "expired" and store.take("g")[0] == "matched"
     # Tombstones are bounded too: the store never remembers more ids than max_pending.
     assert len(store._done) <= 3
+    # A repeated id (a client retrying with its id): the newer prediction waits, the older is counted.
+    store.put("2", ["g"], [clock.now], [1], [0.9])
+    store.put("3", ["g"], [clock.now], [0], [0.2])
+    assert store.evicted["replaced"] == 1 and len(store) == 3
+    outcome, entry, version = store.take("g")
+    assert (outcome, entry.predicted, version) == ("matched", 0, "3")
 
 
 def test_labelled_window_is_a_bounded_ring_with_age():

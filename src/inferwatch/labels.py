@@ -130,7 +130,8 @@ class JoinStore:
     """Predictions by id until their label arrives, bounded in count and time. Thread-safe.
 
     ``evicted`` counts entries dropped before their label came, by reason (``full``: the store
-    was at ``max_pending``; ``expired``: older than ``ttl_seconds``).
+    was at ``max_pending``; ``expired``: older than ``ttl_seconds``; ``replaced``: a newer
+    prediction with the same id took its place, e.g. a client that retried with its id).
     """
 
     def __init__(self, max_pending: int, ttl_seconds: float, clock=time.time):
@@ -140,7 +141,7 @@ class JoinStore:
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         # Ids already matched or evicted: id -> (outcome of a further label, version, when).
         self._done: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
-        self.evicted = {"full": 0, "expired": 0}
+        self.evicted = {"full": 0, "expired": 0, "replaced": 0}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -174,8 +175,9 @@ class JoinStore:
             self._expire(now)
             pending = self._pending
             for pid, ts, pred, score, seg in zip(prediction_ids, timestamps, predicted, scores, rows):
-                if pid in pending:  # a repeated id: the newest prediction wins
+                if pid in pending:  # a repeated id: the newest prediction wins, the older is counted
                     del pending[pid]
+                    self.evicted["replaced"] += 1
                 pending[pid] = Pending(version, ts, pred, score, now, None, seg)
             while len(pending) > self.max_pending:
                 pid, entry = pending.popitem(last=False)

@@ -474,7 +474,7 @@ class PerformanceCollector(EngineCollector):
                                 value=e.store.max_pending)
         evicted = CounterMetricFamily("inferwatch_label_join_evictions",
                                       "Predictions dropped from the join store before their label came, by reason "
-                                      "(full, expired).", labels=["reason"])
+                                      "(full, expired, replaced by a newer prediction with the same id).", labels=["reason"])
         for reason, count in e.store.evicted.items():
             evicted.add_metric([reason], count)
         yield evicted
