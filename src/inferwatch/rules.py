@@ -140,11 +140,19 @@ def _number(value: float) -> str:
 # --- thresholds -----------------------------------------------------------------------------
 
 
+def _user_mapping(path: str) -> bool:
+    """Mappings whose keys are the user's (metric bounds, Kubernetes labels): an override replaces
+    the default as a whole, and its keys are checked by validation, not against the defaults."""
+    return path.endswith((".floors", ".ceilings")) or path == "kubernetes.labels"
+
+
 def _merge(base: Any, override: Any, path: str, problems: list[str]) -> Any:
     if isinstance(base, dict):
         if not isinstance(override, dict):
             problems.append(f"{path}: expected a mapping, got {type(override).__name__}")
             return base
+        if _user_mapping(path):
+            return dict(override)
         merged = dict(base)
         for key, value in override.items():
             where = f"{path}.{key}" if path else str(key)

@@ -92,6 +92,67 @@ def test_rules_check_fails_on_a_stale_render_and_render_fixes_it(tmp_path, capsy
     assert "threshold: 2s for 15m" in (tmp_path / "rules" / "inferwatch-ops.yml").read_text()
 
 
+def test_metric_bounds_and_kubernetes_labels_are_the_users_own_keys(tmp_path):
+    """floors, ceilings and kubernetes.labels map the user's names: any metric or label may be
+    set, and a mapping replaces the default one as a whole (so a floor can be dropped)."""
+    path = tmp_path / "thresholds.yaml"
+    path.write_text("alerts:\n  InferwatchModelPerformanceDegraded:\n    floors: {f1: 0.6}\n"
+                    "    ceilings: {mape: 0.2, log_loss: 0.5}\n"
+                    "kubernetes:\n  labels: {release: kube-prometheus-stack}\n")
+    t = load_thresholds(path)
+    alert = t.alert("InferwatchModelPerformanceDegraded")
+    assert alert["floors"] == {"f1": 0.6} and alert["ceilings"] == {"mape": 0.2, "log_loss": 0.5}
+    assert t.raw["kubernetes"]["labels"] == {"release": "kube-prometheus-stack"}
+    assert t.raw["kubernetes"]["name"] == "inferwatch"   # other keys still merge with their defaults
+
+
+CEILING_TEST = """
+rule_files: [inferwatch-ml.yml]
+evaluation_interval: 1m
+tests:
+  - name: a regression model's error above its ceiling fires; below it, or on too few labels, stays silent
+    interval: 1m
+    input_series:
+      - series: 'inferwatch_model_performance{job="inferwatch", instance="i:9180", model="price", model_version="2", metric="rmse"}'
+        values: '8x10 20x50'
+      - series: 'inferwatch_labelled_window_events{job="inferwatch", instance="i:9180", model="price", model_version="2"}'
+        values: '500x60'
+      - series: 'inferwatch_model_performance{job="inferwatch", instance="i:9180", model="price", model_version="3", metric="rmse"}'
+        values: '30x60'
+      - series: 'inferwatch_labelled_window_events{job="inferwatch", instance="i:9180", model="price", model_version="3"}'
+        values: '20x60'
+      - series: 'inferwatch_model_performance{job="inferwatch", instance="i:9180", model="price", model_version="2", metric="r2"}'
+        values: '0.9x60'
+    alert_rule_test:
+      - eval_time: 30m
+        alertname: InferwatchModelPerformanceDegraded
+        exp_alerts: []
+      - eval_time: 50m
+        alertname: InferwatchModelPerformanceDegraded
+        exp_alerts:
+          - exp_labels: {severity: warning, team: ml, job: inferwatch, instance: "i:9180", model: price,
+                         model_version: "2", metric: rmse}
+            exp_annotations:
+              summary: The performance of a model on labelled predictions is out of its agreed bounds.
+              description: 'rmse of price version 2 (sidecar i:9180) is 20 over its labelled window, above its ceiling; threshold: rmse > 12.5 with at least 100 labelled predictions, for 30m.'
+              runbook_url: https://github.com/inferwatch/inferwatch/blob/main/docs/runbooks.md#inferwatchmodelperformancedegraded
+"""
+
+
+def test_performance_ceilings_render_alerts_that_fire_and_stay_silent(tmp_path):
+    """Lower-is-better metrics (RMSE, MAE, MAPE, log loss) get ceilings: not shipped on, so their
+    rendered rule is proven here with promtool on a render of thresholds that set one."""
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text(THRESHOLDS.read_text().replace("    ceilings: {}", "    ceilings: {rmse: 12.5}"))
+    rules = tmp_path / "rules"
+    assert cli_main(["rules", "render", "--thresholds", str(thresholds), "--output-dir", str(rules),
+                     "--prometheusrule", str(tmp_path / "prometheusrule.yaml")]) == 0
+    assert 'metric="rmse"} > 12.5' in (rules / "inferwatch-ml.yml").read_text()
+    (rules / "ceiling.test.yml").write_text(CEILING_TEST)
+    result = run(tool("promtool"), "test", "rules", "ceiling.test.yml", cwd=rules, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_shipped_thresholds_spell_out_every_default():
     assert load_thresholds(THRESHOLDS).raw == load_thresholds(None).raw == DEFAULTS
 
@@ -122,6 +183,11 @@ def test_shipped_thresholds_spell_out_every_default():
     ("cost: {cpu_hour_price: cheap}", "cost.cpu_hour_price: must be a price >= 0"),
     ("cost: {currency: 'US dollars'}", "cost.currency: must be a currency code"),
     ("cost: {gpu_price: 2}", "cost.gpu_price: unknown key"),
+    ("alerts: {InferwatchModelPerformanceDegraded: {floors: {acuracy: 0.7}}}",
+     "alerts.InferwatchModelPerformanceDegraded.floors.acuracy: unknown metric"),
+    ("alerts: {InferwatchModelPerformanceDegraded: {ceilings: {rmse: low}}}",
+     "alerts.InferwatchModelPerformanceDegraded.ceilings.rmse: must be a number"),
+    ("kubernetes: {labels: {release: 3}}", "kubernetes.labels: must map label names to strings"),
 ])
 def test_thresholds_problems_are_reported_with_their_key(tmp_path, text, message):
     path = tmp_path / "thresholds.yaml"
