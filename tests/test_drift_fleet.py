@@ -10,17 +10,16 @@ engine over the union of both windows).
 sample count, so the exact comparison is made at an evaluation time and range where both
 replicas have the same number of samples, the first of them taken before any event (0) and
 the last after all of them; then the factor is the same for every series and cancels in the
-proportions. The recorded rule (1 s evaluations, arbitrary alignment) is checked to 1e-3.
+proportions. The recorded rule (1 s evaluations, arbitrary alignment: series with different sample
+counts are extrapolated differently) is checked to 5%; runs here differed by 0.001% to 3.5%.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,8 +33,14 @@ from inferwatch.profile import build_profile
 from inferwatch.sidecar import Sidecar
 from inferwatch.window import Window
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-pytestmark = pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="needs the prometheus binary")
+
+
+def _prometheus() -> str:
+    path = shutil.which("prometheus")
+    if path is None:   # a fail, not a skip: `make test` installs it, so its absence is a broken setup
+        pytest.fail("prometheus is not installed: `make test` installs the Debian prometheus package")
+    return path
+
 RANGE = "10m"
 
 
@@ -92,7 +97,7 @@ def fleet(tmp_path):
                   {"targets": [f"127.0.0.1:{s.admin_port}" for s in sidecars]}]}]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = open(tmp_path / "prometheus.log", "wb")
-    prometheus = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+    prometheus = subprocess.Popen([_prometheus(), f"--config.file={tmp_path / 'prometheus.yml'}",
                                    f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
                                   stdout=subprocess.DEVNULL, stderr=log)
     try:
@@ -185,4 +190,4 @@ def test_fleet_psi_in_promql_equals_the_sidecars_psi(fleet):
             assert got[feature] == pytest.approx(value, abs=1e-6), (inst, feature)
     rec = {x["metric"]["feature"]: float(x["value"][1]) for x in recorded}
     for feature, value in expected.items():
-        assert math.isfinite(rec[feature])
+        assert rec[feature] == pytest.approx(value, rel=0.05), feature
