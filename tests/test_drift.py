@@ -271,6 +271,10 @@ def test_collector_drops_label_sets_that_are_gone():
     got = _scrape(registry)
     features = {s[0]["feature"] for s in got["inferwatch_feature_drifted"]}
     assert features == {"x0", "x1", "x2", "city"}
+    # the decision names the method that made it: at 500 events the exact tests (auto defaults)
+    decided_by = {s[0]["feature"]: s[0]["method"] for s in got["inferwatch_feature_drifted"]}
+    assert decided_by == {"x0": "ks", "x1": "ks", "x2": "ks", "city": "chi2"}
+    assert {s[0]["method"] for s in got["inferwatch_prediction_drifted"]} == {"ks"}
     assert {s[0]["output"] for s in got["inferwatch_prediction_drift_score"]} == {"prediction"}
     assert got["inferwatch_reference_info"][0][0]["hash"] == profile.hash
     assert {s[0]["model_version"] for s in got["inferwatch_feature_bin_total"]} == {"1"}  # at 0 from the start

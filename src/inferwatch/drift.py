@@ -852,8 +852,8 @@ class DriftCollector(EngineCollector):
                                    "p-value of a feature's drift test (ks, chi2), before correction.",
                                    labels=[*mv, "feature", "method"]),
             "drifted": GaugeMetricFamily("inferwatch_feature_drifted",
-                                         "1 if the feature drifted by the configured decision, else 0.",
-                                         labels=[*mv, "feature"]),
+                                         "1 if the feature drifted by its decision (method: the one that decided), "
+                                         "else 0.", labels=[*mv, "feature", "method"]),
             "stat": GaugeMetricFamily("inferwatch_feature_statistic",
                                       "A basic statistic of a feature in the reference and in the current window.",
                                       labels=[*mv, "feature", "statistic", "source"]),
@@ -864,8 +864,8 @@ class DriftCollector(EngineCollector):
                                     "p-value of a model output's drift test (ks, chi2), before correction.",
                                     labels=[*mv, "output", "method"]),
             "pdrifted": GaugeMetricFamily("inferwatch_prediction_drifted",
-                                          "1 if the model output drifted by the configured decision, else 0.",
-                                          labels=[*mv, "output"]),
+                                          "1 if the model output drifted by its decision (method: the one that "
+                                          "decided), else 0.", labels=[*mv, "output", "method"]),
             "ratio": GaugeMetricFamily("inferwatch_drifted_features_ratio",
                                        "Share of evaluated features that drifted.", labels=mv),
             "dataset": GaugeMetricFamily("inferwatch_dataset_drifted",
@@ -896,7 +896,7 @@ class DriftCollector(EngineCollector):
                 for method, value in c.p_values.items():
                     fam["p"].add_metric([*base, c.name, method], value)
                 if c.method:
-                    fam["drifted"].add_metric([*base, c.name], 1.0 if c.drifted else 0.0)
+                    fam["drifted"].add_metric([*base, c.name, c.method], 1.0 if c.drifted else 0.0)
                 if e.cfg.drift.summary_statistics:
                     names = NUMERIC_STATISTICS if c.kind == "numeric" else CATEGORICAL_STATISTICS
                     reference = ref_stats.get(c.name, {})
@@ -912,7 +912,7 @@ class DriftCollector(EngineCollector):
                 for method, value in c.p_values.items():
                     fam["pp"].add_metric([*base, c.name, method], value)
                 if c.method:
-                    fam["pdrifted"].add_metric([*base, c.name], 1.0 if c.drifted else 0.0)
+                    fam["pdrifted"].add_metric([*base, c.name, c.method], 1.0 if c.drifted else 0.0)
             if r.features:
                 fam["ratio"].add_metric(base, r.drifted_ratio)
                 fam["dataset"].add_metric(base, 1.0 if r.dataset_drifted else 0.0)
