@@ -14,7 +14,8 @@ def test_version():
 
 
 def test_help_everywhere():
-    for args in ([], ["run"], ["check-config"], ["demo"], ["hash-password"]):
+    for args in ([], ["run"], ["check-config"], ["demo"], ["hash-password"], ["profile"], ["job"], ["actions"],
+                 ["rules"], ["rules", "render"], ["rules", "check"]):
         result = run(*args, "--help")
         assert result.returncode == 0 and "usage: inferwatch" in result.stdout, args
 
@@ -25,6 +26,10 @@ def test_check_config_ok(tmp_path):
     result = run("check-config", "--config", str(path))
     assert result.returncode == 0
     assert f"{path}: OK" in result.stdout and "fraud version 2" in result.stdout
+    assert "drift:       off (no reference" in result.stdout   # says why no drift would be evaluated
+    path.write_text("reference: {warmup_events: 500}\ndrift: {interval_seconds: 30}\n")
+    result = run("check-config", "--config", str(path))
+    assert "drift:       against the first 500 events, every 30s (bonferroni at alpha 0.01)" in result.stdout
 
 
 def test_check_config_reports_every_problem(tmp_path):

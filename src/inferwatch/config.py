@@ -520,6 +520,12 @@ class Config:
             f"window:      {self.window.max_events} events, {self.window.max_age_seconds:g}s",
             f"queue:       {self.queue.max_items} items",
         ]
+        if self.reference.enabled:
+            source = self.reference.path or f"the first {self.reference.warmup_events} events"
+            lines.append(f"drift:       against {source}, every {self.drift.interval_seconds:g}s "
+                         f"({self.drift.correction} at alpha {self.drift.alpha:g})")
+        else:
+            lines.append("drift:       off (no reference: set reference.path or reference.warmup_events)")
         if self.labels.enabled:
             lines.append(f"labels:      on, {self.labels.max_pending} pending for {self.labels.ttl_seconds:g}s; "
                          f"performance ({self.performance.task}) every {self.performance.interval_seconds:g}s")
