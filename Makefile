@@ -29,7 +29,13 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) benchmarks/proxy_overhead.py
 	$(PY) benchmarks/ingest.py
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/drift.py
