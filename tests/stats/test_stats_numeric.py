@@ -331,3 +331,27 @@ def test_ks_equal_sizes_exact_pvalue_grid(n):
             continue
         cur = ref + (h - 0.5)  # D = h / n exactly
         assert_ks_matches_scipy(ref, cur)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), scale=st.floats(0.1, 100.0), loc=st.floats(-1e3, 1e3),
+       shifts=st.lists(st.floats(0.05, 3.0), min_size=2, max_size=5, unique=True))
+def test_scores_grow_with_any_mean_shift(seed, scale, loc, shifts):
+    """Property: for any location, scale and set of shifts (in reference standard deviations),
+    a larger shift of the same sample never scores lower, and no shift scores ~0 on the
+    distances (the current sample is a copy of the reference)."""
+    rng = np.random.default_rng(seed)
+    ref = loc + scale * rng.normal(size=3000)
+    ref_sorted = prepare_sample(ref)
+    edges = quantile_edges(ref)
+    ref_counts = bin_counts(ref_sorted, edges, values_sorted=True)
+    rows = []
+    for shift in [0.0, *sorted(shifts)]:
+        cur = ref + shift * ref.std()
+        q = bin_counts(cur, edges)
+        rows.append([psi(ref_counts, q), js_distance(ref_counts, q), hellinger(ref_counts, q),
+                     ks_2samp(ref_sorted, cur)[0], wasserstein_normalized(ref_sorted, cur)])
+    scores = np.array(rows)
+    assert np.all(scores[0] < 1e-6), scores[0]
+    assert np.all(np.diff(scores, axis=0) >= -1e-9), scores
+    assert np.all(scores[-1] > scores[0])
