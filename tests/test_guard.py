@@ -67,15 +67,22 @@ def test_every_issue_is_counted_per_feature():
     cols["city"][6] = None             # missing
     cols["city"][7] = {"a": 1}         # wrong type
     cols["surprise"] = [None] * 10
-    cols["surprise"][8] = 1            # unknown feature (present in one event)
+    cols["surprise"][8] = 1            # unknown feature (present in one event: `other` until it is frequent)
     batch = EventBatch(10, features=cols)
     guard.observe("1", batch)
     assert totals(guard) == {
         ("x0", "missing"): 1, ("x1", "nan"): 1, ("x2", "infinite"): 1, ("x3", "wrong_type"): 1,
         ("x0", "out_of_range"): 1, ("city", "unseen_category"): 1, ("city", "missing"): 1,
-        ("city", "wrong_type"): 1, ("surprise", "unknown_feature"): 1,
+        ("city", "wrong_type"): 1, ("other", "unknown_feature"): 1,
     }
     assert guard.events[("1", "failed")] == 9 and guard.events[("1", "passed")] == 1
+    # a NaN or an infinity in a categorical column (pandas' missing value) is nan / infinite, not a wrong type
+    cols = clean(4, seed=3)
+    cols["city"] = [float("nan"), float("inf"), "rome", [1]]
+    guard.observe("1", EventBatch(4, features=cols))
+    assert {k: v for k, v in totals(guard).items() if k[0] == "city"} == {
+        ("city", "unseen_category"): 1, ("city", "missing"): 1, ("city", "wrong_type"): 2, ("city", "nan"): 1,
+        ("city", "infinite"): 1}
     # an absent feature is missing in every event
     cols = clean(5, seed=2)
     del cols["x2"]
@@ -122,27 +129,67 @@ def test_integer_categories_match_their_text():
 
 
 def test_declared_features_are_the_schema_without_a_profile():
-    guard = Guard(load_config(None, {"payload.features": [{"name": "a", "type": "numeric"}, "b"]}))
+    guard = Guard(load_config(None, {"payload.features": [{"name": "a", "type": "numeric"}, "b"],
+                                     "guard.unknown_feature_min_events": 3}))
     guard.observe("1", EventBatch(3, features={"a": [1.0, "x", float("nan")], "c": [1, 2, 3]}))
     assert totals(guard) == {("a", "wrong_type"): 1, ("a", "nan"): 1, ("b", "missing"): 3,
                              ("c", "unknown_feature"): 3}
     assert guard.schema.source == "config"
 
 
-def test_unknown_feature_labels_are_capped():
+def test_random_keys_cannot_take_the_unknown_feature_labels():
+    """A client sending a new random key in every event: every key stays `other` (and counted), and a
+    renamed column arriving after thousands of them still gets a label of its own."""
     capped = []
     profile = reference()
-    guard = Guard(load_config(None, {"guard.max_unknown_features": 3}), reference=lambda: profile,
-                  on_capped=lambda: capped.append(1))
-    for i in range(20):
-        cols = clean(2, seed=i)
-        cols[f"random_{i}"] = [1, 2]
-        guard.observe("1", EventBatch(2, features=cols))
+    guard = Guard(load_config(None, {"guard.max_unknown_features": 3, "guard.unknown_feature_min_events": 10}),
+                  reference=lambda: profile, on_capped=lambda: capped.append(1))
+    for b in range(40):   # 40 batches of 50 events, each event with its own random key
+        cols = clean(50, seed=b)
+        for i in range(50):
+            cols[f"random_{b}_{i}"] = [None] * i + [1.0] + [None] * (49 - i)
+        guard.observe("1", EventBatch(50, features=cols))
+    assert {f for (f, issue) in totals(guard) if issue == "unknown_feature"} == {"other"}
+    assert totals(guard)[("other", "unknown_feature")] == 2000
+    assert guard.checker.unknown == {} and len(capped) == 2000
+    assert len(guard.checker.names) <= max(32, 4 * 3)   # the sketch is bounded
+    for b in range(5):
+        cols = clean(50, seed=100 + b)
+        cols["annual_income"] = [1.0] * 50
+        cols[f"random_late_{b}"] = [2.0] + [None] * 49
+        guard.observe("1", EventBatch(50, features=cols))
     labels = {f for (f, issue) in totals(guard) if issue == "unknown_feature"}
-    assert labels == {"random_0", "random_1", "random_2", "other"}
-    assert totals(guard)[("other", "unknown_feature")] == 34
-    assert len(capped) == 17
+    assert labels == {"other", "annual_income"}
+    # present in all 50 events of its first batch: above the minimum at once
+    assert totals(guard)[("annual_income", "unknown_feature")] == 250
+    assert totals(guard)[("other", "unknown_feature")] == 2005
+    assert guard.status()["frequent_unknown_features"][0] == {"feature": "annual_income", "events": 250}
 
+
+def test_the_most_frequent_unknown_names_get_the_labels():
+    guard = guard_for(reference(), **{"guard.max_unknown_features": 1, "guard.unknown_feature_min_events": 5,
+                                      "guard.outliers": False, "guard.duplicates": False})
+    cols = clean(10)
+    cols["sometimes"] = [1.0, None] * 5   # first in the batch, but present in half the events
+    cols["often"] = [1.0] * 10
+    for _ in range(2):
+        guard.observe("1", EventBatch(10, features=cols))
+    assert list(guard.checker.unknown) == ["often"]
+    assert totals(guard) == {("often", "unknown_feature"): 20, ("other", "unknown_feature"): 10}
+
+
+def test_unknown_name_sketch_keeps_the_heavy_hitters():
+    from inferwatch.guard import UnknownNames
+
+    names = UnknownNames(8)
+    rng = np.random.default_rng(5)
+    for step in range(2000):
+        names.add(f"noise{rng.integers(1 << 30)}", 1)
+        if step % 2 == 0:
+            names.add("heavy", 1)
+    assert len(names) == 8
+    assert names.guaranteed("heavy") > 500 and names.top(1)[0][0] == "heavy"
+    assert all(names.guaranteed(n) <= 1 for n in names.entries if n != "heavy")
 
 # --- duplicates --------------------------------------------------------------------------------------
 
@@ -237,6 +284,40 @@ def test_a_renamed_column_is_a_schema_change_with_before_and_after():
     # a few events with the old name do not clear it: "nearly all" recent events
     guard.observe("1", EventBatch(1, features=clean(1, seed=50)))
     assert {c["feature"] for c in guard.status()["versions"]["1"]["schema"]["changes"]} == {"x0", "x_zero"}
+
+
+def schema_gauges(guard: Guard) -> dict[tuple[str, str], float]:
+    return {(s.labels["feature"], s.labels["change"]): s.value for f in text_string_to_metric_families(exported(guard))
+            for s in f.samples if s.name == "inferwatch_schema_changed"}
+
+
+def test_random_keys_in_every_event_are_no_schema_change():
+    guard = guard_for(reference(), **{"guard.schema_window_events": 100, "guard.schema_min_events": 20})
+    for b in range(10):
+        cols = clean(20, seed=b)
+        for i in range(20):
+            cols[f"k{b}_{i}"] = [None] * i + [1.0] + [None] * (19 - i)
+        guard.observe("1", EventBatch(20, features=cols))
+    assert guard.status()["versions"]["1"]["schema"]["changes"] == []
+    assert set(schema_gauges(guard).values()) == {0.0}
+
+
+def test_a_new_feature_without_a_label_of_its_own_is_an_added_other():
+    guard = guard_for(reference(), **{"guard.max_unknown_features": 1, "guard.unknown_feature_min_events": 1,
+                                      "guard.schema_window_events": 100, "guard.schema_min_events": 20})
+    cols = clean(20, seed=1)
+    cols["extra"] = [1.0] * 10 + [None] * 10   # takes the only label, and is in half the events: no change
+    guard.observe("1", EventBatch(20, features=cols))
+    for b in range(5):
+        cols = clean(20, seed=10 + b)
+        cols["annual_income"] = cols.pop("x0")
+        guard.observe("1", EventBatch(20, features=cols))
+    changes = guard.status()["versions"]["1"]["schema"]["changes"]
+    assert [(c["feature"], c["change"], c.get("label")) for c in changes] == [
+        ("annual_income", "added", "other"), ("x0", "missing", None)]
+    gauges = schema_gauges(guard)
+    assert gauges[("other", "added")] == 1.0 and gauges[("extra", "added")] == 0.0
+    assert ("annual_income", "added") not in gauges   # no label of its own: bounded series
 
 
 def test_no_schema_change_below_the_minimum_events():
@@ -392,6 +473,7 @@ def test_a_failing_check_is_counted_and_never_raises():
     ("guard.outlier_fpr", 0.2, "guard.outlier_fpr: expected a number between 0 and 0.05"),
     ("guard.schema_change_share", 0.3, "guard.schema_change_share"),
     ("guard.max_unknown_features", 0, "guard.max_unknown_features: must be greater than 0"),
+    ("guard.unknown_feature_min_events", 0, "guard.unknown_feature_min_events: must be greater than 0"),
     ("guard.range_tolerance", -1.0, "guard.range_tolerance: must be 0 or more"),
     ("guard.schema_min_events", 500, "guard.schema_min_events: must not exceed"),
 ])
@@ -405,7 +487,10 @@ def test_the_sidecar_guards_pushed_events(upstream, sidecar_factory, tmp_path):
     profile = reference()
     path = tmp_path / "ref.json"
     profile.save(path)
-    sidecar = sidecar_factory(upstream.url, **{"reference.path": str(path), "drift.interval_seconds": 0.2})
+    sidecar = sidecar_factory(upstream.url, **{
+        "reference.path": str(path), "drift.interval_seconds": 0.2,
+        "prediction_log.path": str(tmp_path / "predictions.jsonl"), "prediction_log.redact": ["x3"],
+        "guard.quarantine.path": str(tmp_path / "quarantine.jsonl")})
     cols = clean(30)
     events = [{"prediction_id": f"e{i}", "features": {k: v[i] for k, v in cols.items()}, "prediction": 0.5}
               for i in range(30)]
@@ -416,9 +501,23 @@ def test_the_sidecar_guards_pushed_events(upstream, sidecar_factory, tmp_path):
     sidecar.pipeline.drain()
     text = scrape(sidecar)
     assert sample(text, "inferwatch_data_quality_issues_total", feature="x0", issue="missing") == 1
-    assert sample(text, "inferwatch_data_quality_issues_total", feature="renamed", issue="unknown_feature") == 1
+    assert sample(text, "inferwatch_data_quality_issues_total", feature="other", issue="unknown_feature") == 1
+    assert sample(text, "inferwatch_label_values_capped_total", label="unknown_feature") == 1
     assert sample(text, "inferwatch_outliers_total") >= 1
     assert sample(text, "inferwatch_data_quality_events_total", result="passed") >= 26
     status = requests.get(admin_url(sidecar, "/v1/status"), timeout=5).json()
     assert status["guard"]["schema"]["source"] == "profile"
+    assert status["guard"]["frequent_unknown_features"] == [{"feature": "renamed", "events": 1}]
     assert wait_for(lambda: "1" in sidecar.guard.states)
+    sidecar.predlog.close()
+    sidecar.guard.close()
+    # the outlier's line in the prediction log names x3, whose value is redacted there and in quarantine
+    logged = {line["prediction_id"]: line for line in map(json.loads, (tmp_path / "predictions.jsonl").open())}
+    assert len(logged) == 30 and "outlier" not in logged["e5"]
+    note = logged["e1"]["outlier"]
+    assert note["score"] > 1 and note["top_features"][0] == {"feature": "x3", "value": "[REDACTED]",
+                                                             "robust_z": note["top_features"][0]["robust_z"]}
+    quarantined = {line["prediction_id"]: line for line in map(json.loads, (tmp_path / "quarantine.jsonl").open())}
+    assert {"e0", "e1", "e2"} <= set(quarantined)
+    assert quarantined["e1"]["features"]["x3"] == "[REDACTED]" and quarantined["e1"]["outlier"] == note
+    assert quarantined["e2"]["reasons"] == [{"feature": "renamed", "issue": "unknown_feature"}]

@@ -378,8 +378,11 @@ class GuardConfig:
     # (0 = window.max_events).
     duplicates: bool = True
     duplicate_memory_events: int = 0
-    # Unexpected feature names become `feature` label values up to this many, then "other".
+    # Unexpected feature names: the most frequent ones become `feature` label values once present
+    # in at least `unknown_feature_min_events` events, up to `max_unknown_features` names (kept
+    # once given); the rest are "other". A client sending random keys cannot take the labels.
     max_unknown_features: int = 10
+    unknown_feature_min_events: int = 10
     # Schema change: among the last `schema_window_events` events (once at least
     # `schema_min_events` arrived), a schema feature missing from, or a new feature present in,
     # at least `schema_change_share` of them.
@@ -947,6 +950,7 @@ def _validate_segments(cfg: Config, problems: list[str]) -> None:
 def _validate_guard(cfg: Config, problems: list[str]) -> None:
     src, g = cfg.source, cfg.guard
     for key, value in (("guard.max_unknown_features", g.max_unknown_features),
+                       ("guard.unknown_feature_min_events", g.unknown_feature_min_events),
                        ("guard.schema_window_events", g.schema_window_events),
                        ("guard.schema_min_events", g.schema_min_events),
                        ("guard.quarantine.max_bytes", g.quarantine.max_bytes)):

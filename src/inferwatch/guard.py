@@ -12,7 +12,8 @@ Checks, against the schema of the reference profile (or ``payload.features``):
 is expected, an object where a category is), ``out_of_range`` (outside the reference's
 [min, max] widened by ``guard.range_tolerance`` of its span), ``unseen_category`` (not among
 the reference's categories, checked when the profile holds all of them), ``unknown_feature``
-(a name outside the schema; label values capped at ``guard.max_unknown_features`` + ``other``)
+(a name outside the schema: the most frequent ones become ``feature`` label values, see
+``UnknownNames``; at most ``guard.max_unknown_features`` of them, the rest ``other``)
 and ``duplicate`` (the whole feature vector equals one of the last N distinct vectors: row hashes
 in a bounded set with a ring of evictions; ``feature="_event"``).
 
@@ -45,7 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from .config import Config, GuardConfig
 from .events import EventBatch
 from .metrics import OTHER
-from .predlog import _RotatingFile, _dumps
+from .predlog import REDACTED, _RotatingFile, _dumps, redact_value
 from .profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from .stats.outlier import MahalanobisModel, robust_scale
 from .window import category_key
@@ -220,6 +221,13 @@ def _float_bits(x: np.ndarray) -> np.ndarray:
     return (np.asarray(x, dtype=np.float64) + 0.0).view(_U64)  # + 0.0: -0.0 hashes as 0.0
 
 
+def _nonfinite(value: Any) -> int:
+    """1 for a float NaN, 2 for a float infinity, else 0."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return 1 if value != value else 2
+    return 0
+
+
 def _numeric_slow(values: list[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(float64 values, missing, wrong type) of a column that is not all numbers (C-level maps)."""
     missing = np.fromiter(map(operator.is_, values, repeat(None)), dtype=bool, count=n)
@@ -244,15 +252,62 @@ class BatchCheck:
     cells: list[tuple[str, str, np.ndarray]] = field(default_factory=list)  # (feature, issue, mask) for reasons
     z: np.ndarray | None = None  # (outlier features, n) robust z-scores, for the top contributors
     x: np.ndarray | None = None  # (outlier features, n) values
+    unknown: dict[str, int] = field(default_factory=dict)  # unknown name -> events present (frequent names)
+
+
+class UnknownNames:
+    """The frequent unknown feature names: a Space-Saving sketch (Metwally et al., 2005) of at most
+    ``capacity`` names with the number of events each was present in.
+
+    A name in the sketch has ``count`` (an overestimate) and ``error`` (how much of it was inherited
+    from the name it evicted), so ``count - error`` events are guaranteed. Any name present in more
+    than (all unknown-name occurrences) / capacity events is in the sketch. A client sending a new
+    random key in every event keeps every one of them at a guaranteed 1: none of them ever looks
+    frequent, and a renamed column (present in every event) stays in the sketch and climbs."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.entries: dict[str, list[int]] = {}  # name -> [count, error]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, name: str, events: int) -> None:
+        entry = self.entries.get(name)
+        if entry is not None:
+            entry[0] += events
+            return
+        if len(self.entries) < self.capacity:
+            self.entries[name] = [events, 0]
+            return
+        victim = min(self.entries, key=lambda k: self.entries[k][0])
+        floor = self.entries.pop(victim)[0]
+        self.entries[name] = [floor + events, floor]
+
+    def guaranteed(self, name: str) -> int:
+        entry = self.entries.get(name)
+        return entry[0] - entry[1] if entry is not None else 0
+
+    def rank(self, name: str, among: Callable[[str], bool]) -> int:
+        """How many names for which ``among`` holds are guaranteed more events than ``name``."""
+        mine = self.guaranteed(name)
+        return sum(1 for other, (c, e) in self.entries.items() if c - e > mine and other != name and among(other))
+
+    def top(self, k: int) -> list[tuple[str, int]]:
+        return sorted(((n, c - e) for n, (c, e) in self.entries.items()), key=lambda t: (-t[1], t[0]))[:k]
 
 
 class Checker:
-    """The vectorised checks of one schema. Stateless across batches except the unknown-name cap."""
+    """The vectorised checks of one schema. Stateless across batches except the unknown names."""
 
     def __init__(self, schema: Schema, cfg: GuardConfig, *, on_capped: Callable[[], None] | None = None):
         self.schema = schema
         self.cfg = cfg
-        self.unknown: dict[str, int] = {}  # admitted unknown names -> row of the counts matrix
+        self.unknown: dict[str, int] = {}  # unknown names with a label -> row of the counts matrix
+        self.names = UnknownNames(max(32, 4 * cfg.max_unknown_features))
         self.on_capped = on_capped
         f = len(schema.names)
         self.labels = [*schema.names, *([""] * cfg.max_unknown_features), OTHER, EVENT_FEATURE]
@@ -260,18 +315,28 @@ class Checker:
         self.event_row = self.other_row + 1
         self.seeds = {n: _name_seed(n) for n in schema.names}
 
-    def unknown_row(self, name: str) -> int:
+    def unknown_row(self, name: str, events: int) -> int:
+        """The counts row of an unknown name present in ``events`` events of a batch.
+
+        A name earns its own ``feature`` label once it was present in at least
+        ``guard.unknown_feature_min_events`` events (guaranteed by the sketch) and it is among the
+        most frequent names still without a label; labels are kept once given (a counter's label
+        set must stay stable), at most ``guard.max_unknown_features``. Everything else is ``other``."""
+        names = self.names
+        names.add(name, events)  # labelled names too: /v1/status lists the frequent names by events
         row = self.unknown.get(name)
-        if row is None:
-            if len(self.unknown) < self.cfg.max_unknown_features:
-                row = len(self.schema.names) + len(self.unknown)
-                self.unknown[name] = row
-                self.labels[row] = name
-            else:
-                if self.on_capped is not None:
-                    self.on_capped()
-                return self.other_row
-        return row
+        if row is not None:
+            return row
+        free = self.cfg.max_unknown_features - len(self.unknown)
+        if free > 0 and names.guaranteed(name) >= self.cfg.unknown_feature_min_events \
+                and names.rank(name, lambda other: other not in self.unknown) < free:
+            row = len(self.schema.names) + len(self.unknown)
+            self.unknown[name] = row
+            self.labels[row] = name
+            return row
+        if self.on_capped is not None:
+            self.on_capped()
+        return self.other_row
 
     def check(self, batch: EventBatch, *, want_cells: bool = False, want_hash: bool = True
               ) -> tuple[BatchCheck, np.ndarray | None]:
@@ -380,6 +445,11 @@ class Checker:
                     keys = list(map(str, values)) if types == {int} else list(map(category_key, values))
                     if name in s.categorical:
                         wrong = np.fromiter(map(operator.is_, keys, repeat(None)), dtype=bool, count=n) & ~missing
+                        if wrong.any():  # a NaN or an infinity (pandas' missing category) is its own issue
+                            kind = np.fromiter(map(_nonfinite, values), dtype=np.int8, count=n)
+                            note(name, row, NAN, kind == 1)
+                            note(name, row, INFINITE, kind == 2)
+                            wrong &= kind == 0
                         note(name, row, WRONG_TYPE, wrong)
                     note(name, row, MISSING, missing)
                     flags[row] = missing.view(np.uint8)
@@ -404,16 +474,20 @@ class Checker:
                 hashes += h
 
         # --- unknown features (outside the schema) -----------------------------------------
+        unknown: dict[str, int] = {}
         if s.source != "none":
             for name, values in features.items():
                 if name in s.index:
                     continue
                 nones = values.count(None) if None in values else 0
-                if nones == n:
-                    continue
-                mask = np.ones(n, dtype=bool) if not nones else \
+                if nones < n:
+                    unknown[name] = n - nones
+            # the most frequent first: within a batch too, labels go to the most present names
+            for name in sorted(unknown, key=unknown.__getitem__, reverse=True) if len(unknown) > 1 else unknown:
+                values = features[name]
+                mask = np.ones(n, dtype=bool) if unknown[name] == n else \
                     np.fromiter(map(operator.is_not, values, repeat(None)), dtype=bool, count=n)
-                note(name, self.unknown_row(name), UNKNOWN, mask)
+                note(name, self.unknown_row(name, unknown[name]), UNKNOWN, mask)
                 if want_hash:
                     hashes += np.where(mask, _column_hashes(values, n) * _name_seed(name), _U64(0))
         elif want_hash:
@@ -423,6 +497,8 @@ class Checker:
             hashes = _splitmix(hashes)
 
         check = BatchCheck(n, counts, self.labels, failed, flags, cells=cells)
+        if unknown:  # per name, for schema changes: only names with a label or in the sketch (bounded)
+            check.unknown = {k: c for k, c in unknown.items() if k in self.unknown or k in self.names}
         if s.outlier is not None and s.outlier_rows.size and n:
             xo = x[s.outlier_rows]
             z = s.outlier.standardize(xo.T)
@@ -496,7 +572,7 @@ class VersionState:
         self.stamps = np.full(capacity, -np.inf)
         self.head = 0
         self.size = 0
-        self.recent_events = deque()  # (n, {unknown label row: present count}) of the last schema_window_events
+        self.recent_events = deque()  # (n, {unknown name: events present}) of the last schema_window_events
         self.recent_total = 0
         self.schema_window = cfg.schema_window_events
         self.duplicates = Duplicates(cfg.duplicate_memory_events or capacity) if cfg.duplicates else None
@@ -517,10 +593,7 @@ class VersionState:
             ts = np.asarray(stamps[-kept:], dtype=np.float64) if stamps is not None else np.full(kept, now)
         except (TypeError, ValueError):
             ts = np.full(kept, now)
-        unknown = {}
-        present = check.counts[:, UNKNOWN]
-        for r in np.flatnonzero(present):
-            unknown[int(r)] = int(present[r])
+        unknown = check.unknown
         with self.lock:
             self.flags[:, positions] = check.flags[:, -kept:]
             self.rows[positions] = row
@@ -551,15 +624,15 @@ class VersionState:
         self._ratios = (now, out)
         return out
 
-    def recent(self) -> tuple[int, np.ndarray, int, dict[int, int]]:
+    def recent(self) -> tuple[int, np.ndarray, int, dict[str, int]]:
         """The last ``schema_window_events`` events: their number and missing count per schema feature
-        (from the flag ring), and the events of the last batches covering them with the present count
-        of each unknown feature label row."""
+        (from the flag ring), and the events of the last batches covering them with the number of
+        events each frequent unknown name was present in."""
         with self.lock:
             window = min(self.size, self.schema_window)
             positions = (self.head - 1 - np.arange(window)) % self.capacity
             missing = np.count_nonzero(self.flags[:, positions] & _F_MISSING, axis=1)
-            unknown: dict[int, int] = {}
+            unknown: dict[str, int] = {}
             for _, present in self.recent_events:
                 for r, c in present.items():
                     unknown[r] = unknown.get(r, 0) + c
@@ -627,6 +700,8 @@ class Guard:
         self.histograms: dict[str, tuple[np.ndarray, float]] = {}  # version -> (bucket counts, sum)
         self.errors = 0
         self._lock = threading.Lock()
+        # The prediction log's redacted fields stay out of the quarantine log and the outlier notes too.
+        self.redact = frozenset(cfg.prediction_log.redact)
         q = self.gcfg.quarantine
         self.quarantine = QuarantineLog(q.path, q.max_bytes, q.backup_count) if q.path else None
 
@@ -724,7 +799,9 @@ class Guard:
         top = np.argsort(-mag, axis=0, kind="stable")[:k]
         out = []
         for col, i in enumerate(rows):
-            features = [{"feature": names[j], "value": _finite(x[j, col]), "robust_z": _finite(round(z[j, col], 3))}
+            features = [{"feature": names[j],
+                         "value": REDACTED if names[j] in self.redact else _finite(x[j, col]),
+                         "robust_z": _finite(round(z[j, col], 3))}
                         for j in top[:, col] if mag[j, col] >= 0]
             out.append({"score": round(float(check.scores[i]), 4), "threshold": s.threshold, "top_features": features})
         return out
@@ -746,7 +823,8 @@ class Guard:
             try:
                 line = {"prediction_id": ids[i], "timestamp_unix": stamps[i], "model": self.model,
                         "model_version": version, "reasons": reasons[i],
-                        "features": {name: column[i] for name, column in batch.features.items()}}
+                        "features": {name: redact_value(name, column[i], self.redact)
+                                     for name, column in batch.features.items()}}
                 if i in annotations and "outlier" in annotations[i]:
                     line["outlier"] = annotations[i]["outlier"]
                 lines.append((_dumps(line) + "\n").encode("utf-8"))
@@ -760,20 +838,21 @@ class Guard:
         s = self.schema
         g = self.gcfg
         events, missing, batch_events, unknown = state.recent()
-        labels = self.checker.labels
         now = self.clock()
         current: dict[tuple[str, str], float] = {}
         if events >= g.schema_min_events and s.names:
             for name, count in zip(s.names, missing.tolist()):
                 if count >= g.schema_change_share * events:
                     current[(name, "missing")] = count / events
-            for r, count in unknown.items():
-                if count >= g.schema_change_share * batch_events and labels[r] != EVENT_FEATURE:
-                    current[(labels[r], "added")] = count / batch_events
+            for name, count in unknown.items():  # one name in nearly all events: random keys never are
+                if count >= g.schema_change_share * batch_events:
+                    current[(name, "added")] = count / batch_events
         with state.lock:
             state.changes = {key: state.changes.get(key, now) for key in current}
             since = dict(state.changes)
-        changes = [{"feature": f, "change": c, "share": round(share, 4), "since": since[(f, c)]}
+        labelled = self.checker.unknown
+        changes = [{"feature": f, "change": c, "share": round(share, 4), "since": since[(f, c)],
+                    **({"label": OTHER} if c == "added" and f not in labelled else {})}
                    for (f, c), share in sorted(current.items())]
         gone = [f for (f, c) in current if c == "missing"]
         added = [f for (f, c) in current if c == "added"]
@@ -799,7 +878,9 @@ class Guard:
                 "outliers": self.outliers.get(version, 0),
             }
         out = {"enabled": self.gcfg.enabled, "schema": self.schema.describe(), "errors": self.errors,
-               "unknown_features": sorted(self.checker.unknown), "versions": versions}
+               "unknown_features": sorted(self.checker.unknown),
+               "frequent_unknown_features": [{"feature": n, "events": c} for n, c in self.checker.names.top(20)],
+               "versions": versions}
         if self.quarantine is not None:
             out["quarantine"] = {"path": self.quarantine.path, "written": self.quarantine.written,
                                  "errors": self.quarantine.errors}
@@ -887,10 +968,10 @@ class GuardCollector:
                 if schema.outlier is not None:
                     ratio.add_metric(base, r["outliers"])
             detected, _ = g.schema_changes(version, state)
-            on = {(c["feature"], c["change"]) for c in detected}
+            on = {(c.get("label", c["feature"]), c["change"]) for c in detected}
             for name in schema.names:
                 changed.add_metric([*base, name, "missing"], 1.0 if (name, "missing") in on else 0.0)
-            for name in [*g.checker.unknown, OTHER]:
+            for name in [*g.checker.unknown, OTHER]:  # other: a new feature without a label of its own
                 changed.add_metric([*base, name, "added"], 1.0 if (name, "added") in on else 0.0)
         for version, (buckets, total) in sorted(hists.items()):
             cumulative = np.cumsum(buckets)
@@ -911,4 +992,5 @@ class GuardCollector:
             yield errors
 
 
-__all__ = ["Guard", "GuardCollector", "Schema", "Checker", "Duplicates", "ISSUES", "EVENT_FEATURE", "SCORE_BUCKETS"]
+__all__ = ["Guard", "GuardCollector", "Schema", "Checker", "Duplicates", "UnknownNames", "ISSUES", "EVENT_FEATURE",
+           "SCORE_BUCKETS"]

@@ -91,6 +91,15 @@ def _redact(value: Any, keys: frozenset[str]) -> Any:
     return value
 
 
+def redact_value(name: str, value: Any, keys: frozenset[str]) -> Any:
+    """A field's value as logged: ``REDACTED`` when its name is in ``keys``, nested keys replaced."""
+    if name in keys:
+        return REDACTED
+    if keys and isinstance(value, (dict, list)):
+        return _redact(value, keys)
+    return value
+
+
 class _RotatingFile:
     """Appends whole lines to ``path``, rotating before a line would push it past ``max_bytes``.
 
@@ -208,11 +217,7 @@ class PredictionLogger:
         return good
 
     def _value(self, name: str, value: Any) -> Any:
-        if name in self._redact_keys:
-            return REDACTED
-        if self._redact_keys and isinstance(value, (dict, list)):
-            return _redact(value, self._redact_keys)
-        return value
+        return redact_value(name, value, self._redact_keys)
 
     def log_batch(self, *, model: str, model_version: str, endpoint: str, status: Any, latency_seconds: float | None,
                   prediction_ids: list[str], timestamps: list[float], features: dict[str, list],
