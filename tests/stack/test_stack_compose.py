@@ -351,3 +351,34 @@ def test_kubernetes_pipelines_example(tmp_path, monkeypatch):
     selector = load_yaml(REPO / "prometheus" / "thresholds.yaml")["selector"]
     sidecars = re.search(r'job=~"(.*)"', selector).group(1)
     assert not re.fullmatch(sidecars, "alert-actions")   # its ServiceMonitor's job is not taken for a sidecar
+
+
+def test_the_demo_traffic_injects_what_the_guard_alerts_on_long_enough_to_fire(tmp_path):
+    """The stack's traffic injects a burst of outliers and a renamed column; each lasts longer than its
+    alert needs (the rate window, then `for:`), and the burst comes after the warm-up reference is frozen
+    (a reference full of outliers would make them normal)."""
+    import inspect
+
+    from inferwatch.demo.traffic import TrafficGenerator
+    from inferwatch.rules import duration_seconds
+
+    (config_ref,) = SERVICES["inferwatch"]["configs"]
+    cfg = sidecar_config(tmp_path, COMPOSE["configs"][config_ref["source"]]["content"])
+    assert cfg.guard.enabled and cfg.guard.outliers and cfg.reference.warmup_events > 0
+    command = SERVICES["traffic"]["command"]
+    defaults = {name: p.default for name, p in inspect.signature(TrafficGenerator).parameters.items()}
+
+    def arg(flag: str) -> float:
+        name = flag.lstrip("-").replace("-", "_")
+        return float(command[command.index(flag) + 1]) if flag in command else float(defaults[name])
+
+    duration = arg("--duration")
+    outliers = (duration * arg("--outliers-at"), duration * (arg("--outliers-at") + arg("--outliers-for")))
+    renamed = (duration * arg("--rename-at"), duration)
+    alerts = load_yaml(REPO / "prometheus" / "thresholds.yaml")["alerts"]
+    margin = 60.0   # the 5m rate crossing the threshold (10% outliers against 1%), scrapes, evaluations
+    assert outliers[1] - outliers[0] >= duration_seconds(alerts["InferwatchOutlierSpike"]["for"]) + margin
+    assert renamed[1] - renamed[0] >= duration_seconds(alerts["InferwatchSchemaChange"]["for"]) + margin
+    assert outliers[1] <= renamed[0]
+    events_per_second = defaults["concurrency"] * defaults["rate_per_worker"] * 2.5   # 1-4 rows a request
+    assert outliers[0] >= 2 * cfg.reference.warmup_events / events_per_second

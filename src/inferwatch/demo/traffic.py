@@ -147,15 +147,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="inferwatch demo traffic: loan applications that drift")
     parser.add_argument("--url", required=True, help="prediction URL, e.g. http://inferwatch:8080/v1/models/loan:predict")
     parser.add_argument("--duration", type=float, default=600.0, help="seconds per round (drift halfway)")
+    parser.add_argument("--outliers-at", type=float, default=0.25, metavar="SHARE",
+                        help="when the burst of outliers starts, as a share of the round (default 0.25)")
+    parser.add_argument("--outliers-for", type=float, default=0.1, metavar="SHARE",
+                        help="how long it lasts, as a share of the round (default 0.1)")
+    parser.add_argument("--rename-at", type=float, default=0.8, metavar="SHARE",
+                        help="when `income` is renamed `annual_income` until the round ends (default 0.8)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--loop", action="store_true", help="repeat rounds until stopped")
     parser.add_argument("--labels-url", help="the sidecar's /v1/labels: send each row's outcome a few seconds later")
     args = parser.parse_args(argv)
+    if not 0 <= args.outliers_at <= args.outliers_at + args.outliers_for <= 1 or not 0 <= args.rename_at <= 1:
+        parser.error("--outliers-at, --outliers-for and --rename-at are shares of the round: 0 to 1")
     round_number = 0
     while True:
         round_number += 1
         traffic = TrafficGenerator(args.url, duration=args.duration, concurrency=args.concurrency,
-                                   seed=11 + round_number, labels_url=args.labels_url).start()
+                                   outliers_at=args.outliers_at, outliers_for=args.outliers_for,
+                                   rename_at=args.rename_at, seed=11 + round_number,
+                                   labels_url=args.labels_url).start()
         try:
             while traffic.running():
                 time.sleep(1)
