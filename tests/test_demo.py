@@ -48,3 +48,35 @@ def test_demo_runs_end_to_end():
     assert requests_sent > 50 and in_window > 50 and labels_matched > 0   # delayed labels were joined
     assert 0.0 <= float(last_row[19]) <= 1.0   # the challenger was mirrored to and compared (v2 agree)
     assert int(re.search(r"(\d+) labels sent", result.stdout).group(1)) > 0
+
+
+def test_the_demo_traffic_injects_outliers_and_a_schema_change_the_guard_finds():
+    """The traffic's outlier burst is scored as outliers (about `outlier_share` of the events) and its
+    renamed column is a schema change, against a reference of the traffic's own clean phase."""
+    import time
+
+    from inferwatch.config import load_config
+    from inferwatch.demo.traffic import TrafficGenerator
+    from inferwatch.events import EventBatch, rows_to_columns
+    from inferwatch.guard import Guard
+    from inferwatch.profile import build_profile
+
+    traffic = TrafficGenerator("http://127.0.0.1:1/unused", duration=100.0)
+    rng = np.random.default_rng(3)
+
+    def rows_at(progress: float, n: int) -> dict:
+        traffic.started = time.monotonic() - progress * traffic.duration
+        return rows_to_columns(traffic._instances(n, rng)[0])
+
+    assert traffic.outliers_at > 0.05 and traffic.rename_at > traffic.outliers_at + traffic.outliers_for
+    profile = build_profile({"feature": rows_at(0.01, 5000)})
+    guard = Guard(load_config(None, {"model.name": "loan", "guard.duplicates": False}), reference=lambda: profile)
+    clean = EventBatch(2000, features=rows_at(0.1, 2000))
+    guard.observe("v1", clean)
+    assert len(clean.annotations or {}) < 0.01 * 2000
+    burst = EventBatch(2000, features=rows_at(traffic.outliers_at + 0.01, 2000))
+    guard.observe("v1", burst)
+    assert abs(len(burst.annotations) / 2000 - traffic.outlier_share) < 0.03
+    guard.observe("v1", EventBatch(300, features=rows_at(traffic.rename_at + 0.01, 300)))
+    view = guard.status()["versions"]["v1"]["schema"]
+    assert view["possible_rename"] == {"from": "income", "to": "annual_income"}

@@ -21,7 +21,7 @@ class TrafficGenerator:
 
     def __init__(self, url: str, *, duration: float, concurrency: int = 4, rate_per_worker: float = 20.0,
                  drift_at: float = 0.5, outliers_at: float = 0.25, outliers_for: float = 0.1,
-                 outlier_share: float = 0.1, rename_at: float = 0.8, seed: int = 11, labels_url: str | None = None,
+                 outlier_share: float = 0.1, rename_at: float = 0.7, seed: int = 11, labels_url: str | None = None,
                  label_delay: tuple[float, float] = (2.0, 8.0)):
         self.url = url
         self.duration = duration
@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="when the burst of outliers starts, as a share of the round (default 0.25)")
     parser.add_argument("--outliers-for", type=float, default=0.1, metavar="SHARE",
                         help="how long it lasts, as a share of the round (default 0.1)")
-    parser.add_argument("--rename-at", type=float, default=0.8, metavar="SHARE",
-                        help="when `income` is renamed `annual_income` until the round ends (default 0.8)")
+    parser.add_argument("--rename-at", type=float, default=0.7, metavar="SHARE",
+                        help="when `income` is renamed `annual_income` until the round ends (default 0.7)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--loop", action="store_true", help="repeat rounds until stopped")
     parser.add_argument("--labels-url", help="the sidecar's /v1/labels: send each row's outcome a few seconds later")
