@@ -372,7 +372,10 @@ def guard_over_http(args, reference: Path) -> dict[bool, tuple[float, float, str
             while guard:
                 versions = (sidecar.status().get("guard") or {}).get("versions", {})
                 events = {k: v for ver in versions.values() for k, v in ver["events"].items()}
-                issues = f"checked {sum(events.values()):,}, failed {events.get('failed', 0):,}"
+                duplicates = sum(c for ver in versions.values() for k, c in ver["issues"].items()
+                                 if k.endswith(":duplicate"))
+                issues = (f"checked {sum(events.values()):,}, failed {events.get('failed', 0):,}; duplicates "
+                          f"{duplicates:,}: the {args.http_bodies} bodies are sent again and again")
                 if sum(events.values()) >= accepted or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
