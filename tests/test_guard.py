@@ -220,6 +220,14 @@ def test_a_vector_hashes_the_same_on_the_fast_and_the_slow_path():
     mixed["city"][2] = "lima"
     guard.observe("1", EventBatch(3, features=mixed))
     assert totals(guard)[("_event", "duplicate")] == 1   # row 0 is the same vector as before
+    # an unknown feature's value hashes alike whether or not other events of its batch lack it
+    extra = {k: [v[0], v[1]] for k, v in clean(2, seed=7).items()}
+    extra["u"] = [1.5, 2.5]
+    guard.observe("1", EventBatch(2, features=extra))
+    again = {k: [v[0], v[0]] for k, v in extra.items()}
+    again["u"] = [1.5, None]
+    guard.observe("1", EventBatch(2, features=again))
+    assert totals(guard)[("_event", "duplicate")] == 2   # the first row again; the second lacks u
 
 
 def test_duplicate_memory_is_bounded():

@@ -488,8 +488,13 @@ class Checker:
                 mask = np.ones(n, dtype=bool) if unknown[name] == n else \
                     np.fromiter(map(operator.is_not, values, repeat(None)), dtype=bool, count=n)
                 note(name, self.unknown_row(name, unknown[name]), UNKNOWN, mask)
-                if want_hash:
-                    hashes += np.where(mask, _column_hashes(values, n) * _name_seed(name), _U64(0))
+                if want_hash:  # present values only: the same value hashes alike whether or not others are absent
+                    if unknown[name] == n:
+                        h = _column_hashes(values, n)
+                    else:
+                        h = np.zeros(n, dtype=_U64)
+                        h[mask] = _column_hashes(list(compress(values, mask)), unknown[name])
+                    hashes += h * _name_seed(name)
         elif want_hash:
             for name, values in features.items():
                 hashes += _column_hashes(values, n) * _name_seed(name)
