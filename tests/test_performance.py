@@ -78,6 +78,30 @@ def test_join_store_outcomes_ttl_and_capacity():
     assert (outcome, entry.predicted, version) == ("matched", 0, "3")
 
 
+def test_join_store_memory_stays_within_the_documented_600_bytes_per_slot():
+    """docs/configuration.md: at most max_pending x 600 B, with 34-character ids, when the store
+    is full of waiting predictions and remembers as many ids already labelled."""
+    import tracemalloc
+
+    n = 20_000
+    store = JoinStore(max_pending=n, ttl_seconds=1e9)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for first in (0, n):   # n predictions labelled (remembered ids), then n waiting
+            ids = [f"{i:032x}-0" for i in range(first, first + n)]
+            store.put("v1", ids, [1e9] * n, ["approve"] * n, [0.7] * n, [("north",)] * n)
+            del ids
+            if first == 0:
+                for i in range(n):
+                    assert store.take(f"{i:032x}-0")[0] == "matched"   # the label's own id string
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(store) == n and len(store._done) == n
+    assert used < 600 * n, used / n
+
+
 def test_labelled_window_is_a_bounded_ring_with_age():
     w = LabelledWindow(capacity=4, max_age_seconds=10)
     w.append(np.arange(3.0), np.arange(3.0), np.full(3, np.nan), np.zeros(3), labelled_at=100)

@@ -297,7 +297,8 @@ class LabelsConfig:
     # Ground truth joined to predictions by prediction id (POST /v1/labels on the admin port).
     enabled: bool = False
     # The join store: predictions waiting for their label, bounded in count and time (the
-    # oldest is evicted first; evictions are counted). About 200 bytes per prediction.
+    # oldest is evicted first; evictions are counted). About 600 bytes per max_pending (measured,
+    # 34-character ids): a waiting prediction, and an id remembered after its label or eviction.
     max_pending: int = 100_000
     ttl_seconds: float = 86_400.0
     # Labels accepted in one POST (more is a 400 saying so).
