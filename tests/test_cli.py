@@ -32,6 +32,15 @@ def test_check_config_ok(tmp_path):
     assert "drift:       against the first 500 events, every 30s (bonferroni at alpha 0.01)" in result.stdout
 
 
+def test_check_config_summarises_outputs_and_segments():
+    result = run("check-config", "--config", "examples/inferwatch.yaml")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split(":", 1)[0]: line for line in result.stdout.splitlines()}
+    assert lines["outputs"] == ("outputs:     score (score, 4 bands), price (value, rule negative_price), "
+                                "decision (class, classes approve, refer, decline); others typed from traffic")
+    assert lines["segments"].startswith("segments:    region (10 values each")
+
+
 def test_check_config_reports_every_problem(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("proxy: {port: eighty}\nwindow: {max_evnts: 5}\n")

@@ -530,6 +530,19 @@ class Config:
                          f"({self.drift.correction} at alpha {self.drift.alpha:g})")
         else:
             lines.append("drift:       off (no reference: set reference.path or reference.warmup_events)")
+        outputs = []
+        for name, spec in self.predictions.outputs.items():
+            detail = [f"{len(spec.bands)} bands"] if spec.bands else []
+            if spec.type == "class":
+                detail.append(f"classes {', '.join(spec.classes)}" if spec.classes else "classes as seen")
+            detail += [f"rule {rule.name}" for rule in spec.rules]
+            outputs.append(f"{name} ({', '.join([spec.type, *detail])})")
+        if outputs:
+            auto = "; others typed from traffic" if self.predictions.auto else "; no others"
+            lines.append(f"outputs:     {', '.join(outputs)}{auto}")
+        if self.segments.enabled:
+            lines.append(f"segments:    {', '.join(self.segments.features)} ({self.segments.max_values} values each"
+                         f"{', drift per value' if self.segments.drift and self.reference.enabled else ''})")
         if self.labels.enabled:
             lines.append(f"labels:      on, {self.labels.max_pending} pending for {self.labels.ttl_seconds:g}s; "
                          f"performance ({self.performance.task}) every {self.performance.interval_seconds:g}s")
