@@ -159,6 +159,9 @@ def test_binary_classification_matches_sklearn_and_exports_everything():
     assert got["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
     assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(y, score))
     assert got["log_loss"] == pytest.approx(skm.log_loss(y, score))
+    # confident (probability of the chosen class >= 0.9, the default) and wrong
+    confidence = np.where(pred == 1, score, 1 - score)
+    assert got["confident_error_rate"] == pytest.approx(np.mean((confidence >= 0.9) & (pred != y)))
     text = scrape_registry(metrics)
     assert sample(text, "inferwatch_model_performance", metric="roc_auc", model_version="1") == \
         pytest.approx(got["roc_auc"])
@@ -347,6 +350,20 @@ def test_pushed_predictions_with_segments_end_to_end(sidecar_factory):
     assert text
     assert sample(text, "inferwatch_segment_model_performance", value="EU", metric="accuracy") == 1.0
     assert sample(text, "inferwatch_segment_model_performance", value="APAC", metric="accuracy") == 0.0
+
+
+def test_performance_config_errors_name_the_key():
+    from inferwatch.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"performance": {"threshold": 1.5, "confident_score": 0.5, "positive_class": "yes",
+                                      "negative_class": "yes", "feature_count": -1}}, "p.yaml")
+    assert set(err.value.problems) == {
+        "p.yaml:performance.threshold: expected a number from 0 to 1, got 1.5",
+        "p.yaml:performance.confident_score: expected a probability above 0.5 and at most 1, got 0.5",
+        "p.yaml:performance.negative_class: must differ from performance.positive_class ('yes')",
+        "p.yaml:performance.feature_count: must be 0 (the features seen) or more, got -1",
+    }
 
 
 def test_outputs_declared_in_predictions_config_are_used():

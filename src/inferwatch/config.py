@@ -331,6 +331,10 @@ class PerformanceConfig:
     feature_count: int = 0
     # Confidence-based performance estimation from calibrated scores of a binary classifier.
     estimation: bool = True
+    # Binary classifiers with a score: a prediction whose probability for the class it chose is at
+    # least this is confident; the share of labelled predictions confident and wrong is the metric
+    # confident_error_rate (an unreasonable answer only labels can reveal).
+    confident_score: float = 0.9
 
 
 @dataclass
@@ -775,6 +779,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     perf = cfg.performance
     if not 0.0 <= perf.threshold <= 1.0:
         problems.append(f"{src}:performance.threshold: expected a number from 0 to 1, got {perf.threshold}")
+    if not 0.5 < perf.confident_score <= 1.0:
+        problems.append(f"{src}:performance.confident_score: expected a probability above 0.5 and at most 1, "
+                        f"got {perf.confident_score}")
     if perf.positive_class == perf.negative_class:
         problems.append(f"{src}:performance.negative_class: must differ from performance.positive_class "
                         f"({perf.positive_class!r})")

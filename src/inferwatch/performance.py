@@ -36,14 +36,14 @@ from .profile import CategoricalProfile, ReferenceProfile
 from .segments import MISSING
 from .stats import bin_counts, chi_squared, js_distance, ks_2samp, linf_distance, psi
 from .stats.performance import (
-    classification_metrics, estimate_binary_performance, log_loss, regression_metrics, roc_auc,
+    classification_metrics, confident_error_rate, estimate_binary_performance, log_loss, regression_metrics, roc_auc,
 )
 from .window import PRESENT, WindowSnapshot, WindowStore, category_key
 
 log = logging.getLogger(__name__)
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro",
-                          "roc_auc", "log_loss")
+                          "roc_auc", "log_loss", "confident_error_rate")
 REGRESSION_METRICS = ("rmse", "mae", "mape", "r2", "adjusted_r2")
 ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1")
 CHAMPION = ""  # the window key of the served model; challengers use their name
@@ -273,6 +273,8 @@ class PerformanceEngine(BackgroundWorker):
             if not math.isnan(auc):
                 out["roc_auc"] = auc
             out["log_loss"] = log_loss(y, s)
+            out["confident_error_rate"] = confident_error_rate(
+                y, s, predicted[binary] == self.classes.positive, self.p.confident_score)
         return out
 
     def label_drift(self, snap: LabelledSnapshot) -> tuple[dict[str, float], dict[str, float]]:

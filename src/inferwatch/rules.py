@@ -43,7 +43,7 @@ DROP_REASONS = ("queue_full", "undecodable", "invalid")
 DRIFT_METHODS = ("psi", "js", "ks", "hellinger", "kl", "wasserstein", "chi2", "linf")
 # The `metric` label values of inferwatch_model_performance (docs/metrics.md).
 PERFORMANCE_METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro",
-                       "roc_auc", "log_loss", "rmse", "mae", "mape", "r2", "adjusted_r2")
+                       "roc_auc", "log_loss", "confident_error_rate", "rmse", "mae", "mape", "r2", "adjusted_r2")
 
 # Every key a thresholds file may set, with its default. The shipped prometheus/thresholds.yaml
 # spells all of them out; a file may also set only what it changes.

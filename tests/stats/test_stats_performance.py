@@ -12,8 +12,8 @@ from hypothesis.extra import numpy as hnp
 from sklearn import metrics as skm
 
 from inferwatch.stats.performance import (
-    adjusted_r2, classification_metrics, confusion_matrix, estimate_binary_performance, log_loss, regression_metrics,
-    roc_auc,
+    adjusted_r2, classification_metrics, confident_error_rate, confusion_matrix, estimate_binary_performance, log_loss,
+    regression_metrics, roc_auc,
 )
 
 RTOL = 1e-9
@@ -75,6 +75,16 @@ def test_regression_metrics_match_sklearn(data, n):
             assert got["adjusted_r2"] == pytest.approx(1 - (1 - r2) * (n - 1) / (n - 4), rel=1e-7, abs=1e-9)
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), n=st.integers(1, 200), confident=st.sampled_from([0.8, 0.9, 0.99]))
+def test_confident_error_rate_counts_confident_wrong_answers_one_by_one(data, n, confident):
+    t = data.draw(hnp.arrays(np.int64, n, elements=st.integers(0, 1)))
+    s = np.round(data.draw(hnp.arrays(np.float64, n, elements=st.floats(0, 1))), 2)
+    decided = data.draw(hnp.arrays(np.bool_, n))   # the model's own decisions, not always score >= 0.5
+    wrong_and_sure = sum(1 for y, p, d in zip(t, s, decided) if (p if d else 1 - p) >= confident and bool(y) != d)
+    assert confident_error_rate(t, s, decided, confident) == pytest.approx(wrong_and_sure / n)
+
+
 def test_undefined_values_are_nan_or_absent_not_errors():
     assert classification_metrics(np.array([]), np.array([]), 3) == {}
     assert regression_metrics(np.array([]), np.array([])) == {}
@@ -84,6 +94,7 @@ def test_undefined_values_are_nan_or_absent_not_errors():
     # MAPE is finite with a true value of zero (scikit-learn's epsilon denominator).
     assert math.isfinite(regression_metrics(np.array([0.0, 1.0]), np.array([0.5, 1.0]))["mape"])
     assert estimate_binary_performance(np.array([np.nan])) == {}
+    assert math.isnan(confident_error_rate(np.array([]), np.array([]), np.array([]), 0.9))
 
 
 def _simulate(rng, n, shift):

@@ -28,6 +28,7 @@ __all__ = [
     "log_loss",
     "regression_metrics",
     "adjusted_r2",
+    "confident_error_rate",
     "estimate_binary_performance",
     "expected_confusion",
 ]
@@ -97,6 +98,20 @@ def log_loss(y_true: np.ndarray, score: np.ndarray, eps: float = LOG_LOSS_EPS) -
     if t.size == 0:
         return _NAN
     return float(-np.mean(np.where(t, np.log(p), np.log1p(-p))))
+
+
+def confident_error_rate(y_true: np.ndarray, score: np.ndarray, predicted_positive: np.ndarray,
+                         confident_score: float) -> float:
+    """Share of binary predictions that were confident and wrong: the probability the model gave
+    the class it chose (``score`` for a positive decision, ``1 - score`` for a negative one) is at
+    least ``confident_score``, and the label is the other class. Empty input: NaN."""
+    t = np.asarray(y_true).ravel().astype(bool)
+    s = np.asarray(score, dtype=np.float64).ravel()
+    pos = np.asarray(predicted_positive).ravel().astype(bool)
+    if t.size == 0:
+        return _NAN
+    confidence = np.where(pos, s, 1.0 - s)
+    return float(np.count_nonzero((confidence >= confident_score) & (pos != t)) / t.size)
 
 
 def adjusted_r2(r2: float, n: int, n_features: int) -> float:
