@@ -72,6 +72,36 @@ def test_v2_and_mlflow_through_the_proxy(sidecar):
     assert sidecar.windows.snapshot("1").features["p"].values.tolist() == [1, 2]
 
 
+def test_tf_serving_columnar_and_missing_fields_through_the_proxy(sidecar):
+    # TF Serving's columnar "inputs": one list per feature, the batch dimension first
+    columnar = {"inputs": {"a": [1.0, 2.0], "b": ["x", "y"]}}
+    assert requests.post(proxy_url(sidecar, "/v1/models/m:predict"), json=columnar, timeout=5).status_code == 200
+    # a row without a feature: the event is kept, the feature is missing in it
+    rows = [{"a": 3.0, "b": "z"}, {"a": 4.0}]
+    assert requests.post(proxy_url(sidecar, "/v1/models/m:predict"), json={"instances": rows},
+                         timeout=5).status_code == 200
+    assert sidecar.pipeline.drain()
+    snap = sidecar.windows.snapshot("1")
+    assert snap.n == 4 and snap.features["a"].values.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert snap.features["b"].category_values().tolist()[:3] == ["x", "y", "z"]
+    assert snap.features["b"].state.tolist()[3] != 0   # missing, not a value
+    assert snap.outputs["prediction"].values.tolist() == [0.25, 0.75, 0.25, 0.75]
+
+
+def test_records_at_dotted_paths_through_the_proxy(upstream, sidecar_factory):
+    sidecar = sidecar_factory(upstream.url, **{"payload.codec": "records", "payload.input_path": "data.rows",
+                                               "payload.output_path": "result.scores",
+                                               "proxy.routes": ["/records"]})   # a custom inference route
+    body = {"data": {"rows": [{"a": 1.5, "b": "x"}, {"a": 2.5, "b": "y"}, {"a": 3.5, "b": "x"}]}, "meta": "kept"}
+    r = requests.post(proxy_url(sidecar, "/records"), json=body, timeout=5)
+    assert r.status_code == 200 and r.json() == {"result": {"scores": [0.1, 0.2, 0.3]}}
+    assert sidecar.pipeline.drain()
+    snap = sidecar.windows.snapshot("1")
+    assert snap.n == 3 and snap.features["a"].values.tolist() == [1.5, 2.5, 3.5]
+    assert set(snap.features) == {"a", "b"}   # only what the path points at
+    assert snap.outputs["prediction"].values.tolist() == [0.1, 0.2, 0.3]
+
+
 def test_bad_inputs_are_forwarded_and_counted(sidecar):
     url = proxy_url(sidecar, "/v1/models/m:predict")
     cases = [

@@ -4,6 +4,7 @@ It prints its port on the first line of stdout. Routes:
 - POST /v1/models/{m}:predict   KServe v1: one prediction per instance
 - POST /v2/models/{m}/infer     Open Inference Protocol v2
 - POST /invocations             MLflow
+- POST /records                 a custom format: rows at data.rows, scores answered at result.scores
 - POST /echo/...                echoes method, path, query, headers and body as JSON
 - GET  /slow?seconds=S          sleeps, then answers
 - GET  /reset                   closes the connection without answering
@@ -97,6 +98,9 @@ class Handler(BaseHTTPRequestHandler):
             n = (tensor.get("shape") or [0])[0]
             return self._json(200, {"model_name": "m", "model_version": "2", "outputs": [
                 {"name": "score", "shape": [n], "datatype": "FP32", "data": [0.5] * n}]})
+        if url.path == "/records":
+            rows = ((payload or {}).get("data") or {}).get("rows") or []
+            return self._json(200, {"result": {"scores": [round(0.1 * (i + 1), 1) for i in range(len(rows))]}})
         if url.path == "/invocations":
             rows = (payload or {}).get("dataframe_records") or []
             return self._json(200, {"predictions": [1] * len(rows)})
