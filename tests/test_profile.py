@@ -185,3 +185,21 @@ def test_compressed_csv_inputs_are_read(tmp_path, suffix, opener):
         f.write("a,b\n1,x\n2,y\n")
     with _open_text(str(path)) as f:
         assert f.read() == "a,b\n1,x\n2,y\n"
+
+
+def test_progress_is_reported_on_a_terminal_only(tmp_path, capsys):
+    path = tmp_path / "train.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["x", "c"])
+        writer.writerows([[i * 0.5, "abc"[i % 3]] for i in range(5000)])
+    build_profile_from_file(str(path), chunk_rows=500, sample_size=1000, progress=True)
+    lines = capsys.readouterr().err.split("\n")
+    # one line per pass (the file is larger than the sample: two reads), each ending at 100% and every row
+    finished = [line.rsplit("\r", 1)[-1] for line in lines if line]
+    assert len(finished) == 2, lines
+    assert all("100.0%" in line and "5,000 rows" in line and "rows/s" in line for line in finished), finished
+    build_profile_from_file(str(path), chunk_rows=500, sample_size=1000, progress=False)
+    assert capsys.readouterr().err == ""
+    build_profile_from_file(str(path), chunk_rows=500, sample_size=1000)   # stderr is not a terminal here
+    assert capsys.readouterr().err == ""
