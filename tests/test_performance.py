@@ -115,8 +115,9 @@ def test_labelled_window_is_a_bounded_ring_with_age():
 # --------------------------------------------------------------------------- the engine
 
 
-def make_engine(clock=None, reference=None, segments=(), **perf):
+def make_engine(clock=None, reference=None, segments=(), warmup_events=0, **perf):
     cfg = parse_config({"model": {"name": "m", "version": "1"}, "labels": {"enabled": True},
+                        "reference": {"warmup_events": warmup_events},
                         "segments": {"features": list(segments)}, "performance": {"min_events": 5, **perf}})
     metrics = Metrics("m", CollectorRegistry(), sidecar_process_metrics=False)
     windows = WindowStore(capacity=cfg.window.max_events, max_age_seconds=1e9, max_versions=4)
@@ -253,6 +254,36 @@ def test_categorical_label_drift_and_min_events():
     result = engine.results[("1", "")]
     assert result.metrics["accuracy"] == 1.0
     assert result.label_drift_p["chi2"] < 1e-6 and result.label_drift["linf"] == pytest.approx(0.8 - 0.1)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_label_drift_against_the_first_labels_with_a_warm_up_reference(task):
+    """No reference file: the first reference.warmup_events labels are the reference label
+    distribution; a later change of the base rate (or of the target's level) is label drift."""
+    rng = np.random.default_rng(9)
+    engine, windows, metrics = make_engine(warmup_events=300, task=task, max_events=300, min_events=50)
+
+    def send(prefix, labels):
+        ids = [f"{prefix}{i}" for i in range(len(labels))]
+        feed(engine, windows, {"prediction": labels}, ids)
+        engine.add_labels(LabelBatch(ids, labels, [None] * len(labels)))
+        engine.evaluate_all()
+        return engine.results[("1", "")]
+
+    def draw(n, level):
+        return (rng.random(n) < level).astype(int).tolist() if task == "classification" else \
+            rng.normal(level * 10, 1.0, n).tolist()
+
+    assert send("a", draw(200, 0.3)).label_drift == {}   # 200 of 300 warm-up labels
+    assert engine.status()["label_reference"] == "warming up: 200 of 300 labels"
+    steady = send("b", draw(200, 0.3))   # the reference is frozen at 300; the window holds the same population
+    assert engine.status()["label_reference"] == "the first 300 labels"
+    method = "chi2" if task == "classification" else "ks"
+    assert steady.label_drift_p[method] > 0.01
+    shifted = send("c", draw(300, 0.7))   # the window is now only the new population
+    assert shifted.label_drift_p[method] < 1e-6
+    assert sample(scrape_registry(metrics), "inferwatch_label_drift_score", method=method) == \
+        pytest.approx(shifted.label_drift[method])
 
 
 def test_expired_predictions_are_counted_and_labels_say_so():

@@ -7,7 +7,7 @@ worker hands to ``add_labels``, which joins each label to its prediction (outcom
 version's ``LabelledWindow`` and to the cumulative confusion matrix. Every
 ``performance.interval_seconds`` a background thread computes, per version, the metrics of
 ``inferwatch.stats.performance`` over the labelled window, label drift against the reference
-profile's label, and (binary classifiers with calibrated scores) CBPE estimates over the
+profile's label (or, with a warm-up reference, the first ``reference.warmup_events`` labels), and (binary classifiers with calibrated scores) CBPE estimates over the
 prediction window, which needs no labels at all. ``PerformanceCollector`` publishes the last
 results at scrape time; nothing is computed in a request or a scrape.
 
@@ -32,7 +32,7 @@ from .config import Config
 from .events import EventBatch
 from .labels import ClassVocabulary, JoinStore, LabelBatch, LabelledSnapshot, LabelledWindow, Pending
 from .metrics import Metrics
-from .profile import CategoricalProfile, ReferenceProfile
+from .profile import CategoricalProfile, ReferenceProfile, build_profile
 from .segments import MISSING
 from .stats import bin_counts, chi_squared, js_distance, ks_2samp, linf_distance, psi
 from .stats.performance import (
@@ -109,6 +109,12 @@ class PerformanceEngine(BackgroundWorker):
         self.errors = 0
         self._default_version = metrics.version_label(cfg.model.version, cfg.model.version)
         self._capped_seen = 0
+        # Label drift without a reference file: the first reference.warmup_events labels (of the
+        # champion, every version) become the reference label distribution, as the first events
+        # become the drift reference.
+        self.label_warmup = cfg.reference.warmup_events
+        self._warmup_labels: list[Any] = []
+        self.label_reference: ReferenceProfile | None = None
         # Performance per segment value (segments.features): champion rows carry their labels.
         self.segment_features: tuple[str, ...] = tuple(cfg.segments.features)
         self.segment_results: dict[tuple[str, str, str], PerformanceResult] = {}  # (version, segment, value)
@@ -233,6 +239,8 @@ class PerformanceEngine(BackgroundWorker):
                 histogram.observe(delay)
         for (version, challenger), values in rows.items():
             arr = np.asarray(values, dtype=np.float64).T
+            if challenger == CHAMPION:
+                self._collect_label_warmup(arr[1])
             seg = None
             if challenger == CHAMPION and self.segment_features:
                 seg = np.empty((len(self.segment_features), len(values)), dtype=object)
@@ -243,6 +251,24 @@ class PerformanceEngine(BackgroundWorker):
             m.label_values_capped.labels("class").inc(capped - self._capped_seen)
             self._capped_seen = capped
         return counts
+
+    def _collect_label_warmup(self, actual: np.ndarray) -> None:
+        """Keep labels until ``reference.warmup_events`` are in, then freeze them as the
+        reference label distribution (used when the drift reference has no label)."""
+        if self.label_reference is not None or not self.label_warmup:
+            return
+        taken = actual[:self.label_warmup - len(self._warmup_labels)]
+        if self.task == "classification":
+            names = self.classes.names
+            self._warmup_labels += [names[int(code)] for code in taken]
+        else:
+            self._warmup_labels += taken.tolist()
+        if len(self._warmup_labels) >= self.label_warmup:
+            kind = "categorical" if self.task == "classification" else "numeric"
+            self.label_reference = build_profile({"label": {"label": self._warmup_labels}}, {"label": kind},
+                                                 source=f"warmup:{len(self._warmup_labels)} labels")
+            self._warmup_labels = []
+            log.info("label drift: the first %d labels are the reference label distribution", self.label_warmup)
 
     def _add_challengers(self, entry: Pending, version: str, label: Any, delay: float,
                          rows: dict[tuple[str, str], list]) -> None:
@@ -278,8 +304,11 @@ class PerformanceEngine(BackgroundWorker):
         return out
 
     def label_drift(self, snap: LabelledSnapshot) -> tuple[dict[str, float], dict[str, float]]:
-        """The window's labels against the reference profile's label distribution."""
+        """The window's labels against the reference profile's label distribution (or the
+        warm-up labels' when the profile has none)."""
         profile = self.reference()
+        if profile is None or not profile.label:
+            profile = self.label_reference
         if profile is None or not profile.label or snap.n == 0:
             return {}, {}
         ref = next(iter(profile.label.values()))
@@ -394,7 +423,17 @@ class PerformanceEngine(BackgroundWorker):
                 "classes": list(self.classes.names) if self.task == "classification" else None,
                 "windows": {f"{v}/{c or 'champion'}": {"events": r.events, "metrics": r.metrics}
                             for (v, c), r in self.results.items()},
-                "estimated": self.estimates}
+                "estimated": self.estimates, "label_reference": self._label_reference_status()}
+
+    def _label_reference_status(self) -> str:
+        profile = self.reference()
+        if profile is not None and profile.label:
+            return "the reference profile's label"
+        if self.label_reference is not None:
+            return f"the first {self.label_warmup} labels"
+        if self.label_warmup:
+            return f"warming up: {len(self._warmup_labels)} of {self.label_warmup} labels"
+        return "none (no label in the reference; set reference.warmup_events or profile a label column)"
 
 
 class PerformanceCollector(EngineCollector):

@@ -109,6 +109,7 @@ PROMETHEUS_SERIES = (
     ("estimated", "inferwatch_estimated_performance"),
     ("confusion", "inferwatch_confusion_matrix_total"),
     ("labels", "inferwatch_labels_total"),
+    ("label drift", "inferwatch_label_drift_score"),
     ("shadow performance", "inferwatch_shadow_performance"),
     ("shadow agreement", "inferwatch_shadow_agreement_ratio"),
     ("shadow requests", "inferwatch_shadow_requests_total"),
