@@ -140,6 +140,29 @@ def test_a_slow_or_dead_challenger_never_delays_the_champion(upstream, sidecar_f
         slow.stop()
 
 
+def test_large_bodies_are_bounded_by_bytes_not_only_by_copies(upstream, sidecar_factory):
+    """A slow challenger and 40 kB bodies: the queue has room for 100 copies but only 100 kB, so
+    after two bodies wait the rest are skipped as queue_bytes; the champion answers them all."""
+    slow = Upstream(delay=5.0)   # busy for the whole test: nothing leaves the queue after the first copy
+    try:
+        sidecar = sidecar_factory(upstream.url, **{
+            "shadow.challengers": [{"name": "slow", "url": slow.url}], "shadow.concurrency": 1,
+            "shadow.max_queue": 100, "shadow.max_queue_bytes": 100_000, "shadow.timeout_seconds": 4.0})
+        body = {"instances": [[0.123456] * 4000]}   # 40 kB of JSON
+        for i in range(8):
+            r = requests.post(proxy_url(sidecar, "/v1/models/m:predict"), json=body,
+                              headers={"X-Prediction-ID": f"b{i}"}, timeout=5)
+            assert r.status_code == 200
+        text = scrape(sidecar)
+        skipped = sample(text, "inferwatch_shadow_dropped_total", challenger="slow", reason="queue_bytes")
+        # one in flight, two waiting (80 kB of the 100 kB), the others skipped (four when the eight
+        # requests outran the challenger's task taking the first copy off the queue)
+        assert 4 <= skipped <= 5, text
+        assert sample(text, "inferwatch_shadow_dropped_total", challenger="slow", reason="queue_full") == 0
+    finally:
+        slow.stop()
+
+
 def test_sample_rate_zero_mirrors_nothing(upstream, challengers, sidecar_factory):
     twin, _ = challengers
     sidecar = sidecar_factory(upstream.url, **{"shadow.challengers": [{"name": "twin", "url": twin.url}],

@@ -351,6 +351,9 @@ class ShadowConfig:
     sample_rate: float = 1.0
     # Mirrored requests waiting per challenger; when full a request is not mirrored (counted).
     max_queue: int = 1000
+    # ... and their request bodies' bytes per challenger (large payloads fill memory long before
+    # max_queue items do); beyond it a request is not mirrored (counted, reason queue_bytes).
+    max_queue_bytes: int = 64 * 1024 * 1024
     # Mirrored requests in flight per challenger.
     concurrency: int = 4
     timeout_seconds: float = 10.0
@@ -744,6 +747,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         ("performance.min_events", cfg.performance.min_events),
         ("performance.max_classes", cfg.performance.max_classes),
         ("shadow.max_queue", cfg.shadow.max_queue),
+        ("shadow.max_queue_bytes", cfg.shadow.max_queue_bytes),
         ("shadow.concurrency", cfg.shadow.concurrency),
         ("shadow.timeout_seconds", cfg.shadow.timeout_seconds),
         ("shadow.agreement_window", cfg.shadow.agreement_window),

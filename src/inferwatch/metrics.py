@@ -156,7 +156,7 @@ class Metrics:
             ["model", "model_version", "challenger"], buckets=LATENCY_BUCKETS, registry=r)
         self.shadow_dropped = Counter(
             "inferwatch_shadow_dropped",
-            "Sampled requests not mirrored or not compared, by reason (queue_full: the challenger's queue; "
+            "Sampled requests not mirrored or not compared, by reason (queue_full, queue_bytes: the challenger's queue; "
             "monitoring_queue_full: the worker's).", ["model", "model_version", "challenger", "reason"], registry=r)
         self.shadow_comparisons = Counter(
             "inferwatch_shadow_comparisons",

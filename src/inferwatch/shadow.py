@@ -4,8 +4,10 @@ Two halves, on the two sides of the monitoring queue:
 
 - ``ShadowMirror`` runs on the proxy's event loop. After the champion's response is built,
   ``offer`` samples the request (``shadow.sample_rate``) and puts a copy on each challenger's
-  bounded ``asyncio.Queue`` with ``put_nowait`` — a full queue skips the copy and counts it, so
-  the champion's response is never delayed or failed by a challenger. ``shadow.concurrency``
+  bounded ``asyncio.Queue`` with ``put_nowait`` — a full queue (``shadow.max_queue`` copies, or
+  ``shadow.max_queue_bytes`` of request bodies) skips the copy and counts it, so the champion's
+  response is never delayed or failed by a challenger, and a burst of large payloads cannot
+  fill memory. ``shadow.concurrency``
   tasks per challenger send the copies with their own pooled session and timeout, count status
   codes and round trips, and queue the answer for the worker as an ``Exchange`` with
   ``challenger`` set.
@@ -74,6 +76,10 @@ class ShadowMirror:
         self._tasks: list[asyncio.Task] = []
         self._dropped = {ch.name: metrics.shadow_dropped.labels(self.model, self.version, ch.name, "queue_full")
                          for ch in self.shadow.challengers}
+        self._dropped_bytes = {ch.name: metrics.shadow_dropped.labels(self.model, self.version, ch.name,
+                                                                      "queue_bytes")
+                               for ch in self.shadow.challengers}
+        self.queued_bytes = {ch.name: 0 for ch in self.shadow.challengers}  # bodies waiting, per challenger
 
     async def startup(self) -> None:
         s = self.shadow
@@ -100,11 +106,17 @@ class ShadowMirror:
         rate = self.shadow.sample_rate
         if rate <= 0.0 or (rate < 1.0 and self.rng() >= rate):
             return
+        size = len(request.body)
         for name, q in self.queues.items():
+            if self.queued_bytes[name] + size > self.shadow.max_queue_bytes:
+                self._dropped_bytes[name].inc()
+                continue
             try:
                 q.put_nowait(request)
             except asyncio.QueueFull:
                 self._dropped[name].inc()
+            else:
+                self.queued_bytes[name] += size
 
     async def send(self, ch: ChallengerConfig, req: MirroredRequest) -> None:
         url = ch.url.rstrip("/") + req.path_qs
@@ -143,6 +155,7 @@ class ShadowMirror:
     async def _worker(self, ch: ChallengerConfig, q: asyncio.Queue) -> None:
         while True:
             req = await q.get()
+            self.queued_bytes[ch.name] -= len(req.body)
             try:
                 await self.send(ch, req)
             except asyncio.CancelledError:
