@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ DEFAULTS: dict[str, Any] = {
         "InferwatchJobFailed": {"severity": "warning", "for": "1m"},
         "InferwatchJobNotSucceededRecently": {"severity": "warning", "threshold_seconds": 93600, "for": "5m"},
         "InferwatchJobDurationHigh": {"severity": "warning", "threshold_seconds": 7200, "for": "5m"},
-        "InferwatchInferenceCostOverBudget": {"severity": "warning", "daily_budget": 100, "for": "30m"},
+        "InferwatchInferenceCostOverBudget": {"severity": "warning", "daily_budget": 100, "model_budgets": {},
+                                              "for": "30m"},
     },
     "cost": {"cpu_hour_price": 0.05, "gpu_hour_price": 2.5, "currency": "USD"},
     "kubernetes": {
@@ -141,9 +143,10 @@ def _number(value: float) -> str:
 
 
 def _user_mapping(path: str) -> bool:
-    """Mappings whose keys are the user's (metric bounds, Kubernetes labels): an override replaces
-    the default as a whole, and its keys are checked by validation, not against the defaults."""
-    return path.endswith((".floors", ".ceilings")) or path == "kubernetes.labels"
+    """Mappings whose keys are the user's (metric bounds, per-model budgets, Kubernetes labels): an
+    override replaces the default as a whole, and its keys are checked by validation, not against
+    the defaults."""
+    return path.endswith((".floors", ".ceilings", ".model_budgets")) or path == "kubernetes.labels"
 
 
 def _merge(base: Any, override: Any, path: str, problems: list[str]) -> Any:
@@ -300,6 +303,15 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
             elif key == "daily_budget":
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                     fail(path, f"must be a positive amount per day, got {value!r}")
+            elif key == "model_budgets":
+                if not isinstance(value, dict):
+                    fail(path, f"must map model names to amounts per day, got {value!r}")
+                    continue
+                for model, budget in value.items():
+                    if not isinstance(model, str) or not model:
+                        fail(path, f"model names must be non-empty strings, got {model!r}")
+                    elif not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0:
+                        fail(f"{path}.{model}", f"must be a positive amount per day, got {budget!r}")
             elif key == "reasons":
                 if not isinstance(value, list) or not value or not set(value) <= set(DROP_REASONS):
                     fail(path, f"must be a non-empty list of {', '.join(DROP_REASONS)}, got {value!r}")
@@ -464,6 +476,18 @@ def output_records(t: Thresholds) -> list[dict[str, Any]]:
     ]
 
 
+def cost_budget_expr(daily_budget: float, model_budgets: dict[str, float]) -> str:
+    """The budget alert's expression: each model's daily cost over its own budget (``model_budgets``),
+    else ``daily_budget``. The per-model budgets are a vector built in PromQL, one series per model."""
+    cost = "model:inferwatch_inference_cost:rate1h * 86400"
+    if not model_budgets:
+        return f"{cost} > {_number(daily_budget)}"
+    own = "\n  or ".join(f'label_replace(vector({_number(v)}), "model", {json.dumps(m)}, "", "")'
+                         for m, v in model_budgets.items())
+    return (f"{cost}\n> on (model)\n(\n  {own}\n  or on (model)\n"
+            f"  0 * model:inferwatch_inference_cost:rate1h + {_number(daily_budget)}\n)\n")
+
+
 def cost_rules(t: Thresholds) -> list[dict[str, Any]]:
     """The estimated cost of inference, in currency units per second (a rate: x 3600 per hour).
 
@@ -607,13 +631,16 @@ def ops_groups(t: Thresholds) -> list[dict[str, Any]]:
     a = t.alert(name)
     currency = t.raw["cost"]["currency"]
     rules.append(_alert(
-        t, name, f"model:inferwatch_inference_cost:rate1h * 86400 > {_number(a['daily_budget'])}",
+        t, name, cost_budget_expr(a["daily_budget"], a["model_budgets"]),
         for_=a["for"], severity=a["severity"], team=team,
         summary="The estimated inference cost of a model is over its daily budget.",
         description=(f"At the rate of the last hour, serving {{{{ $labels.model }}}} costs an estimated "
                      f"{{{{ $value | printf \"%.2f\" }}}} {currency} per day (CPU and GPU use times the configured "
-                     f"prices); threshold: {_number(a['daily_budget'])} {currency} per day for {a['for']}. "
-                     f"An estimate from measured use, not a bill.")))
+                     f"prices); threshold: " + (
+                         f"{_number(a['daily_budget'])} {currency} per day" if not a["model_budgets"] else
+                         f"the model's daily budget ({', '.join(f'{m} {_number(v)}' for m, v in a['model_budgets'].items())}"
+                         f"; else {_number(a['daily_budget'])} {currency})") +
+                     f" for {a['for']}. An estimate from measured use, not a bill.")))
 
     name = "InferwatchWatchdog"
     a = t.alert(name)

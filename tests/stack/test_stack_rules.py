@@ -7,6 +7,7 @@ import shutil
 import sys
 
 import pytest
+import yaml
 
 from inferwatch.cli import main as cli_main
 from inferwatch.rules import DEFAULTS, ThresholdsError, load_thresholds
@@ -180,6 +181,12 @@ def test_shipped_thresholds_spell_out_every_default():
      "alerts.InferwatchJobNotSucceededRecently.threshold_seconds: must be a positive number of seconds"),
     ("alerts: {InferwatchInferenceCostOverBudget: {daily_budget: -5}}",
      "alerts.InferwatchInferenceCostOverBudget.daily_budget: must be a positive amount"),
+    ("alerts: {InferwatchInferenceCostOverBudget: {model_budgets: {llm: 0}}}",
+     "alerts.InferwatchInferenceCostOverBudget.model_budgets.llm: must be a positive amount per day"),
+    ("alerts: {InferwatchInferenceCostOverBudget: {model_budgets: [llm]}}",
+     "alerts.InferwatchInferenceCostOverBudget.model_budgets: expected a mapping"),
+    ("alerts: {InferwatchModelPerformanceDegraded: {ceilings: {rmse: low}}}",
+     "alerts.InferwatchModelPerformanceDegraded.ceilings.rmse: must be a number"),
     ("cost: {cpu_hour_price: cheap}", "cost.cpu_hour_price: must be a price >= 0"),
     ("cost: {currency: 'US dollars'}", "cost.currency: must be a currency code"),
     ("cost: {gpu_price: 2}", "cost.gpu_price: unknown key"),
@@ -312,3 +319,50 @@ def test_kubernetes_prometheusrule_has_the_same_groups_as_prometheus_rules():
               for g in load_yaml(path)["groups"]]
     assert rule["spec"]["groups"] == groups
     assert "inferwatch rules render" in (REPO / "examples" / "kubernetes" / "prometheusrule.yaml").read_text()
+
+
+def test_per_model_budgets_and_user_keyed_thresholds_render_and_evaluate(tmp_path, capsys):
+    """model_budgets, floors and ceilings are keyed by the user's names (models, metrics): they replace
+    the defaults' mapping, and a model's own budget wins over daily_budget (promtool on the render)."""
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text(
+        "alerts:\n"
+        "  InferwatchInferenceCostOverBudget: {daily_budget: 100, model_budgets: {llm: 500, fraud: 1}}\n"
+        "  InferwatchModelPerformanceDegraded: {floors: {f1: 0.6}, ceilings: {rmse: 12.5}}\n")
+    rules = tmp_path / "rules"
+    assert cli_main(["rules", "render", "--thresholds", str(thresholds), "--output-dir", str(rules),
+                     "--prometheusrule", str(tmp_path / "prometheusrule.yaml")]) == 0, capsys.readouterr()
+    ml = (rules / "inferwatch-ml.yml").read_text()
+    assert 'metric="f1"' in ml and 'metric="rmse"' in ml and 'metric="accuracy"' not in ml
+    result = run(tool("promtool"), "check", "rules", *map(str, sorted(rules.glob("*.yml"))))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def cpu(model, cores):
+        return {"series": f'inferwatch_model_process_cpu_seconds_total{{job="inferwatch", instance="a", '
+                          f'model="{model}"}}', "values": f"0+{60 * cores}x120"}
+
+    def gpu(model, index):
+        return {"series": f'inferwatch_gpu_utilization_ratio{{job="inferwatch", instance="a", model="{model}", '
+                          f'gpu="{index}"}}', "values": "1x120"}
+
+    # llm: 16 cores and 2 GPUs = 139.2 a day: over the default 100, within its own 500.
+    # fraud: 1 core = 1.2 a day: within the default, over its own 1. loan: 1 core, the default: quiet.
+    description = ("At the rate of the last hour, serving fraud costs an estimated 1.20 USD per day (CPU and GPU "
+                   "use times the configured prices); threshold: the model's daily budget (llm 500, fraud 1; "
+                   "else 100 USD) for 30m. An estimate from measured use, not a bill.")
+    case = {"rule_files": [str(rules / "inferwatch-recording.yml"), str(rules / "inferwatch-ops.yml")],
+            "evaluation_interval": "1m",
+            "tests": [{"interval": "1m",
+                       "input_series": [cpu("llm", 16), gpu("llm", 0), gpu("llm", 1), cpu("fraud", 1), cpu("loan", 1)],
+                       "alert_rule_test": [
+                           {"eval_time": "20m", "alertname": "InferwatchInferenceCostOverBudget", "exp_alerts": []},
+                           {"eval_time": "90m", "alertname": "InferwatchInferenceCostOverBudget", "exp_alerts": [
+                               {"exp_labels": {"severity": "warning", "team": "ops", "model": "fraud"},
+                                "exp_annotations": {
+                                    "summary": "The estimated inference cost of a model is over its daily budget.",
+                                    "description": description,
+                                    "runbook_url": load_thresholds(None).runbook_url(
+                                        "InferwatchInferenceCostOverBudget")}}]}]}]}
+    (tmp_path / "budgets.test.yml").write_text(yaml.safe_dump(case))
+    result = run(tool("promtool"), "test", "rules", str(tmp_path / "budgets.test.yml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
