@@ -380,9 +380,10 @@ def test_the_command_serves_until_sigterm(tmp_path, target):
         answer = requests.post(f"http://127.0.0.1:{port}/v1/alerts", json=notification(alert()),
                                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
         assert answer.json()["queued"] == 1
-        assert wait_for(lambda: len(target.requests) == 1)
-        assert 'inferwatch_actions_total{action="retrain",outcome="success"} 1.0' in requests.get(
-            f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        # the target records the request before it answers: wait for the answer to be counted
+        assert wait_for(lambda: 'inferwatch_actions_total{action="retrain",outcome="success"} 1.0' in requests.get(
+            f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+        assert len(target.requests) == 1
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
     finally:
