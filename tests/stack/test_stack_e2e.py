@@ -3,7 +3,8 @@ scraping it every second with the shipped rules (``for:`` shortened in a copy), 
 the shipped routes (every receiver pointed at a webhook in this test), and traffic.
 
 The tests run in order on one stack: healthy traffic raises nothing, drifted traffic reaches the
-data team, a stopped model server reaches the operations team.
+data team, and the score's business bands shifting with it the ML team; a stopped model server
+reaches the operations team.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from stack_helpers import RULE_FILES, free_port, load_yaml, stop_process, tool, 
 
 from inferwatch.config import load_config
 from inferwatch.demo.model import CATEGORICAL, FEATURES, NUMERIC, generate
+from inferwatch.demo.runner import DEMO_OUTPUTS
 from inferwatch.demo.stack import MonitoringStack, alertmanager_binary
 from inferwatch.sidecar import Sidecar
 
@@ -77,6 +79,7 @@ def sidecar_overrides(upstream_port: int, model_pid: int) -> dict:
         "payload.features": features,
         "window.max_events": 3000,
         "process.pid": model_pid,
+        "predictions.outputs": DEMO_OUTPUTS,   # the loan bands, with the demo's expected shares
     } | {"reference.warmup_events": WARMUP_EVENTS, "drift.interval_seconds": 1.0}
 
 
@@ -186,6 +189,26 @@ def test_feature_drift_reaches_the_data_team(e2e):
         assert alert["annotations"]["runbook_url"].endswith("docs/runbooks.md#inferwatchfeaturedrift")
     drifted = {alert["labels"]["feature"] for _, alert in delivered}
     assert drifted & {"income", "debt_ratio", "age", "employment"}, drifted   # the features the demo shifts
+
+
+def test_band_shift_reaches_the_ml_team(e2e):
+    """The drifted population (traffic still shifted) sends far more applicants below 0.6: the
+    share of refer_to_human leaves its expected 30%, and the ML team hears of it."""
+    delivered = wait_until(
+        lambda: e2e.stack.webhook.alerts(status="firing", alertname="InferwatchPredictionBandShift",
+                                         band="refer_to_human"), 60)
+    assert delivered, (e2e.stack.alerts(), e2e.logs())
+    receiver, alert = delivered[0]
+    assert receiver == "ml-chat"   # team ml, severity warning
+    labels = alert["labels"]
+    assert {k: labels[k] for k in ("team", "severity", "model", "model_version", "output", "compared_with")} == {
+        "team": "ml", "severity": "warning", "model": "loan", "model_version": "v1",
+        "output": "approval_probability", "compared_with": "expected_share"}
+    assert re.match(r"The share of band refer_to_human of output approval_probability of loan version v1 over the "
+                    r"last 1h differs from the configured expected share by \d", alert["annotations"]["description"])
+    assert alert["annotations"]["runbook_url"].endswith("docs/runbooks.md#inferwatchpredictionbandshift")
+    share = e2e.stack.query('model_output_band:inferwatch_prediction_band:ratio1h{band="refer_to_human"}')
+    assert float(share[0]["value"][1]) > 0.4, share
 
 
 def test_model_server_down_reaches_the_ops_team(e2e):

@@ -145,6 +145,19 @@ def dataset(summary: dict[str, float]) -> str:
     return "DRIFTED" if summary["dataset_drifted"] else "ok"
 
 
+# What the demo model answers: the approval probability in the seed's business bands (shares
+# expected from the undrifted population: the drift moves applicants to refer_to_human), and the
+# decision between two known classes. The compose stack configures the same (a test checks).
+DEMO_OUTPUTS = {
+    "approval_probability": {"type": "score", "bands": [
+        {"name": "refer_to_human", "max": 0.6, "expected_share": 0.3},
+        {"name": "high_rate", "min": 0.6, "max": 0.7},
+        {"name": "mid_rate", "min": 0.71, "max": 0.9},
+        {"name": "low_rate", "min": 0.9, "expected_share": 0.15}]},
+    "decision": {"type": "class", "classes": ["approve", "refer"]},
+}
+
+
 def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_port: int, model_pid: int,
                    challenger_port: int | None = None) -> Path:
     features = [{"name": n, "type": "numeric"} for n in NUMERIC] + [{"name": n, "type": "categorical"}
@@ -165,16 +178,7 @@ def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_
         # Events that fail a data quality check or are outliers, with the reasons.
         "guard": {"quarantine": {"path": str(workdir / "quarantine.jsonl"), "max_bytes": 10 * 1024 * 1024,
                                  "backup_count": 2}},
-        # What the model answers: the approval probability in the seed's business bands (shares
-        # expected from the undrifted population: the drift moves applicants to refer_to_human), and
-        # the decision between two known classes.
-        "predictions": {"outputs": {
-            "approval_probability": {"type": "score", "bands": [
-                {"name": "refer_to_human", "max": 0.6, "expected_share": 0.3},
-                {"name": "high_rate", "min": 0.6, "max": 0.7},
-                {"name": "mid_rate", "min": 0.71, "max": 0.9},
-                {"name": "low_rate", "min": 0.9, "expected_share": 0.15}]},
-            "decision": {"type": "class", "classes": ["approve", "refer"]}}},
+        "predictions": {"outputs": DEMO_OUTPUTS},
         # Requests, drift and performance per region.
         "segments": {"features": ["region"]},
         # The traffic sends each applicant's outcome a few seconds after the decision.
