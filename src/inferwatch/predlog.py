@@ -188,7 +188,8 @@ class PredictionLogger:
         self.errors = 0
         self._redact_keys = frozenset(config.redact)
         self._rng = rng if rng is not None else np.random.default_rng()
-        self._sample_key = self._rng.bytes(16)  # per process: which ids are sampled is not guessable
+        # per process: which ids are sampled is not guessable; each id hashes from a copy of the keyed state
+        self._sample_hash = hashlib.blake2b(digest_size=8, key=self._rng.bytes(16))
         self._lock = threading.Lock()
         self._file = _RotatingFile(config.path, config.max_bytes, config.backup_count) if self.enabled else None
         self._failing = False
@@ -201,9 +202,12 @@ class PredictionLogger:
             return np.zeros(n, dtype=bool)
         if self.sample_rate >= 1.0:
             return np.ones(n, dtype=bool)
-        key = self._sample_key
-        digests = b"".join(hashlib.blake2b(str(pid).encode("utf-8", "surrogatepass"), digest_size=8,
-                                           key=key).digest() for pid in prediction_ids)
+        base = self._sample_hash
+        digests = bytearray()
+        for pid in prediction_ids:
+            h = base.copy()
+            h.update(str(pid).encode("utf-8", "surrogatepass"))
+            digests += h.digest()
         threshold = np.uint64(min(int(self.sample_rate * 2**64), 2**64 - 1))
         return np.frombuffer(digests, dtype="<u8") < threshold
 
