@@ -200,6 +200,19 @@ def test_multiclass_with_capped_classes():
     assert sample(text, "inferwatch_label_values_capped_total", label="class") == 10  # every emu, predicted or actual
 
 
+def test_a_multiclass_window_holding_two_classes_gets_no_positive_class_figures():
+    """Classes cat/dog/bird with the default positive class "1": a window in which only cat and
+    dog occur is not a binary problem; precision/recall/F1 "of class 1" would be a false 0."""
+    engine, windows, _ = make_engine(task="classification")
+    ids = [str(i) for i in range(20)]
+    feed(engine, windows, {"prediction": ["cat", "dog"] * 10}, ids)
+    engine.add_labels(LabelBatch(ids, ["cat", "dog"] * 10, [None] * 20))
+    engine.evaluate_all()
+    got = engine.results[("1", "")].metrics
+    assert got["accuracy"] == 1.0 and got["f1_macro"] == 1.0
+    assert not {"precision", "recall", "f1", "roc_auc", "confident_error_rate"} & set(got)
+
+
 def test_probability_prediction_is_decided_at_the_threshold():
     engine, windows, _ = make_engine(task="classification", threshold=0.7)
     ids = [str(i) for i in range(10)]

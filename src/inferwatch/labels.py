@@ -235,6 +235,10 @@ class ClassVocabulary:
     def positive(self) -> int:
         return 1
 
+    @property
+    def negative(self) -> int:
+        return 0
+
     def code(self, name: str) -> int:
         code = self._codes.get(name)
         if code is not None:

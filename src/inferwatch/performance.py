@@ -291,7 +291,8 @@ class PerformanceEngine(BackgroundWorker):
             return regression_metrics(snap.actual, snap.predicted, n_features=self._feature_count(version))
         k = len(self.classes)
         actual, predicted = snap.actual.astype(np.int64), snap.predicted.astype(np.int64)
-        out = classification_metrics(actual, predicted, k, positive=self.classes.positive)
+        out = classification_metrics(actual, predicted, k, positive=self.classes.positive,
+                                     negative=self.classes.negative)
         binary = np.isin(actual, (0, 1)) & np.isfinite(snap.score)
         if "precision" in out and binary.any():  # a binary problem with scores
             y, s = actual[binary] == self.classes.positive, snap.score[binary]

@@ -34,6 +34,17 @@ def test_multiclass_metrics_match_sklearn(data, k, n):
 
 
 @settings(max_examples=200, deadline=None)
+@given(data=st.data(), n=st.integers(1, 200), k=st.integers(3, 5))
+def test_positive_class_figures_only_when_every_class_present_is_negative_or_positive(data, n, k):
+    t = data.draw(hnp.arrays(np.int64, n, elements=st.integers(0, k - 1)))
+    p = data.draw(hnp.arrays(np.int64, n, elements=st.integers(0, k - 1)))
+    got = classification_metrics(t, p, k, positive=1, negative=0)
+    assert ("precision" in got) == (set(np.concatenate([t, p]).tolist()) <= {0, 1})
+    if "precision" in got:
+        assert got["f1"] == pytest.approx(skm.f1_score(t, p, pos_label=1, zero_division=0, labels=[0, 1]))
+
+
+@settings(max_examples=200, deadline=None)
 @given(data=st.data(), n=st.integers(1, 300))
 def test_binary_metrics_match_sklearn(data, n):
     t = data.draw(hnp.arrays(np.int64, n, elements=st.integers(0, 1)))

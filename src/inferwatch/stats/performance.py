@@ -52,10 +52,13 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
-                           positive: int | None = None) -> dict[str, float]:
+                           positive: int | None = None, negative: int | None = None) -> dict[str, float]:
     """Accuracy; macro precision, recall and F1 over the classes present in either array; and,
-    when ``positive`` is given and at most two classes are present, binary precision, recall
-    and F1 of the positive class (scikit-learn's ``average="binary"``). Empty input: ``{}``."""
+    when ``positive`` is given and the problem is binary, precision, recall and F1 of the
+    positive class (scikit-learn's ``average="binary"``). Binary: every class present is
+    ``negative`` or ``positive`` (without ``negative``: at most two classes are present), so a
+    multiclass window that happens to hold two other classes gets no positive-class figures.
+    Empty input: ``{}``."""
     t = np.asarray(y_true, dtype=np.int64).ravel()
     if t.size == 0:
         return {}
@@ -71,7 +74,13 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
         "recall_macro": float(recall[present].mean()),
         "f1_macro": float(f1[present].mean()),
     }
-    if positive is not None and 0 <= positive < n_classes and int(present.sum()) <= 2:
+    if negative is None:
+        binary = int(present.sum()) <= 2
+    else:
+        others = np.ones(n_classes, dtype=bool)
+        others[[c for c in (negative, positive) if 0 <= c < n_classes]] = False
+        binary = not present[others].any()
+    if positive is not None and 0 <= positive < n_classes and binary:
         out.update(precision=float(precision[positive]), recall=float(recall[positive]), f1=float(f1[positive]))
     return out
 
