@@ -43,3 +43,39 @@ def test_the_stop_marker_is_never_refused():
     q.put_nowait("x")
     q.put_always("stop")
     assert q.take_all() == ["x", "stop"]
+
+
+def test_bytes_are_bounded_too_and_freed_when_taken():
+    q = HandoffQueue(maxsize=100, max_bytes=1000)
+    q.put_nowait("a", 600)
+    q.put_nowait("b", 400)
+    with pytest.raises(queue.Full):   # the count allows it, the bytes do not
+        q.put_nowait("c", 1)
+    q.put_nowait("sizeless")          # items without a size only count
+    assert q.queued_bytes == 1000 and q.qsize() == 3
+    assert q.take_all() == ["a", "b", "sizeless"]
+    assert q.queued_bytes == 0
+    q.put_nowait("d", 1000)           # exactly the bound fits
+    with pytest.raises(queue.Full):
+        q.put_nowait("e", 1001)       # larger than the whole bound: refused, never held
+    assert q.queued_bytes == 1000
+
+
+def test_concurrent_producers_keep_the_byte_count_exact():
+    q = HandoffQueue(maxsize=1_000_000, max_bytes=10**12)
+
+    def produce():
+        for _ in range(20_000):
+            q.put_nowait("x", 3)
+
+    threads = [threading.Thread(target=produce) for _ in range(4)]
+    for t in threads:
+        t.start()
+    taken = 0
+    while any(t.is_alive() for t in threads) or q.qsize():
+        if q.qsize():
+            taken += len(q.take_all(limit=5000))
+    for t in threads:
+        t.join()
+    taken += len(q.take_all()) if q.qsize() else 0
+    assert taken == 80_000 and q.queued_bytes == 0

@@ -203,6 +203,19 @@ def test_full_queue_drops_and_counts_without_failing_requests(upstream, sidecar_
     assert sample(scrape(sidecar), "inferwatch_events_dropped_total", reason="queue_full") == 4
 
 
+def test_large_bodies_fill_the_byte_bound_and_are_dropped_and_counted(upstream, sidecar_factory):
+    sidecar = sidecar_factory(upstream.url, **{"queue.max_bytes": 100_000})
+    sidecar.pipeline.stop()  # nothing drains the queue now
+    body = {"instances": [[0.123456789] * 100] * 40}   # ~50 kB with its answer
+    for _ in range(4):
+        r = requests.post(proxy_url(sidecar, "/v1/models/m:predict"), json=body, timeout=5)
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 40
+    text = scrape(sidecar)
+    assert sample(text, "inferwatch_events_dropped_total", reason="queue_full") == 3   # only the first fits
+    assert 40_000 < sample(text, "inferwatch_queue_bytes") <= 100_000
+    assert sample(text, "inferwatch_queue_capacity_bytes") == 100_000
+
+
 def test_monitoring_failure_never_breaks_serving(sidecar, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("monitoring bug")

@@ -136,6 +136,9 @@ class LimitsConfig:
 @dataclass
 class QueueConfig:
     max_items: int = 10_000
+    # The bodies and decoded batches waiting for the worker, in bytes; beyond either bound an
+    # item is dropped and counted (inferwatch_events_dropped_total{reason="queue_full"}).
+    max_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -529,7 +532,7 @@ class Config:
             f"codec:       {self.payload.codec}",
             f"features:    {features}",
             f"window:      {self.window.max_events} events, {self.window.max_age_seconds:g}s",
-            f"queue:       {self.queue.max_items} items",
+            f"queue:       {self.queue.max_items} items, {self.queue.max_bytes / 2**20:g} MiB",
         ]
         if self.reference.enabled:
             source = self.reference.path or f"the first {self.reference.warmup_events} events"
@@ -735,6 +738,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         ("limits.max_outputs", cfg.limits.max_outputs),
         ("limits.max_categories", cfg.limits.max_categories),
         ("queue.max_items", cfg.queue.max_items),
+        ("queue.max_bytes", cfg.queue.max_bytes),
         ("cloudevents.max_pending", cfg.cloudevents.max_pending),
         ("cloudevents.ttl_seconds", cfg.cloudevents.ttl_seconds),
         ("prediction_log.max_bytes", cfg.prediction_log.max_bytes),

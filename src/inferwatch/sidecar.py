@@ -61,6 +61,10 @@ class StateCollector:
                                 value=queue.qsize())
         yield GaugeMetricFamily("inferwatch_queue_capacity_items", "Capacity of the monitoring queue.",
                                 value=queue.maxsize)
+        yield GaugeMetricFamily("inferwatch_queue_bytes", "Bytes of bodies and batches waiting in the monitoring queue.",
+                                value=queue.queued_bytes)
+        yield GaugeMetricFamily("inferwatch_queue_capacity_bytes", "Byte capacity of the monitoring queue.",
+                                value=queue.max_bytes)
         yield GaugeMetricFamily("inferwatch_cloudevents_pending",
                                 "CloudEvent halves waiting for their request or response.",
                                 value=s.pairer.pending)
