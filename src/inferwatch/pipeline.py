@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -222,16 +223,63 @@ class Pipeline:
 
     def _run(self) -> None:
         while True:
-            for item in self.queue.take_all():
-                try:
-                    if item is _STOP:
-                        return
-                    self.process(item)
-                except Exception:  # noqa: BLE001 - fail open: count and go on
-                    log.exception("monitoring failed on a queued item")
-                    self.metrics.monitoring_errors.labels(self.model, "worker").inc()
-                finally:
-                    self.queue.done()
+            if not self.process_all(self.queue.take_all()):
+                return
+
+    def process_all(self, items: list) -> bool:
+        """Process what the worker took from the queue, in order; False at the stop marker.
+
+        Consecutive proxied exchanges of one model version with the same columns are windowed
+        as one batch: the window, the guard and the output histograms cost a fixed ~100 us per
+        call whatever its rows, which at a few rows per request held the GIL as long as the
+        proxy's own loop did (py-spy, wrk at 16 connections). Anything else (labels, pushed
+        batches, shadow answers) first ingests what is pending, so labels still follow their
+        predictions. An item is marked done only once ingested, so ``drain()`` stays exact.
+        """
+        pending: list[tuple[str, EventBatch, Exchange]] = []
+        try:
+            for item in items:
+                if item is _STOP:
+                    return False
+                if isinstance(item, Exchange) and not item.challenger:
+                    ready = self._guarded(self._prepare, item)
+                    if ready is None:
+                        self.queue.done()
+                        continue
+                    if pending and not _mergeable(pending[-1], ready):
+                        self._ingest_pending(pending)
+                    pending.append(ready)
+                    continue
+                self._ingest_pending(pending)
+                self._guarded(self.process, item)
+                self.queue.done()
+            return True
+        finally:
+            self._ingest_pending(pending)
+
+    def _guarded(self, fn, item):
+        try:
+            return fn(item)
+        except Exception:  # noqa: BLE001 - fail open: count and go on
+            log.exception("monitoring failed on a queued item")
+            self.metrics.monitoring_errors.labels(self.model, "worker").inc()
+            return None
+
+    def _ingest_pending(self, pending: list[tuple[str, EventBatch, Exchange]]) -> None:
+        if not pending:
+            return
+        version = pending[0][0]
+        if len(pending) == 1:
+            batch, exchanges = pending[0][1], None
+        else:
+            batch = merge_batches([b for _, b, _ in pending])
+            exchanges = [(exchange, b.n) for _, b, exchange in pending]
+        self._guarded(lambda b: self._ingest(version, b, source=pending[0][2].source, exchange=pending[0][2],
+                                             exchanges=exchanges), batch)
+        for _ in pending:
+            self.queue.done()
+        self.processed += len(pending)
+        pending.clear()
 
     def process(self, item: Exchange | PushedBatch | LabelBatch) -> None:
         if isinstance(item, LabelBatch):
@@ -247,6 +295,14 @@ class Pipeline:
             self._shadow(item)
             self.processed += 1
             return
+        ready = self._prepare(item)
+        if ready is not None:
+            self._ingest(ready[0], ready[1], source=item.source, exchange=item)
+            self.processed += 1
+
+    def _prepare(self, item: Exchange) -> tuple[str, EventBatch, Exchange] | None:
+        """Decode an exchange and count its payload problems: (version, batch, exchange) to
+        window, or None when there is nothing to window (counted as processed)."""
         version = item.model_version
         answered = 200 <= item.status < 300
         try:
@@ -256,18 +312,17 @@ class Pipeline:
             if answered:
                 self._count_drop(version, "undecodable")
             self.processed += 1
-            return
+            return None
         for reason in batch.errors:
             self.metrics.payload_errors.labels(self.model, version, reason).inc()
-        if not answered:  # no prediction was made: the payload was checked, nothing is windowed
+        if not answered or batch.n == 0:  # no prediction was made: the payload was checked, nothing is windowed
             self.processed += 1
-            return
+            return None
         if batch.model_version:  # a v2 response names its version: trust it, capped
             version = self.metrics.version_label(batch.model_version, version)
         batch.ensure_ids(item.prediction_id)
         batch.ensure_timestamps(item.timestamp)
-        self._ingest(version, batch, source=item.source, exchange=item)
-        self.processed += 1
+        return version, batch, item
 
     def _label_segments(self, version: str, batch: EventBatch) -> None:
         """Segment label values of a batch (``batch.segments``) and their event counts."""
@@ -311,7 +366,8 @@ class Pipeline:
                 batch.ensure_timestamps(item.timestamp)
         self.shadow_sink(item, batch)
 
-    def _ingest(self, version: str, batch: EventBatch, *, source: str, exchange: Exchange | None = None) -> None:
+    def _ingest(self, version: str, batch: EventBatch, *, source: str, exchange: Exchange | None = None,
+                exchanges: list[tuple[Exchange, int]] | None = None) -> None:
         if batch.n == 0:
             return
         window = self.windows.get(version)
@@ -334,15 +390,57 @@ class Pipeline:
         if capped[1]:
             m.label_values_capped.labels("output").inc(capped[1])
         if self.predlog is not None and self.predlog.enabled:
-            self.predlog.log_batch(
-                model=self.model,
-                model_version=version,
-                endpoint=exchange.endpoint if exchange else source,
-                status=exchange.status if exchange else None,
-                latency_seconds=exchange.latency_seconds if exchange else None,
-                prediction_ids=batch.ensure_ids(),
-                timestamps=batch.ensure_timestamps(),
-                features=batch.features,
-                outputs=batch.outputs,
-                row_extra=batch.annotations,
-            )
+            # one call per exchange: each has its own endpoint, status and latency
+            for part, start, stop in _parts(batch, exchange, exchanges):
+                self.predlog.log_batch(
+                    model=self.model,
+                    model_version=version,
+                    endpoint=part.endpoint if part else source,
+                    status=part.status if part else None,
+                    latency_seconds=part.latency_seconds if part else None,
+                    prediction_ids=batch.ensure_ids()[start:stop],
+                    timestamps=batch.ensure_timestamps()[start:stop],
+                    features={k: v[start:stop] for k, v in batch.features.items()} if exchanges else batch.features,
+                    outputs={k: v[start:stop] for k, v in batch.outputs.items()} if exchanges else batch.outputs,
+                    row_extra=({i - start: a for i, a in batch.annotations.items() if start <= i < stop}
+                               if exchanges and batch.annotations else batch.annotations),
+                )
+
+
+def _parts(batch: EventBatch, exchange: Exchange | None, exchanges: list[tuple[Exchange, int]] | None):
+    """(exchange, first row, end row) of each exchange a batch was merged from."""
+    if not exchanges:
+        yield exchange, 0, batch.n
+        return
+    start = 0
+    for part, n in exchanges:
+        yield part, start, start + n
+        start += n
+
+
+def _mergeable(a: tuple[str, EventBatch, Exchange], b: tuple[str, EventBatch, Exchange]) -> bool:
+    """Two decoded exchanges can be windowed as one batch: same version, source and columns."""
+    return (a[0] == b[0] and a[2].source == b[2].source
+            and list(a[1].features) == list(b[1].features) and list(a[1].outputs) == list(b[1].outputs))
+
+
+def merge_batches(batches: list[EventBatch]) -> EventBatch:
+    """Rows of batches with the same columns, in order, as one batch. Columns stay lists, or
+    numpy arrays when every part's column is an array of one dtype."""
+    def concat(parts: list) -> Any:
+        if all(isinstance(p, np.ndarray) for p in parts) and len({p.dtype for p in parts}) == 1:
+            return np.concatenate(parts)
+        out: list = []
+        for p in parts:
+            out.extend(p.tolist() if isinstance(p, np.ndarray) else p)
+        return out
+
+    first = batches[0]
+    return EventBatch(
+        sum(b.n for b in batches),
+        features={name: concat([b.features[name] for b in batches]) for name in first.features},
+        outputs={name: concat([b.outputs[name] for b in batches]) for name in first.outputs},
+        prediction_ids=[i for b in batches for i in b.ensure_ids()],
+        timestamps=[t for b in batches for t in b.ensure_timestamps()],
+        source=first.source,
+    )
