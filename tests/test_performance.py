@@ -401,12 +401,14 @@ def test_performance_config_errors_name_the_key():
 
     with pytest.raises(ConfigError) as err:
         parse_config({"performance": {"threshold": 1.5, "confident_score": 0.5, "positive_class": "yes",
-                                      "negative_class": "yes", "feature_count": -1}}, "p.yaml")
+                                      "negative_class": "yes", "feature_count": -1, "mape_min_abs_target": -1}},
+                     "p.yaml")
     assert set(err.value.problems) == {
         "p.yaml:performance.threshold: expected a number from 0 to 1, got 1.5",
         "p.yaml:performance.confident_score: expected a probability above 0.5 and at most 1, got 0.5",
         "p.yaml:performance.negative_class: must differ from performance.positive_class ('yes')",
         "p.yaml:performance.feature_count: must be 0 (the features seen) or more, got -1",
+        "p.yaml:performance.mape_min_abs_target: expected a number >= 0, got -1.0",
     }
 
 

@@ -338,6 +338,9 @@ class PerformanceConfig:
     # least this is confident; the share of labelled predictions confident and wrong is the metric
     # confident_error_rate (an unreasonable answer only labels can reveal).
     confident_score: float = 0.9
+    # Regression: MAPE leaves out rows whose |true value| is at most this (0: only exact zeros),
+    # so a truth at or near zero cannot blow the ratio up (docs/configuration.md).
+    mape_min_abs_target: float = 0.0
 
 
 @dataclass
@@ -787,6 +790,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     perf = cfg.performance
     if not 0.0 <= perf.threshold <= 1.0:
         problems.append(f"{src}:performance.threshold: expected a number from 0 to 1, got {perf.threshold}")
+    if not (math.isfinite(perf.mape_min_abs_target) and perf.mape_min_abs_target >= 0):
+        problems.append(f"{src}:performance.mape_min_abs_target: expected a number >= 0, "
+                        f"got {perf.mape_min_abs_target}")
     if not 0.5 < perf.confident_score <= 1.0:
         problems.append(f"{src}:performance.confident_score: expected a probability above 0.5 and at most 1, "
                         f"got {perf.confident_score}")

@@ -74,11 +74,17 @@ def test_roc_auc_and_log_loss_match_sklearn(data, n):
 def test_regression_metrics_match_sklearn(data, n):
     values = st.floats(-1e4, 1e4, allow_nan=False)
     t = data.draw(hnp.arrays(np.float64, n, elements=values))
+    # below machine epsilon scikit-learn's MAPE divides by epsilon, not by |y|: such truths are 0 here
+    t[np.abs(t) < 1e-9] = 0.0
     p = data.draw(hnp.arrays(np.float64, n, elements=values))
     got = regression_metrics(t, p, n_features=3)
     assert got["rmse"] == pytest.approx(math.sqrt(skm.mean_squared_error(t, p)), rel=RTOL, abs=1e-9)
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(t, p), rel=RTOL, abs=1e-9)
-    assert got["mape"] == pytest.approx(skm.mean_absolute_percentage_error(t, p), rel=1e-7)
+    kept = t != 0   # MAPE leaves out true zeros; on the rest it is scikit-learn's
+    if kept.any():
+        assert got["mape"] == pytest.approx(skm.mean_absolute_percentage_error(t[kept], p[kept]), rel=1e-7)
+    else:
+        assert math.isnan(got["mape"])
     r2 = skm.r2_score(t, p, force_finite=False)
     if np.ptp(t) > 0 and math.isfinite(r2):
         assert got["r2"] == pytest.approx(r2, rel=1e-7, abs=1e-9)
@@ -102,8 +108,13 @@ def test_undefined_values_are_nan_or_absent_not_errors():
     assert math.isnan(roc_auc(np.ones(5), np.linspace(0, 1, 5)))
     assert math.isnan(regression_metrics(np.ones(4), np.arange(4.0))["r2"])  # constant target
     assert math.isnan(adjusted_r2(0.5, 5, 4))  # n - p - 1 = 0
-    # MAPE is finite with a true value of zero (scikit-learn's epsilon denominator).
-    assert math.isfinite(regression_metrics(np.array([0.0, 1.0]), np.array([0.5, 1.0]))["mape"])
+    # MAPE is safe near zero: a true 0 is left out (scikit-learn reads it as an error of ~1e15)
+    assert regression_metrics(np.array([0.0, 1.0]), np.array([0.5, 1.5]))["mape"] == pytest.approx(0.5)
+    assert skm.mean_absolute_percentage_error([0.0, 1.0], [0.5, 1.5]) > 1e14
+    assert math.isnan(regression_metrics(np.zeros(3), np.ones(3))["mape"])
+    # ... and so is a truth near zero, with a floor
+    near = regression_metrics(np.array([1e-12, 2.0]), np.array([0.1, 3.0]), mape_min_abs_target=1e-6)
+    assert near["mape"] == pytest.approx(0.5) and near["mae"] == pytest.approx((0.1 - 1e-12 + 1.0) / 2)
     assert estimate_binary_performance(np.array([np.nan])) == {}
     assert math.isnan(confident_error_rate(np.array([]), np.array([]), np.array([]), 0.9))
 

@@ -130,12 +130,16 @@ def adjusted_r2(r2: float, n: int, n_features: int) -> float:
     return 1.0 - (1.0 - r2) * (n - 1) / (n - n_features - 1)
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_features: int | None = None) -> dict[str, float]:
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_features: int | None = None,
+                       mape_min_abs_target: float = 0.0) -> dict[str, float]:
     """RMSE, MAE, MAPE, R² and (with ``n_features``) adjusted R². Empty input: ``{}``.
 
-    MAPE divides by ``max(|y|, machine epsilon)`` as scikit-learn does, so a true value of 0
-    gives a large finite error instead of a division by zero. R² of a constant target is NaN
-    (scikit-learn's ``force_finite=False``).
+    MAPE is safe near zero: it is the mean over the rows whose ``|y|`` exceeds
+    ``mape_min_abs_target`` (default: every nonzero truth). scikit-learn divides a true 0 by
+    machine epsilon instead, so one zero among thousands of rows reads as an error of ~1e15 and
+    hides every real change; rows left out are simply not part of this ratio (the other metrics
+    keep them). No row left: MAPE is NaN. On rows that are all kept it equals scikit-learn's.
+    R² of a constant target is NaN (scikit-learn's ``force_finite=False``).
     """
     t = np.asarray(y_true, dtype=np.float64).ravel()
     p = np.asarray(y_pred, dtype=np.float64).ravel()
@@ -151,12 +155,19 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_features: int |
     out = {
         "rmse": math.sqrt(sse / t.size),
         "mae": float(np.mean(np.abs(err))),
-        "mape": float(np.mean(np.abs(err) / np.maximum(np.abs(t), np.finfo(np.float64).eps))),
+        "mape": _mape(t, err, mape_min_abs_target),
         "r2": r2,
     }
     if n_features is not None:
         out["adjusted_r2"] = adjusted_r2(r2, t.size, n_features)
     return out
+
+
+def _mape(t: np.ndarray, err: np.ndarray, min_abs_target: float) -> float:
+    kept = np.abs(t) > min_abs_target
+    if not kept.any():
+        return _NAN
+    return float(np.mean(np.abs(err[kept]) / np.abs(t[kept])))
 
 
 def expected_confusion(score: np.ndarray, predicted_positive: np.ndarray) -> tuple[float, float, float, float]:
