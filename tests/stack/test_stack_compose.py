@@ -3,8 +3,10 @@ Prometheus, Alertmanager and Grafana files they mount (no Docker needed)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -27,6 +29,9 @@ def mounts(service: str) -> dict[str, str]:
         source, target = volume.split(":")[:2]
         out[target] = source
     return out
+
+
+SECRETS_SCRIPT = REPO / "alertmanager" / "secrets-from-env.sh"
 
 
 def container_to_host(service: str, container_path: str) -> Path | None:
@@ -164,14 +169,48 @@ def test_alertmanager_files_secrets_and_webhook_agree():
         host = container_to_host("alertmanager", str(PurePosixPath(config_path).parent / pattern))
         assert host is not None and list(host.parent.glob(host.name))
     text = (REPO / "alertmanager" / "alertmanager.yml").read_text()
-    for secret in set(re.findall(r"(/etc/alertmanager/secrets/[\w.-]+)", text)):
-        assert container_to_host("alertmanager", secret) is not None, secret   # mounted (the file may be absent)
+    # the secrets directory is a tmpfs the entrypoint fills from alertmanager/secrets/ and the environment
+    service = SERVICES["alertmanager"]
+    assert service["tmpfs"] == ["/etc/alertmanager/secrets"]
+    assert container_to_host("alertmanager", "/etc/alertmanager/secrets-files") == REPO / "alertmanager" / "secrets"
+    entrypoint = service["entrypoint"]
+    assert entrypoint[0] == "/bin/sh" and container_to_host("alertmanager", entrypoint[1]) == SECRETS_SCRIPT
+    secrets = set(re.findall(r"/etc/alertmanager/secrets/([\w.-]+)", text))
+    script = SECRETS_SCRIPT.read_text()
+    # every receiver secret the config reads has an environment variable; the actions token is a
+    # file only, as the actions service reads the same file
+    for name in secrets - {"actions-token"}:
+        variable = re.search(rf'^put {re.escape(name)} "\$\{{(\w+):-\}}"$', script, re.M)
+        assert variable, name
+        assert service["environment"][variable.group(1)] == f"${{{variable.group(1)}:-}}", name
+    assert "actions-token" in secrets and "put actions-token" not in script
     webhook_args = SERVICES["webhook"]["command"]
     port = int(webhook_args[webhook_args.index("--port") + 1])
     assert container_to_host("webhook", webhook_args[2]) == REPO / "alertmanager" / "webhook-receiver.py"
     urls = {r["name"]: c["url"] for r in config["receivers"] for c in r.get("webhook_configs", [])}
     assert urls.pop("actions") == "http://actions:9190/v1/alerts"   # see test_actions_receiver_agrees
     assert urls and all(host_port(url) == ("webhook", port) for url in urls.values())
+
+
+def test_the_alertmanager_entrypoint_writes_secrets_from_files_then_the_environment(tmp_path):
+    files, secrets = tmp_path / "files", tmp_path / "secrets"
+    files.mkdir()
+    secrets.mkdir()
+    (files / "README.md").write_text("docs")
+    (files / "smtp-password").write_text("from-a-file")
+    (files / "slack-api-url").write_text("https://hooks.slack.com/old")
+    env = {"PATH": os.environ["PATH"], "SECRETS_FILES": str(files), "SECRETS_DIR": str(secrets),
+           "ALERTMANAGER": "/bin/echo", "SLACK_API_URL": "https://hooks.slack.com/services/T/B/x",
+           "PAGERDUTY_OPS_ROUTING_KEY": "ops key with spaces", "PAGERDUTY_ML_ROUTING_KEY": ""}
+    result = subprocess.run(["/bin/sh", str(SECRETS_SCRIPT), "--config.file=/etc/a.yml", "--storage.path=/x"],
+                            env=env, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "--config.file=/etc/a.yml --storage.path=/x\n"   # Alertmanager gets the arguments
+    written = {p.name: p.read_text() for p in secrets.iterdir()}
+    assert written == {"smtp-password": "from-a-file",                        # a file, kept
+                       "slack-api-url": "https://hooks.slack.com/services/T/B/x",   # the environment wins
+                       "pagerduty-ops-routing-key": "ops key with spaces"}    # as given, no newline
+    assert all(p.stat().st_mode & 0o077 == 0 for p in secrets.iterdir())      # readable by Alertmanager only
 
 
 def test_actions_receiver_agrees_with_alertmanager_and_the_pushgateway(tmp_path):
@@ -193,7 +232,9 @@ def test_actions_receiver_agrees_with_alertmanager_and_the_pushgateway(tmp_path)
     (webhook,) = receiver["webhook_configs"]
     assert host_port(webhook["url"]) == ("actions", cfg.port) and f"{cfg.port}" in service["expose"]
     credentials = webhook["http_config"]["authorization"]["credentials_file"]
-    assert container_to_host("alertmanager", credentials) == token_host   # one token file, two readers
+    # one token file, two readers: Alertmanager's entrypoint copies it into its secrets tmpfs
+    copied_from = credentials.replace("/etc/alertmanager/secrets/", "/etc/alertmanager/secrets-files/")
+    assert container_to_host("alertmanager", copied_from) == token_host
     (action,) = cfg.actions
     argv = action.command
     assert argv[:2] == ["inferwatch", "job"] and host_port(argv[argv.index("--pushgateway") + 1]) == ("pushgateway", 9091)
