@@ -85,6 +85,31 @@ def test_oversized_push_body_gets_413(upstream, sidecar_factory):
     assert r.status_code == 413 and r.json()["error"] == "too_large"
 
 
+def test_a_push_waits_while_the_worker_is_behind_then_is_refused_when_the_queue_is_full(sidecar_factory):
+    from inferwatch import admin
+
+    sidecar = sidecar_factory("http://127.0.0.1:9", **{"proxy.enabled": False, "queue.max_items": 10})
+    sidecar.pipeline.stop()  # nothing drains the queue now
+    url = admin_url(sidecar, "/v1/events")
+
+    def push():
+        start = time.monotonic()
+        r = requests.post(url, json=[{"features": {"a": 1}}], timeout=5)
+        return r, time.monotonic() - start
+
+    for _ in range(2):   # the queue at most PUSH_WAIT_ABOVE full (1 of 10): no wait
+        r, waited = push()
+        assert r.status_code == 200 and r.json()["accepted"] == 1 and waited < admin.PUSH_WAIT_SECONDS / 2
+    for _ in range(7):   # above it: each push waits for the worker, then is queued
+        r, waited = push()
+        assert r.status_code == 200 and r.json()["accepted"] == 1
+        assert waited >= admin.PUSH_WAIT_SECONDS * 0.9
+    push()               # the tenth item fills the queue
+    r, _ = push()        # no room left: refused with 429, counted
+    assert r.status_code == 429 and r.json()["error"] == "queue_full" and r.headers["Retry-After"] == "1"
+    assert sample(scrape(sidecar), "inferwatch_events_dropped_total", reason="queue_full") == 1
+
+
 def test_push_only_mode_without_proxy(sidecar_factory):
     sidecar = sidecar_factory("http://127.0.0.1:9", **{"proxy.enabled": False})
     assert sidecar.proxy is None

@@ -138,7 +138,7 @@ class QueueConfig:
     max_items: int = 10_000
     # The bodies and decoded batches waiting for the worker, in bytes; beyond either bound an
     # item is dropped and counted (inferwatch_events_dropped_total{reason="queue_full"}).
-    max_bytes: int = 256 * 1024 * 1024
+    max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass

@@ -112,6 +112,12 @@ class HandoffQueue:
     def queued_bytes(self) -> int:
         return self._bytes
 
+    def fill(self) -> float:
+        """How full the queue is, 0-1: the larger of its count and byte shares."""
+        by_count = len(self._items) / self.maxsize if self.maxsize else 0.0
+        by_bytes = self._bytes / self.max_bytes if self.max_bytes else 0.0
+        return max(by_count, by_bytes)
+
     def qsize(self) -> int:
         return len(self._items)
 
