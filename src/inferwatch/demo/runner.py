@@ -241,7 +241,8 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
               f"outcomes arrive as labels 2-8s after each decision.")
         print(f"Injected: a burst of outliers at {duration * traffic.outliers_at:g}-"
               f"{duration * (traffic.outliers_at + traffic.outliers_for):g}s, and `income` renamed "
-              f"`annual_income` from {duration * traffic.rename_at:g}s (a schema change).")
+              f"`annual_income` from {duration * traffic.rename_at:g}s (a schema change). The outliers also move "
+              f"the window's distributions: drift shows from the burst, before the population shifts.")
         print(f"{'time':>6} {'shift':>6} {'requests':>9} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'predictions':>11} {'in window':>9} {'dropped':>7} {'drifted':>8} {'dataset':>8} "
               f"{'inject':>8} {'bad ev.':>7} {'outliers':>8} {'schema':>6} "
