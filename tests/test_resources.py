@@ -72,7 +72,7 @@ def value(metrics: dict, family: str) -> float:
 
 def assert_sane(metrics: dict, count: int = 1) -> None:
     assert value(metrics, "inferwatch_model_process_up") == 1
-    assert value(metrics, "inferwatch_model_process_count") == count
+    assert value(metrics, "inferwatch_model_processes") == count
     assert value(metrics, "inferwatch_model_process_threads") >= count
     assert value(metrics, "inferwatch_model_process_resident_memory_bytes") > 0
     assert value(metrics, "inferwatch_model_process_virtual_memory_bytes") >= \
@@ -90,7 +90,7 @@ def assert_down(metrics: dict) -> None:
     assert value(metrics, "inferwatch_model_process_up") == 0
     assert "inferwatch_model_process_resident_memory_bytes" not in metrics
     assert "inferwatch_model_process_cpu_seconds" not in metrics
-    assert "inferwatch_model_process_count" not in metrics
+    assert "inferwatch_model_processes" not in metrics
     assert value(metrics, "inferwatch_collector_success") == 1
 
 
@@ -167,7 +167,7 @@ def test_match_sums_parent_and_children(marker):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             metrics = scrape(collector)
-            if metrics.get("inferwatch_model_process_count", {}).get("inferwatch_model_process_count") == 3:
+            if metrics.get("inferwatch_model_processes", {}).get("inferwatch_model_processes") == 3:
                 break
             time.sleep(0.05)
         assert_sane(metrics, count=3)
@@ -314,9 +314,9 @@ def test_exposition_parses(sleeper):
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["inferwatch_model_process_cpu_seconds"].type == "counter"
     assert families["inferwatch_model_process_cpu_seconds"].samples[0].name == "inferwatch_model_process_cpu_seconds_total"
-    for name in ("up", "resident_memory_bytes", "virtual_memory_bytes", "threads", "open_fds",
-                 "start_time_seconds", "count"):
-        family = families[f"inferwatch_model_process_{name}"]
+    for name in ("process_up", "process_resident_memory_bytes", "process_virtual_memory_bytes", "process_threads",
+                 "process_open_fds", "process_start_time_seconds", "processes"):
+        family = families[f"inferwatch_model_{name}"]
         assert family.type == "gauge" and family.documentation
         assert family.samples[0].labels == {"model": "m"}
     assert families["inferwatch_collector_success"].samples[0].value == 1

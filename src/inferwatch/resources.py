@@ -179,7 +179,7 @@ class ModelProcessCollector:
                 "Start time of the model server's oldest process since the Unix epoch, in seconds.",
                 labels=_MODEL),
             "count": GaugeMetricFamily(
-                "inferwatch_model_process_count",
+                "inferwatch_model_processes",
                 "Processes summed into the inferwatch_model_process_* metrics (the server and its "
                 "children).", labels=_MODEL),
         }

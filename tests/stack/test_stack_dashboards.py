@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from stack_helpers import (DASHBOARDS, REPO, RULES_DIR, Pushgateway, free_port, load_yaml, stop_process, tool,
+from stack_helpers import (DASHBOARDS, REPO, RULES_DIR, Pushgateway, free_port, load_yaml, run, stop_process, tool,
                            wait_until)
 
 from inferwatch.config import load_config
@@ -520,3 +520,12 @@ def test_every_exported_metric_is_documented(stack):
     names = {re.sub(r"_created$", "", n) for n in exported}
     missing = sorted(n for n in names if n not in documented and f"{n}_total" not in documented)
     assert not missing, f"exported but not in docs/metrics.md: {missing}"
+
+
+def test_a_scrape_with_every_part_on_passes_promtool_check_metrics(stack):
+    """promtool's lint (naming, units, HELP, counters' _total) on the richest scrape: drift, guard,
+    outputs, labels and performance, segments and shadow all publishing."""
+    text = requests.get(f"{stack.admin}/metrics", timeout=10).text
+    assert "inferwatch_feature_drift_score{" in text and "inferwatch_shadow_agreement_ratio{" in text
+    result = run(tool("promtool"), "check", "metrics", input=text, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
