@@ -25,6 +25,15 @@ def test_forwards_method_path_query_headers_and_body_unchanged(sidecar):
     assert len(r.headers["X-Prediction-ID"]) == 32
 
 
+def test_no_cookie_of_one_client_reaches_the_next(upstream, sidecar_factory):
+    # By name, not by IP: aiohttp's default cookie jar ignores cookies from IP addresses only.
+    sidecar = sidecar_factory(upstream.url.replace("127.0.0.1", "localhost"))
+    first = requests.post(proxy_url(sidecar, "/echo/a"), data=b"x", timeout=5)
+    assert first.headers["Set-Cookie"] == "a=1"   # passed through to its own client
+    second = requests.post(proxy_url(sidecar, "/echo/b"), data=b"x", timeout=5)
+    assert "Cookie" not in second.json()["headers"]   # and never stored for anyone else
+
+
 def test_prediction_id_is_kept_when_given(sidecar):
     r = requests.post(proxy_url(sidecar, "/v1/models/m:predict"), json={"instances": [[1, 2]]},
                       headers={"X-Prediction-ID": "abc-123"}, timeout=5)

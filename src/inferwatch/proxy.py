@@ -79,6 +79,9 @@ class Proxy:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=u.timeout_seconds, sock_connect=u.connect_timeout_seconds),
             auto_decompress=False,  # bodies pass through byte for byte; the worker decompresses
+            # A proxy keeps no cookies: a jar would store one client's Set-Cookie and send it on
+            # every later client's request to the same (named) upstream.
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         )
         self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())

@@ -86,7 +86,8 @@ class ShadowMirror:
         connector = aiohttp.TCPConnector(limit=s.concurrency * len(s.challengers), ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=s.timeout_seconds),
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"))
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar())   # no cookie of one copy's answer rides on the next copy
         loop = asyncio.get_running_loop()
         for ch in s.challengers:
             q: asyncio.Queue = asyncio.Queue(maxsize=s.max_queue)
