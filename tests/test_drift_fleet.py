@@ -159,9 +159,13 @@ def test_fleet_psi_in_promql_equals_the_sidecars_psi(fleet):
                               for s, b in zip(sidecars, batches)), 10)
     own = [{c.name: c.scores["psi"] for c in s.drift.results["1"].features} for s in sidecars]
     # The recording rules run on their own schedule: present and close.
-    recorded = _until(lambda: _query(url, f'model_version_feature:inferwatch_feature_psi:{RANGE}'), 20)
-    assert recorded and {r["metric"]["feature"] for r in recorded} == {"amount", "age", "country"}
+    recorded_expr = f'model_version_feature:inferwatch_feature_psi:{RANGE}'
+    assert _until(lambda: _query(url, recorded_expr), 20)
     time.sleep(2.5)
+    # Read once every replica's final counts were scraped and the rule evaluated since: the first
+    # record can predate a replica's last scrape (half the PSI was seen once).
+    recorded = _query(url, recorded_expr)
+    assert {r["metric"]["feature"] for r in recorded} == {"amount", "age", "country"}
     for s in sidecars:  # the counters' last samples are final (the reference ratios stay current)
         s.drift.counters = {}
     time.sleep(2.0)
