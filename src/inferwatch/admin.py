@@ -24,10 +24,10 @@ from .metrics import Metrics
 from .pipeline import Exchange, Pipeline
 
 
-
 # Push bodies wait (up to PUSH_WAIT_SECONDS) while the monitoring queue is fuller than this.
 PUSH_WAIT_ABOVE = 0.1
 PUSH_WAIT_SECONDS = 0.5
+
 
 def _problem(status: int, error: str, detail: str, **extra: Any) -> Response:
     response = jsonify({"error": error, "detail": detail, **extra})
@@ -128,11 +128,9 @@ def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, statu
         if "ce-type" in request.headers or (request.mimetype or "").startswith("application/cloudevents"):
             return receive_cloudevent()
         body = request.get_data()
-        # Backpressure before refusal: while the worker is behind, a pusher waits a little (its
-        # thread sleeps, releasing the GIL to the worker) instead of filling the queue to 429s.
-        deadline = time.monotonic() + PUSH_WAIT_SECONDS
-        while pipeline.queue.fill() > PUSH_WAIT_ABOVE and time.monotonic() < deadline:
-            time.sleep(0.002)
+        # Backpressure before refusal: while the worker is behind, a pusher waits a little
+        # instead of filling the queue to 429s.
+        pipeline.queue.wait_below(PUSH_WAIT_ABOVE, PUSH_WAIT_SECONDS)
         try:
             with parse_lock:
                 batches, rejected = parse_events(body, request.headers.get("Content-Type"),

@@ -289,7 +289,7 @@ class PerformanceEngine(BackgroundWorker):
         """The metrics of one labelled snapshot (pure but for the task and vocabulary)."""
         if self.task == "regression":
             return regression_metrics(snap.actual, snap.predicted, n_features=self._feature_count(version),
-                                      mape_min_abs_target=self.cfg.performance.mape_min_abs_target)
+                                      mape_min_abs_target=self.p.mape_min_abs_target)
         k = len(self.classes)
         actual, predicted = snap.actual.astype(np.int64), snap.predicted.astype(np.int64)
         out = classification_metrics(actual, predicted, k, positive=self.classes.positive,

@@ -118,6 +118,13 @@ class HandoffQueue:
         by_bytes = self._bytes / self.max_bytes if self.max_bytes else 0.0
         return max(by_count, by_bytes)
 
+    def wait_below(self, fill: float, timeout: float, step: float = 0.002) -> None:
+        """Backpressure for producers that may wait: sleep (releasing the GIL to the worker) while
+        the queue is fuller than ``fill``, at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.fill() > fill and time.monotonic() < deadline:
+            time.sleep(step)
+
     def qsize(self) -> int:
         return len(self._items)
 
@@ -263,9 +270,9 @@ class Pipeline:
         finally:
             self._ingest_pending(pending)
 
-    def _guarded(self, fn, item):
+    def _guarded(self, fn, *args, **kwargs):
         try:
-            return fn(item)
+            return fn(*args, **kwargs)
         except Exception:  # noqa: BLE001 - fail open: count and go on
             log.exception("monitoring failed on a queued item")
             self.metrics.monitoring_errors.labels(self.model, "worker").inc()
@@ -274,14 +281,10 @@ class Pipeline:
     def _ingest_pending(self, pending: list[tuple[str, EventBatch, Exchange]]) -> None:
         if not pending:
             return
-        version = pending[0][0]
-        if len(pending) == 1:
-            batch, exchanges = pending[0][1], None
-        else:
-            batch = merge_batches([b for _, b, _ in pending])
-            exchanges = [(exchange, b.n) for _, b, exchange in pending]
-        self._guarded(lambda b: self._ingest(version, b, source=pending[0][2].source, exchange=pending[0][2],
-                                             exchanges=exchanges), batch)
+        version, first, exchange = pending[0]
+        batch = first if len(pending) == 1 else merge_batches([b for _, b, _ in pending])
+        self._guarded(self._ingest, version, batch, source=exchange.source,
+                      exchanges=[(e, b.n) for _, b, e in pending])
         for _ in pending:
             self.queue.done()
         self.processed += len(pending)
@@ -303,7 +306,8 @@ class Pipeline:
             return
         ready = self._prepare(item)
         if ready is not None:
-            self._ingest(ready[0], ready[1], source=item.source, exchange=item)
+            version, batch, _ = ready
+            self._ingest(version, batch, source=item.source, exchanges=[(item, batch.n)])
             self.processed += 1
 
     def _prepare(self, item: Exchange) -> tuple[str, EventBatch, Exchange] | None:
@@ -372,8 +376,10 @@ class Pipeline:
                 batch.ensure_timestamps(item.timestamp)
         self.shadow_sink(item, batch)
 
-    def _ingest(self, version: str, batch: EventBatch, *, source: str, exchange: Exchange | None = None,
+    def _ingest(self, version: str, batch: EventBatch, *, source: str,
                 exchanges: list[tuple[Exchange, int]] | None = None) -> None:
+        """Window a batch and run the observers; ``exchanges``: the proxied exchanges it holds, in
+        order, with their rows (several when the worker merged consecutive ones)."""
         if batch.n == 0:
             return
         window = self.windows.get(version)
@@ -397,31 +403,42 @@ class Pipeline:
             m.label_values_capped.labels("output").inc(capped[1])
         if self.predlog is not None and self.predlog.enabled:
             # one call per exchange: each has its own endpoint, status and latency
-            for part, start, stop in _parts(batch, exchange, exchanges):
+            for part, rows in _parts(batch, exchanges):
                 self.predlog.log_batch(
                     model=self.model,
                     model_version=version,
                     endpoint=part.endpoint if part else source,
                     status=part.status if part else None,
                     latency_seconds=part.latency_seconds if part else None,
-                    prediction_ids=batch.ensure_ids()[start:stop],
-                    timestamps=batch.ensure_timestamps()[start:stop],
-                    features={k: v[start:stop] for k, v in batch.features.items()} if exchanges else batch.features,
-                    outputs={k: v[start:stop] for k, v in batch.outputs.items()} if exchanges else batch.outputs,
-                    row_extra=({i - start: a for i, a in batch.annotations.items() if start <= i < stop}
-                               if exchanges and batch.annotations else batch.annotations),
+                    prediction_ids=rows.prediction_ids,
+                    timestamps=rows.timestamps,
+                    features=rows.features,
+                    outputs=rows.outputs,
+                    row_extra=rows.annotations,
                 )
 
 
-def _parts(batch: EventBatch, exchange: Exchange | None, exchanges: list[tuple[Exchange, int]] | None):
-    """(exchange, first row, end row) of each exchange a batch was merged from."""
-    if not exchanges:
-        yield exchange, 0, batch.n
+def _parts(batch: EventBatch, exchanges: list[tuple[Exchange, int]] | None):
+    """(exchange, its rows) for each exchange a batch holds: the batch itself when it holds one
+    (or none: pushed events), else a slice of it per exchange."""
+    batch.ensure_ids()
+    batch.ensure_timestamps()
+    if not exchanges or len(exchanges) == 1:
+        yield (exchanges[0][0] if exchanges else None), batch
         return
     start = 0
     for part, n in exchanges:
-        yield part, start, start + n
-        start += n
+        stop = start + n
+        yield part, EventBatch(
+            n,
+            features={k: v[start:stop] for k, v in batch.features.items()},
+            outputs={k: v[start:stop] for k, v in batch.outputs.items()},
+            prediction_ids=batch.prediction_ids[start:stop],
+            timestamps=batch.timestamps[start:stop],
+            annotations={i - start: a for i, a in batch.annotations.items() if start <= i < stop}
+            if batch.annotations else None,
+        )
+        start = stop
 
 
 def _mergeable(a: tuple[str, EventBatch, Exchange], b: tuple[str, EventBatch, Exchange]) -> bool:
