@@ -149,6 +149,11 @@ def _user_mapping(path: str) -> bool:
     return path.endswith((".floors", ".ceilings", ".model_budgets")) or path == "kubernetes.labels"
 
 
+def _is_real(value: Any) -> bool:
+    """An int or float from YAML (a bool is an int in Python, but never a threshold)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _merge(base: Any, override: Any, path: str, problems: list[str]) -> Any:
     if isinstance(base, dict):
         if not isinstance(override, dict):
@@ -205,7 +210,7 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
         problems.append(f"{source}:{path}: {message}")
 
     def ratio(path: str, value: Any) -> None:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+        if not _is_real(value) or not 0 < value < 1:
             fail(path, f"must be a number between 0 and 1 (exclusive), got {value!r}")
 
     def duration(path: str, value: Any) -> None:
@@ -272,16 +277,16 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
             elif key == "threshold":
                 ratio(path, value)
             elif key == "threshold_seconds":
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                if not _is_real(value) or value <= 0:
                     fail(path, f"must be a positive number of seconds, got {value!r}")
             elif key == "method":
                 if value not in DRIFT_METHODS:
                     fail(path, f"must be one of {', '.join(DRIFT_METHODS)}, got {value!r}")
             elif key == "min_score":
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                if not _is_real(value) or value < 0:
                     fail(path, f"must be a number >= 0, got {value!r}")
             elif key == "threshold_score":
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                if not _is_real(value) or value <= 0:
                     fail(path, f"must be a positive number, got {value!r}")
             elif key in ("floors", "ceilings"):
                 if not isinstance(value, dict):
@@ -290,7 +295,7 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
                 for metric, bound in value.items():
                     if metric not in PERFORMANCE_METRICS:
                         fail(f"{path}.{metric}", f"unknown metric (expected one of {', '.join(PERFORMANCE_METRICS)})")
-                    elif not isinstance(bound, (int, float)) or isinstance(bound, bool):
+                    elif not _is_real(bound):
                         fail(f"{path}.{metric}", f"must be a number, got {bound!r}")
             elif key in ("window", "baseline"):
                 duration(path, value)
@@ -301,7 +306,7 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     fail(path, f"must be a whole number of predictions >= 1, got {value!r}")
             elif key == "daily_budget":
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                if not _is_real(value) or value <= 0:
                     fail(path, f"must be a positive amount per day, got {value!r}")
             elif key == "model_budgets":
                 if not isinstance(value, dict):
@@ -310,7 +315,7 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
                 for model, budget in value.items():
                     if not isinstance(model, str) or not model:
                         fail(path, f"model names must be non-empty strings, got {model!r}")
-                    elif not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0:
+                    elif not _is_real(budget) or budget <= 0:
                         fail(f"{path}.{model}", f"must be a positive amount per day, got {budget!r}")
             elif key == "reasons":
                 if not isinstance(value, list) or not value or not set(value) <= set(DROP_REASONS):
@@ -318,7 +323,7 @@ def _check(t: dict[str, Any], source: str) -> list[str]:
     cost = t["cost"]
     for key in ("cpu_hour_price", "gpu_hour_price"):
         value = cost[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        if not _is_real(value) or value < 0:
             fail(f"cost.{key}", f"must be a price >= 0 per hour of one CPU core / one GPU, got {value!r}")
     if not isinstance(cost["currency"], str) or not re.fullmatch(r"[A-Za-z]{1,8}", cost["currency"]):
         fail("cost.currency", f"must be a currency code such as USD or EUR, got {cost['currency']!r}")
