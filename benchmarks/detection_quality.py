@@ -31,7 +31,6 @@ The detection columns also say whether the alarm named a feature that was really
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -41,9 +40,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from inferwatch.config import parse_config  # noqa: E402
-from inferwatch.drift import Evaluator, PreparedReference  # noqa: E402
-from inferwatch.profile import build_profile  # noqa: E402
-from inferwatch.window import ColumnSnapshot, WindowSnapshot  # noqa: E402
+from inferwatch.monitors.drift import Evaluator, PreparedReference  # noqa: E402
+from inferwatch.reference.profile import build_profile  # noqa: E402
+from inferwatch.pipeline.window import ColumnSnapshot, WindowSnapshot  # noqa: E402
 
 N_NORMAL, N_LOGNORMAL, N_INT, N_CAT = 60, 20, 10, 10
 CATEGORIES = [f"c{i}" for i in range(8)]
@@ -104,7 +103,7 @@ def run(args) -> None:
     print(f"reference: {args.reference} rows, {len(cols)} features; decision: "
           f"{cfg.numeric_method}/{cfg.categorical_method} (test up to {cfg.sample_test_max_events} events, "
           f"then distance), {cfg.correction} at alpha {cfg.alpha}")
-    header = f"| scenario | " + " | ".join(f"window {w // 1000}k" for w in args.windows) + " |"
+    header = "| scenario | " + " | ".join(f"window {w // 1000}k" for w in args.windows) + " |"
     rows = {name: [] for name, _ in SCENARIOS}
     methods = {}
     margins: dict[int, str] = {}

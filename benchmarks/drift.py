@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from inferwatch.config import parse_config  # noqa: E402
-from inferwatch.drift import Evaluator, PreparedReference  # noqa: E402
-from inferwatch.events import EventBatch  # noqa: E402
-from inferwatch.profile import build_profile  # noqa: E402
-from inferwatch.window import Window  # noqa: E402
+from inferwatch.monitors.drift import Evaluator, PreparedReference  # noqa: E402
+from inferwatch.ingest.events import EventBatch  # noqa: E402
+from inferwatch.reference.profile import build_profile  # noqa: E402
+from inferwatch.pipeline.window import Window  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import machine as harness_machine  # noqa: E402

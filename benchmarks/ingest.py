@@ -82,10 +82,10 @@ def in_process(args) -> list[tuple[str, float, float]]:
     from prometheus_client import CollectorRegistry
 
     from inferwatch.config import load_config
-    from inferwatch.ingest import parse_events
-    from inferwatch.metrics import Metrics
-    from inferwatch.pipeline import Pipeline
-    from inferwatch.window import Window, WindowStore
+    from inferwatch.ingest.push import parse_events
+    from inferwatch.exposition.metrics import Metrics
+    from inferwatch.pipeline.worker import Pipeline
+    from inferwatch.pipeline.window import Window, WindowStore
 
     bodies = make_bodies(args.inproc_batches, args.batch)
     n_events = len(bodies) * args.batch
@@ -269,8 +269,8 @@ def over_http(args, procs: Processes) -> list[str]:
 
 
 def reference_profile(path: Path) -> None:
-    from inferwatch.events import rows_to_columns
-    from inferwatch.profile import build_profile
+    from inferwatch.ingest.events import rows_to_columns
+    from inferwatch.reference.profile import build_profile
 
     events = make_events(10_000, seed=7)
     columns = rows_to_columns([e["features"] for e in events])
@@ -282,7 +282,7 @@ def guard_in_process(args, reference: Path) -> dict[bool, list[tuple[float, floa
     from prometheus_client import CollectorRegistry
 
     from inferwatch.config import load_config
-    from inferwatch.ingest import parse_events
+    from inferwatch.ingest.push import parse_events
     from inferwatch.sidecar import Sidecar
 
     bodies = make_bodies(args.inproc_batches, args.batch, seed=3)
@@ -321,8 +321,8 @@ def guard_worker_cost(args, reference: Path) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
 
     from inferwatch.config import load_config
-    from inferwatch.ingest import parse_events
-    from inferwatch.pipeline import PushedBatch
+    from inferwatch.ingest.push import parse_events
+    from inferwatch.pipeline.worker import PushedBatch
     from inferwatch.sidecar import Sidecar
 
     bodies = make_bodies(args.inproc_batches, args.batch, seed=3)

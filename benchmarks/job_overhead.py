@@ -63,7 +63,7 @@ def jobs(runs: int) -> None:
 def decisions() -> None:
     from prometheus_client import CollectorRegistry
 
-    from inferwatch.actions import ActionRunner, Alert
+    from inferwatch.alerting.actions import ActionRunner, Alert
     from inferwatch.config import ActionConfig, ActionsConfig, AuditLogConfig
 
     cfg = ActionsConfig(audit_log=AuditLogConfig(path=str(Path("/dev/null"))), max_queue_items=10_000, actions=[

@@ -86,7 +86,7 @@ def test_oversized_push_body_gets_413(upstream, sidecar_factory):
 
 
 def test_a_push_waits_while_the_worker_is_behind_then_is_refused_when_the_queue_is_full(sidecar_factory):
-    from inferwatch import admin
+    from inferwatch.serving import admin
 
     sidecar = sidecar_factory("http://127.0.0.1:9", **{"proxy.enabled": False, "queue.max_items": 10})
     sidecar.pipeline.stop()  # nothing drains the queue now
@@ -149,7 +149,7 @@ def test_bearer_auth_separately_for_metrics_and_writes(upstream, sidecar_factory
 
 
 def test_basic_auth_with_hashed_password(upstream, sidecar_factory):
-    from inferwatch.auth import hash_password
+    from inferwatch.support.auth import hash_password
 
     sidecar = sidecar_factory(upstream.url, **{"admin.metrics_auth": {"basic_users": {"prom": hash_password("pw")}}})
     assert requests.get(admin_url(sidecar, "/metrics"), auth=("prom", "wrong"), timeout=5).status_code == 401

@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from inferwatch import auth
-from inferwatch.auth import check_authorization, hash_password, verify_password
+from inferwatch.support import auth
+from inferwatch.support.auth import check_authorization, hash_password, verify_password
 from inferwatch.config import AuthConfig
 
 FAST = 1_000  # iterations: keep the suite quick; the format is the same

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from inferwatch.client import InferwatchClient
-from inferwatch.ingest import parse_events
+from inferwatch.ingest.push import parse_events
 
 
 class Capture(ThreadingHTTPServer):

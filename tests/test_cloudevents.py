@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from inferwatch.cloudevents import CloudEventPairer, PairedExchange, parse_cloudevent
-from inferwatch.codecs import decode_exchange
-from inferwatch.events import PayloadError
+from inferwatch.ingest.cloudevents import CloudEventPairer, PairedExchange, parse_cloudevent
+from inferwatch.ingest.codecs import decode_exchange
+from inferwatch.ingest.events import PayloadError
 
 KSERVE_REQ = b'{"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}'
 KSERVE_RESP = b'{"predictions": [1, 1]}'

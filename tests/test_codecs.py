@@ -10,8 +10,8 @@ import zlib
 
 import pytest
 
-from inferwatch.codecs import decode_exchange, decompress, detect_codec, load_json
-from inferwatch.events import PayloadError
+from inferwatch.ingest.codecs import decode_exchange, decompress, detect_codec, load_json
+from inferwatch.ingest.events import PayloadError
 
 
 def j(obj) -> bytes:
@@ -579,7 +579,7 @@ def test_unknown_codec_name():
 
 
 def test_every_error_reason_is_known():
-    from inferwatch.events import PayloadError as PE
+    from inferwatch.ingest.events import PayloadError as PE
 
     for r in ("invalid_json", "not_utf8", "unsupported_content_type", "unknown_format", "missing_field",
               "shape_mismatch", "row_count_mismatch", "too_large", "decompression"):

@@ -57,9 +57,9 @@ def test_the_demo_traffic_injects_outliers_and_a_schema_change_the_guard_finds()
 
     from inferwatch.config import load_config
     from inferwatch.demo.traffic import TrafficGenerator
-    from inferwatch.events import EventBatch, rows_to_columns
-    from inferwatch.guard import Guard
-    from inferwatch.profile import build_profile
+    from inferwatch.ingest.events import EventBatch, rows_to_columns
+    from inferwatch.monitors.guard import Guard
+    from inferwatch.reference.profile import build_profile
 
     traffic = TrafficGenerator("http://127.0.0.1:1/unused", duration=100.0)
     rng = np.random.default_rng(3)

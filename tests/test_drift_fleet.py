@@ -27,11 +27,11 @@ import requests
 import yaml
 
 from inferwatch.config import load_config
-from inferwatch.drift import Evaluator, PreparedReference, fleet_psi_expr, fleet_psi_rules
-from inferwatch.events import EventBatch
-from inferwatch.profile import build_profile
+from inferwatch.monitors.drift import Evaluator, PreparedReference, fleet_psi_expr, fleet_psi_rules
+from inferwatch.ingest.events import EventBatch
+from inferwatch.reference.profile import build_profile
 from inferwatch.sidecar import Sidecar
-from inferwatch.window import Window
+from inferwatch.pipeline.window import Window
 
 
 

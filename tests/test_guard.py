@@ -15,11 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import admin_url, sample, scrape, wait_for
 from inferwatch.config import ConfigError, load_config
-from inferwatch.events import EventBatch
-from inferwatch.guard import Duplicates, Guard, GuardCollector
-from inferwatch.predlog import PredictionLogger
-from inferwatch.profile import ReferenceProfile, build_profile
-from inferwatch.window import Window
+from inferwatch.ingest.events import EventBatch
+from inferwatch.monitors.guard import Duplicates, Guard, GuardCollector
+from inferwatch.pipeline.predlog import PredictionLogger
+from inferwatch.reference.profile import ReferenceProfile, build_profile
+from inferwatch.pipeline.window import Window
 
 CITIES = ["paris", "rome", "oslo"]
 
@@ -179,7 +179,7 @@ def test_the_most_frequent_unknown_names_get_the_labels():
 
 
 def test_unknown_name_sketch_keeps_the_heavy_hitters():
-    from inferwatch.guard import UnknownNames
+    from inferwatch.monitors.guard import UnknownNames
 
     names = UnknownNames(8)
     rng = np.random.default_rng(5)
@@ -396,7 +396,7 @@ def test_a_version_1_profile_still_works_with_a_chi_squared_threshold():
     data.pop("outlier")
     for col in data["features"].values():
         col["statistics"].pop("mad", None)
-    from inferwatch.profile import content_hash
+    from inferwatch.reference.profile import content_hash
     data["hash"] = content_hash(data)
     old = ReferenceProfile.from_dict(data)
     assert old.version == 1 and old.outlier is None

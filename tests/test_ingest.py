@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from inferwatch.events import PayloadError
-from inferwatch.ingest import parse_events, parse_timestamp
+from inferwatch.ingest.events import PayloadError
+from inferwatch.ingest.push import parse_events, parse_timestamp
 
 MB = 1024 * 1024
 
@@ -227,7 +227,7 @@ def test_many_events():
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-import inferwatch.ingest as ingest_module  # noqa: E402
+import inferwatch.ingest.push as ingest_module  # noqa: E402
 
 _value = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
                    st.text(max_size=5), st.lists(st.integers(), max_size=2))

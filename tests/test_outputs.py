@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from conftest import registry_samples
 from inferwatch.config import ConfigError, load_config, parse_config
-from inferwatch.events import EventBatch
-from inferwatch.metrics import Metrics
-from inferwatch.outputs import SCORE_BUCKETS, VALUE_BUCKETS, CompiledOutput, OutputCollector, OutputMonitor
+from inferwatch.ingest.events import EventBatch
+from inferwatch.exposition.metrics import Metrics
+from inferwatch.monitors.outputs import SCORE_BUCKETS, VALUE_BUCKETS, CompiledOutput, OutputCollector, OutputMonitor
 from inferwatch.sidecar import Sidecar
 
 LOAN_BANDS = [

@@ -14,12 +14,12 @@ from sklearn import metrics as skm
 
 from conftest import admin_url, proxy_url, sample, scrape, wait_for
 from inferwatch.config import parse_config
-from inferwatch.events import EventBatch, PayloadError
-from inferwatch.labels import JoinStore, LabelBatch, LabelledWindow, parse_labels
-from inferwatch.metrics import Metrics
-from inferwatch.performance import PerformanceCollector, PerformanceEngine
-from inferwatch.profile import build_profile
-from inferwatch.window import WindowStore
+from inferwatch.ingest.events import EventBatch, PayloadError
+from inferwatch.ingest.labels import JoinStore, LabelBatch, LabelledWindow, parse_labels
+from inferwatch.exposition.metrics import Metrics
+from inferwatch.monitors.performance import PerformanceCollector, PerformanceEngine
+from inferwatch.reference.profile import build_profile
+from inferwatch.pipeline.window import WindowStore
 
 
 class Clock:

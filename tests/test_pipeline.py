@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from inferwatch.pipeline import HandoffQueue
+from inferwatch.pipeline.worker import HandoffQueue
 
 
 def test_put_is_bounded_and_refusal_is_queue_full():
@@ -88,10 +88,10 @@ def _pipeline(tmp_path, name):
     from prometheus_client import CollectorRegistry
 
     from inferwatch.config import parse_config
-    from inferwatch.metrics import Metrics
-    from inferwatch.pipeline import Pipeline
-    from inferwatch.predlog import PredictionLogger
-    from inferwatch.window import WindowStore
+    from inferwatch.exposition.metrics import Metrics
+    from inferwatch.pipeline.worker import Pipeline
+    from inferwatch.pipeline.predlog import PredictionLogger
+    from inferwatch.pipeline.window import WindowStore
 
     cfg = parse_config({"model": {"name": "m", "version": "1"},
                         "prediction_log": {"path": str(tmp_path / f"{name}.jsonl"), "sample_rate": 1.0}})
@@ -107,7 +107,7 @@ def _pipeline(tmp_path, name):
 def _exchanges():
     import json
 
-    from inferwatch.pipeline import Exchange
+    from inferwatch.pipeline.worker import Exchange
 
     def ex(i, rows, status=200, endpoint="/v1/models/{model}:predict", version="1", body=None):
         request = body if body is not None else json.dumps({"instances": rows}).encode()
@@ -117,7 +117,7 @@ def _exchanges():
                         response_body=response, request_content_type="application/json",
                         response_content_type="application/json")
 
-    from inferwatch.labels import LabelBatch
+    from inferwatch.ingest.labels import LabelBatch
 
     return [
         ex(0, [{"a": 1.0, "b": "x"}, {"a": 2.0, "b": "y"}]),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from inferwatch.config import PredictionLogConfig
-from inferwatch.predlog import REDACTED, PredictionLogger
+from inferwatch.pipeline.predlog import REDACTED, PredictionLogger
 
 
 def read_lines(path) -> list[dict]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from inferwatch.cli import main
-from inferwatch.profile import (
+from inferwatch.reference.profile import (
     FORMAT_VERSION, CategoricalProfile, NumericProfile, ProfileBuilder, ReferenceProfile, build_profile,
     build_profile_from_file, infer_kind,
 )
@@ -178,7 +178,7 @@ def test_correlation_of_the_sample_matches_numpy():
 def test_compressed_csv_inputs_are_read(tmp_path, suffix, opener):
     import importlib
 
-    from inferwatch.profile import _open_text
+    from inferwatch.reference.profile import _open_text
 
     path = tmp_path / f"data.csv{suffix}"
     with importlib.import_module(opener).open(path, "wt", encoding="utf-8") as f:

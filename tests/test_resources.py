@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferwatch.resources import GPUCollector, ModelProcessCollector
+from inferwatch.monitors.resources import GPUCollector, ModelProcessCollector
 
 SLEEPER = "import time; time.sleep(30)"
 # A parent with two children (a server and its workers); every command line carries the marker.

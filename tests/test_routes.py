@@ -1,4 +1,4 @@
-from inferwatch.routes import Router
+from inferwatch.serving.routes import Router
 
 
 def test_known_inference_routes():

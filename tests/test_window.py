@@ -3,8 +3,8 @@ import threading
 import numpy as np
 import pytest
 
-from inferwatch.events import EventBatch
-from inferwatch.window import INVALID, MISSING, PRESENT, Window, WindowStore, infer_kind, to_numeric
+from inferwatch.ingest.events import EventBatch
+from inferwatch.pipeline.window import INVALID, MISSING, PRESENT, Window, WindowStore, infer_kind, to_numeric
 
 
 def batch(n, start=0, **extra):

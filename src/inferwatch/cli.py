@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Any
 
-from . import __version__
-from .config import Config, ConfigError, LoggingConfig, load_config
+from inferwatch import __version__
+from inferwatch.config import Config, ConfigError, LoggingConfig, load_config
 
 
 class JSONFormatter(logging.Formatter):
@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     setup_logging(cfg.logging)
-    from .sidecar import Sidecar
+    from inferwatch.sidecar import Sidecar
 
     try:
         sidecar = Sidecar(cfg)
@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .profile import build_profile_from_file
+    from inferwatch.reference.profile import build_profile_from_file
 
     def names(text: str | None) -> list[str]:
         return [n.strip() for n in (text or "").split(",") if n.strip()]
@@ -133,7 +133,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo.runner import run_demo
+    from inferwatch.demo.runner import run_demo
 
     return run_demo(duration=args.duration, proxy_port=args.proxy_port, admin_port=args.admin_port,
                     upstream_port=args.upstream_port, challenger_port=args.challenger_port,
@@ -143,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_hash_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from .auth import hash_password
+    from inferwatch.support.auth import hash_password
 
     password = args.password if args.password is not None else getpass.getpass("password: ")
     print(hash_password(password))
@@ -151,7 +151,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    from .job import DEFAULT_PACKAGES, JobOptions, JobRun, exit_like, run_command
+    from inferwatch.job import DEFAULT_PACKAGES, JobOptions, JobRun, exit_like, run_command
 
     argv = list(args.cmd)
     if argv and argv[0] == "--":
@@ -176,8 +176,8 @@ def cmd_actions(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .config import load_actions_config
-    from .actions import ActionsServer
+    from inferwatch.config import load_actions_config
+    from inferwatch.alerting.actions import ActionsServer
 
     try:
         cfg = load_actions_config(args.config)
@@ -217,7 +217,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
 
 
 def _seconds(text: str) -> float:
-    from .rules import duration_seconds
+    from inferwatch.alerting.rules import duration_seconds
 
     try:
         return float(text)
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--check", action="store_true", help="validate the file and exit")
     actions.set_defaults(func=cmd_actions)
 
-    from .rules import add_rules_parser
+    from inferwatch.alerting.rules import add_rules_parser
 
     add_rules_parser(sub)
     return parser

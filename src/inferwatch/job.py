@@ -47,7 +47,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import pushadd_to_gateway
 
-from . import __version__
+from inferwatch import __version__
 
 TEAMS = ("ml", "data")
 # Packages whose versions label inferwatch_job_info when installed (a changed label = dependency drift).

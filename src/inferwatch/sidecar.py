@@ -18,17 +18,17 @@ from cheroot import wsgi
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from . import __version__
-from .admin import cloudevent_exchange, create_admin_app
-from .cloudevents import CloudEventPairer
-from .config import Config
-from .metrics import Metrics
-from .outputs import OutputCollector, OutputMonitor
-from .pipeline import Pipeline
-from .predlog import PredictionLogger
-from .proxy import Proxy
-from .resources import GPUCollector, ModelProcessCollector
-from .window import WindowStore
+from inferwatch import __version__
+from inferwatch.serving.admin import cloudevent_exchange, create_admin_app
+from inferwatch.ingest.cloudevents import CloudEventPairer
+from inferwatch.config import Config
+from inferwatch.exposition.metrics import Metrics
+from inferwatch.monitors.outputs import OutputCollector, OutputMonitor
+from inferwatch.pipeline.worker import Pipeline
+from inferwatch.pipeline.predlog import PredictionLogger
+from inferwatch.serving.proxy import Proxy
+from inferwatch.monitors.resources import GPUCollector, ModelProcessCollector
+from inferwatch.pipeline.window import WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Sidecar:
         # Drift against a reference profile (or a warm-up reference): a background thread and a collector.
         self.drift = None
         if cfg.reference.enabled:
-            from .drift import DriftCollector, DriftEngine
+            from inferwatch.monitors.drift import DriftCollector, DriftEngine
 
             self.drift = DriftEngine.from_config(
                 cfg, self.windows, version_label=lambda v: self.metrics.version_label(v, v),
@@ -129,7 +129,7 @@ class Sidecar:
         # The input guard: data quality, schema changes and outliers on every windowed event.
         self.guard = None
         if cfg.guard.enabled:
-            from .guard import Guard, GuardCollector
+            from inferwatch.monitors.guard import Guard, GuardCollector
 
             self.guard = Guard(
                 cfg, reference=(lambda: self.drift.reference) if self.drift is not None else None,
@@ -141,7 +141,7 @@ class Sidecar:
         # comparisons need the champion's answers from the join store too.
         self.performance = None
         if cfg.labels.enabled or cfg.shadow.enabled:
-            from .performance import PerformanceCollector, PerformanceEngine
+            from inferwatch.monitors.performance import PerformanceCollector, PerformanceEngine
 
             self.performance = PerformanceEngine(
                 cfg, self.windows, self.metrics,
@@ -151,7 +151,7 @@ class Sidecar:
             registry.register(PerformanceCollector(self.performance))
         shadow = None
         if cfg.shadow.enabled and cfg.proxy.enabled:
-            from .shadow import ShadowComparator, ShadowMirror
+            from inferwatch.serving.shadow import ShadowComparator, ShadowMirror
 
             shadow = ShadowMirror(cfg, self.metrics, self.pipeline.submit_shadow)
             self.pipeline.shadow_sink = ShadowComparator(cfg, self.metrics, self.performance, self.predlog)
@@ -168,7 +168,7 @@ class Sidecar:
         # Alert-triggered actions: an Alertmanager webhook receiver on the admin port (POST /v1/alerts).
         self.actions = None
         if cfg.actions.actions:
-            from .actions import ActionRunner, add_receiver_route
+            from inferwatch.alerting.actions import ActionRunner, add_receiver_route
 
             self.actions = ActionRunner(cfg.actions, registry)
             add_receiver_route(self.admin_app, self.actions, cfg.actions)

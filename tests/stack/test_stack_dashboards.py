@@ -4,6 +4,8 @@ scrapes an in-process sidecar with traffic through it (and evaluates the shipped
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 import random
 import re
 import subprocess
@@ -328,7 +330,7 @@ class Stack:
 
     def reference_profile(self):
         """The population traffic() sends (and its labels: the truth is 1 as often as 0)."""
-        from inferwatch.profile import build_profile
+        from inferwatch.reference.profile import build_profile
 
         rng = np.random.default_rng(4)
         n = 2000
@@ -529,3 +531,21 @@ def test_a_scrape_with_every_part_on_passes_promtool_check_metrics(stack):
     assert "inferwatch_feature_drift_score{" in text and "inferwatch_shadow_agreement_ratio{" in text
     result = run(tool("promtool"), "check", "metrics", input=text, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+FAMILIES = Path(__file__).with_name("metric_families.txt")
+
+
+def test_a_sidecar_with_every_part_on_exports_exactly_the_checked_in_families(stack):
+    """The metric contract as a golden file (node_exporter's e2e-output idea): a renamed, lost or new
+    family is a visible diff. After an intended change: INFERWATCH_UPDATE_FAMILIES=1 rewrites it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{stack.admin}/metrics", timeout=10).text
+    exported = sorted({f"{f.name} {f.type}" for f in text_string_to_metric_families(text)
+                       if f.name.startswith("inferwatch_") and not f.name.endswith("_created")})
+    if os.environ.get("INFERWATCH_UPDATE_FAMILIES"):
+        FAMILIES.write_text("".join(f"{line}\n" for line in exported))
+    expected = FAMILIES.read_text().split("\n")
+    assert exported == [line for line in expected if line], "\n".join(
+        [f"- {n}" for n in sorted(set(expected) - set(exported)) if n] + [f"+ {n}" for n in sorted(set(exported) - set(expected))])

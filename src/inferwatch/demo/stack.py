@@ -42,7 +42,7 @@ ALERTMANAGER_BINARIES = ("alertmanager", "prometheus-alertmanager")   # upstream
 
 
 def _seconds(duration: str) -> float:
-    from ..rules import duration_seconds
+    from inferwatch.alerting.rules import duration_seconds
 
     seconds = duration_seconds(duration)
     if seconds is None:
@@ -56,7 +56,7 @@ def shipped_rule_files() -> dict[str, dict[str, Any]]:
     files = sorted(RULES_DIR.glob("*.yml"))
     if files:
         return {path.name: yaml.safe_load(path.read_text(encoding="utf-8")) for path in files}
-    from ..rules import load_thresholds, render
+    from inferwatch.alerting.rules import load_thresholds, render
 
     thresholds = load_thresholds(THRESHOLDS if THRESHOLDS.is_file() else None)
     return {path.name: yaml.safe_load(text) for path, text in render(thresholds, Path("."), None).items()}

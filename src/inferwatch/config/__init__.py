@@ -1026,7 +1026,7 @@ def read_token_file(auth: AuthConfig, where: str, problems: list[str]) -> None:
 
 def validate_actions(cfg: ActionsConfig, problems: list[str], prefix: str = "") -> None:
     """Check an actions configuration (``prefix`` is ``actions.`` inside the sidecar's file)."""
-    from .actions import Template, TemplateError, parse_matcher
+    from .templates import Template, TemplateError, parse_matcher
 
     src = cfg.source
 

@@ -29,7 +29,6 @@ capped feature labels. ``GuardCollector`` publishes everything at scrape time.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import operator
@@ -43,13 +42,13 @@ from typing import Any, Callable
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from .config import Config, GuardConfig
-from .events import EventBatch
-from .metrics import OTHER
-from .predlog import REDACTED, _RotatingFile, _dumps, redact_value
-from .profile import CategoricalProfile, NumericProfile, ReferenceProfile
-from .stats.outlier import MahalanobisModel, robust_scale
-from .window import category_key
+from inferwatch.config import Config, GuardConfig
+from inferwatch.ingest.events import EventBatch
+from inferwatch.exposition.metrics import OTHER
+from inferwatch.pipeline.predlog import REDACTED, _RotatingFile, _dumps, redact_value
+from inferwatch.reference.profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from inferwatch.stats.outlier import MahalanobisModel, robust_scale
+from inferwatch.pipeline.window import category_key
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from . import __version__
+from inferwatch import __version__
 
 NAMESPACE = "inferwatch"
 OTHER = "other"

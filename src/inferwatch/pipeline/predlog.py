@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import PredictionLogConfig
+from inferwatch.config import PredictionLogConfig
 
 log = logging.getLogger(__name__)
 

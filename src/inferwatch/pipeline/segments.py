@@ -27,8 +27,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from prometheus_client import Counter
 
-from .config import Config
-from .metrics import OTHER
+from inferwatch.config import Config
+from inferwatch.exposition.metrics import OTHER
 from .window import PRESENT, ColumnSnapshot, category_key
 
 MISSING = "missing"

@@ -29,17 +29,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from scipy import special
 
 from .background import BackgroundWorker, EngineCollector
-from .config import Config, DriftConfig
-from .events import EventBatch
-from .profile import (
-    OTHER, CategoricalProfile, NumericProfile, ReferenceProfile, build_profile,
+from inferwatch.config import Config, DriftConfig
+from inferwatch.ingest.events import EventBatch
+from inferwatch.reference.profile import (
+    CategoricalProfile, NumericProfile, ReferenceProfile, build_profile,
 )
-from .stats import (
-    benjamini_hochberg, bonferroni, chi_squared_homogeneity, compare_samples, compare_samples_rows, correlation_drift,
+from inferwatch.stats import (
+    benjamini_hochberg, chi_squared_homogeneity, compare_samples, compare_samples_rows, correlation_drift,
 )
-from .stats.numeric import DEFAULT_EPS
-from .segments import SegmentLabeler
-from .window import PRESENT, ColumnSnapshot, WindowSnapshot, WindowStore, category_key
+from inferwatch.stats.numeric import DEFAULT_EPS
+from inferwatch.pipeline.segments import SegmentLabeler
+from inferwatch.pipeline.window import PRESENT, ColumnSnapshot, WindowSnapshot, WindowStore, category_key
 
 log = logging.getLogger(__name__)
 
@@ -594,7 +594,7 @@ class BinCounters:
             try:
                 x = np.array(rows, dtype=np.float64)
             except (TypeError, ValueError):
-                from .window import to_numeric
+                from inferwatch.pipeline.window import to_numeric
 
                 x = np.vstack([np.where(st == PRESENT, v, np.nan) for v, st in map(to_numeric, rows)])
             bins = (x[:, :, None] > self.edges[:, None, :]).sum(axis=2)

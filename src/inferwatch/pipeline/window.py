@@ -23,8 +23,8 @@ from typing import Any, Iterable, Literal
 
 import numpy as np
 
-from .events import EventBatch
-from .metrics import OTHER
+from inferwatch.ingest.events import EventBatch
+from inferwatch.exposition.metrics import OTHER
 
 PRESENT, MISSING, INVALID = np.uint8(0), np.uint8(1), np.uint8(2)
 MISSING_CODE = -1

@@ -34,12 +34,12 @@ from typing import Any, Callable
 
 import aiohttp
 
-from .config import ChallengerConfig, Config
-from .events import EventBatch
-from .metrics import Metrics
-from .performance import as_number
-from .pipeline import Exchange
-from .predlog import PredictionLogger
+from inferwatch.config import ChallengerConfig, Config
+from inferwatch.ingest.events import EventBatch
+from inferwatch.exposition.metrics import Metrics
+from inferwatch.monitors.performance import as_number
+from inferwatch.pipeline.worker import Exchange
+from inferwatch.pipeline.predlog import PredictionLogger
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from .config import UNBANDED, Config, OutputSpec
-from .events import EventBatch
-from .metrics import OTHER
-from .window import INVALID, PRESENT, category_key, infer_kind, to_numeric
+from inferwatch.config import UNBANDED, Config, OutputSpec
+from inferwatch.ingest.events import EventBatch
+from inferwatch.exposition.metrics import OTHER
+from inferwatch.pipeline.window import INVALID, PRESENT, category_key, infer_kind, to_numeric
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import decode_exchange
-from .config import Config
-from .events import EventBatch, PayloadError
-from .labels import LabelBatch
-from .metrics import Metrics
+from inferwatch.ingest.codecs import decode_exchange
+from inferwatch.config import Config
+from inferwatch.ingest.events import EventBatch, PayloadError
+from inferwatch.ingest.labels import LabelBatch
+from inferwatch.exposition.metrics import Metrics
 from .predlog import PredictionLogger
 from .segments import SegmentLabeler
 from .window import WindowStore

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .metrics import OTHER
+from inferwatch.exposition.metrics import OTHER
 
 # Inference routes of common model servers: responses on these are decoded as predictions.
 INFERENCE_ROUTES = (

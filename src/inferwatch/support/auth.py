@@ -15,7 +15,7 @@ import secrets
 import threading
 from collections import OrderedDict
 
-from .config import AuthConfig
+from inferwatch.config import AuthConfig
 
 ALGORITHM = "pbkdf2_sha256"
 DEFAULT_ITERATIONS = 200_000

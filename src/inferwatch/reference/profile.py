@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -33,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
-from .stats import (
+from inferwatch.stats import (
     MahalanobisModel, PCAModel, correlation_matrix, entropy, median_abs_deviation, quantile_edges, summary_statistics,
 )
 
@@ -694,7 +693,7 @@ def iter_file_chunks(path: str, *, fmt: str | None = None, chunk_rows: int = 10_
                     progress.update(rows, position())
                 yield chunk
         elif fmt == "jsonl":
-            from .events import rows_to_columns
+            from inferwatch.ingest.events import rows_to_columns
 
             while True:
                 lines = [line for _, line in zip(range(chunk_rows), f)]

@@ -14,14 +14,14 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException
 
-from .auth import check_authorization
-from .cloudevents import CloudEventPairer, PairedExchange
-from .config import AuthConfig, Config
-from .events import PayloadError
-from .ingest import parse_events
-from .labels import parse_labels
-from .metrics import Metrics
-from .pipeline import Exchange, Pipeline
+from inferwatch.support.auth import check_authorization
+from inferwatch.ingest.cloudevents import CloudEventPairer, PairedExchange
+from inferwatch.config import AuthConfig, Config
+from inferwatch.ingest.events import PayloadError
+from inferwatch.ingest.push import parse_events
+from inferwatch.ingest.labels import parse_labels
+from inferwatch.exposition.metrics import Metrics
+from inferwatch.pipeline.worker import Exchange, Pipeline
 
 
 # Push bodies wait (up to PUSH_WAIT_SECONDS) while the monitoring queue is fuller than this.

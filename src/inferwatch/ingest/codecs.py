@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from .config import CODECS
+from inferwatch.config import CODECS
 from .events import EventBatch, PayloadError, matrix_to_columns, rows_to_columns
 
 __all__ = ["decode_exchange", "detect_codec", "load_json", "parse_json", "decompress", "media_type"]

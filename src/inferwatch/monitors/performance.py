@@ -28,17 +28,17 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .background import BackgroundWorker, EngineCollector
-from .config import Config
-from .events import EventBatch
-from .labels import ClassVocabulary, JoinStore, LabelBatch, LabelledSnapshot, LabelledWindow, Pending
-from .metrics import Metrics
-from .profile import CategoricalProfile, ReferenceProfile, build_profile
-from .segments import MISSING
-from .stats import bin_counts, chi_squared, js_distance, ks_2samp, linf_distance, psi
-from .stats.performance import (
+from inferwatch.config import Config
+from inferwatch.ingest.events import EventBatch
+from inferwatch.ingest.labels import ClassVocabulary, JoinStore, LabelBatch, LabelledSnapshot, LabelledWindow, Pending
+from inferwatch.exposition.metrics import Metrics
+from inferwatch.reference.profile import CategoricalProfile, ReferenceProfile, build_profile
+from inferwatch.pipeline.segments import MISSING
+from inferwatch.stats import bin_counts, chi_squared, js_distance, ks_2samp, linf_distance, psi
+from inferwatch.stats.performance import (
     classification_metrics, confident_error_rate, estimate_binary_performance, log_loss, regression_metrics, roc_auc,
 )
-from .window import PRESENT, WindowSnapshot, WindowStore, category_key
+from inferwatch.pipeline.window import PRESENT, WindowSnapshot, WindowStore, category_key
 
 log = logging.getLogger(__name__)
 

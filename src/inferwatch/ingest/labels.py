@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .events import PayloadError
-from .metrics import OTHER
+from inferwatch.exposition.metrics import OTHER
 
 OUTCOMES = ("matched", "unknown_id", "expired", "duplicate", "invalid", "dropped")
 _NUMBER = (int, float)

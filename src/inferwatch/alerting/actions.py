@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import queue
-import re
 import subprocess
 import threading
 import time
@@ -44,9 +43,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException
 
-from .auth import check_authorization
-from .config import ActionConfig, ActionsConfig, AuditLogConfig
-from .predlog import _RotatingFile
+from inferwatch.support.auth import check_authorization
+from inferwatch.config import ActionConfig, ActionsConfig, AuditLogConfig
+from inferwatch.config.templates import Matcher, Template, TemplateError, parse_matcher
+from inferwatch.pipeline.predlog import _RotatingFile
 
 log = logging.getLogger("inferwatch.actions")
 
@@ -55,104 +55,6 @@ WEBHOOK_ERRORS = ("unauthorized", "invalid_json", "invalid_payload", "too_large"
 ALERT_STATUSES = ("firing", "resolved", "other")
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 OUTPUT_TAIL_BYTES = 2000
-
-
-# --- matchers ----------------------------------------------------------------------------------
-
-_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|(.*?))\s*$')
-
-
-@dataclass(frozen=True)
-class Matcher:
-    name: str
-    op: str
-    value: str
-    regex: re.Pattern[str] | None = None
-
-    def __call__(self, labels: dict[str, str]) -> bool:
-        actual = labels.get(self.name, "")
-        if self.op == "=":
-            return actual == self.value
-        if self.op == "!=":
-            return actual != self.value
-        matched = self.regex.fullmatch(actual) is not None if self.regex else False
-        return matched if self.op == "=~" else not matched
-
-    def __str__(self) -> str:
-        return f"{self.name}{self.op}{json.dumps(self.value)}"
-
-
-def parse_matcher(text: str) -> Matcher:
-    """``name="value"``, ``name!=value``, ``name=~"regex"``, ``name!~"regex"`` (Alertmanager's syntax;
-    regexes are anchored). Raises ValueError saying what is wrong."""
-    match = _MATCHER.match(str(text))
-    if not match:
-        raise ValueError(f"expected name=value, name!=value, name=~regex or name!~regex, got {text!r}")
-    name, op, quoted, bare = match.groups()
-    value = json.loads(f'"{quoted}"') if quoted is not None else bare
-    regex = None
-    if op in ("=~", "!~"):
-        try:
-            regex = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression {value!r} ({exc})") from None
-    return Matcher(name, op, value, regex)
-
-
-# --- templates ---------------------------------------------------------------------------------
-
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
-_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*$")
-SPECIAL_FIELDS = ("fingerprint", "status", "startsAt", "generatorURL")
-
-
-class TemplateError(ValueError):
-    pass
-
-
-class Template:
-    """``text`` with ``{{ name }}`` placeholders: a label, ``annotations.<name>``, or one of
-    fingerprint, status, startsAt, generatorURL (``labels.<name>`` is a label too)."""
-
-    def __init__(self, text: str):
-        self.parts: list[tuple[bool, str]] = []   # (is a placeholder, literal text or the name)
-        position = 0
-        for match in _PLACEHOLDER.finditer(text):
-            name = _NAME.match(match.group(1))
-            if not name:
-                raise TemplateError(f"{{{{{match.group(1)}}}}} is not a placeholder: use {{{{ label_name }}}}, "
-                                    f"{{{{ annotations.name }}}} or one of {', '.join(SPECIAL_FIELDS)}")
-            self.parts.append((False, text[position:match.start()]))
-            self.parts.append((True, name.group(1)))
-            position = match.end()
-        rest = text[position:]
-        if "{{" in rest or "}}" in rest:
-            raise TemplateError(f"unbalanced '{{{{' or '}}}}' in {text!r}")
-        self.parts.append((False, rest))
-
-    def render(self, lookup: Callable[[str], str]) -> str:
-        return "".join(lookup(value) if placeholder else value for placeholder, value in self.parts)
-
-    @classmethod
-    def compile_tree(cls, value: Any) -> Any:
-        """Templates for every string in ``value`` (mappings, lists, scalars kept as they are)."""
-        if isinstance(value, str):
-            return cls(value)
-        if isinstance(value, dict):
-            return {cls.compile_tree(k) if isinstance(k, str) else k: cls.compile_tree(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [cls.compile_tree(v) for v in value]
-        return value
-
-    @classmethod
-    def render_tree(cls, value: Any, lookup: Callable[[str], str]) -> Any:
-        if isinstance(value, Template):
-            return value.render(lookup)
-        if isinstance(value, dict):
-            return {cls.render_tree(k, lookup): cls.render_tree(v, lookup) for k, v in value.items()}
-        if isinstance(value, list):
-            return [cls.render_tree(v, lookup) for v in value]
-        return value
 
 
 # --- alerts ------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .config import Config
-from .metrics import Metrics, normalize_method
-from .pipeline import Exchange, Pipeline
+from inferwatch.config import Config
+from inferwatch.exposition.metrics import Metrics, normalize_method
+from inferwatch.pipeline.worker import Exchange, Pipeline
 from .routes import Router
 from .shadow import MirroredRequest, ShadowMirror
 
