@@ -12,8 +12,9 @@ import pytest
 from inferwatch.cli import main
 from inferwatch.reference.profile import (
     FORMAT_VERSION, CategoricalProfile, NumericProfile, ProfileBuilder, ReferenceProfile, build_profile,
-    build_profile_from_file, infer_kind,
+    build_profile_from_file,
 )
+from inferwatch.ingest.values import infer_text_kind as infer_kind
 from inferwatch.stats import bin_counts, correlation_matrix
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from inferwatch.ingest.events import EventBatch
-from inferwatch.pipeline.window import INVALID, MISSING, PRESENT, Window, WindowStore, infer_kind, to_numeric
+from inferwatch.ingest.values import INVALID, MISSING, PRESENT, infer_kind, to_numeric
+from inferwatch.pipeline.window import Window, WindowStore
 
 
 def batch(n, start=0, **extra):

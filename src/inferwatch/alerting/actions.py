@@ -46,7 +46,7 @@ from werkzeug.exceptions import HTTPException
 from inferwatch.support.auth import check_authorization
 from inferwatch.config import ActionConfig, ActionsConfig, AuditLogConfig
 from inferwatch.config.templates import Matcher, Template, TemplateError, parse_matcher
-from inferwatch.pipeline.predlog import _RotatingFile
+from inferwatch.support.jsonlines import RotatingFile
 
 log = logging.getLogger("inferwatch.actions")
 
@@ -172,7 +172,7 @@ class AuditLog:
     """JSON lines, one per decision or result, to a size-rotated file (or stdout)."""
 
     def __init__(self, cfg: AuditLogConfig, metrics: ActionMetrics):
-        self._file = _RotatingFile(cfg.path, cfg.max_bytes, cfg.backup_count) if cfg.path else None
+        self._file = RotatingFile(cfg.path, cfg.max_bytes, cfg.backup_count) if cfg.path else None
         self._metrics = metrics
         self._lock = threading.Lock()
 

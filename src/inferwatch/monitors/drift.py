@@ -39,7 +39,8 @@ from inferwatch.stats import (
 )
 from inferwatch.stats.numeric import DEFAULT_EPS
 from inferwatch.pipeline.segments import SegmentLabeler
-from inferwatch.pipeline.window import PRESENT, ColumnSnapshot, WindowSnapshot, WindowStore, category_key
+from inferwatch.ingest.values import PRESENT, category_key
+from inferwatch.pipeline.window import ColumnSnapshot, WindowSnapshot, WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -594,7 +595,7 @@ class BinCounters:
             try:
                 x = np.array(rows, dtype=np.float64)
             except (TypeError, ValueError):
-                from inferwatch.pipeline.window import to_numeric
+                from inferwatch.ingest.values import to_numeric
 
                 x = np.vstack([np.where(st == PRESENT, v, np.nan) for v, st in map(to_numeric, rows)])
             bins = (x[:, :, None] > self.edges[:, None, :]).sum(axis=2)

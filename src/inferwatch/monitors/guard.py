@@ -45,10 +45,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from inferwatch.config import Config, GuardConfig
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import OTHER
-from inferwatch.pipeline.predlog import REDACTED, _RotatingFile, _dumps, redact_value
+from inferwatch.support.jsonlines import REDACTED, RotatingFile, dumps, redact_value
 from inferwatch.reference.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from inferwatch.stats.outlier import MahalanobisModel, robust_scale
-from inferwatch.pipeline.window import category_key
+from inferwatch.ingest.values import category_key
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _hash_value(value: Any) -> int:
     try:
         return hash(value)
     except TypeError:  # lists and objects: their JSON text
-        return hash(_dumps(value))
+        return hash(dumps(value))
 
 
 def _column_hashes(values: list[Any], n: int, hashable: Any = None) -> np.ndarray:
@@ -651,7 +651,7 @@ class QuarantineLog:
 
     def __init__(self, path: str, max_bytes: int, backup_count: int):
         self.path = path
-        self._file = _RotatingFile(path, max_bytes, backup_count)
+        self._file = RotatingFile(path, max_bytes, backup_count)
         self.written = 0
         self.errors = 0
         self._lock = threading.Lock()
@@ -831,7 +831,7 @@ class Guard:
                                      for name, column in batch.features.items()}}
                 if i in annotations and "outlier" in annotations[i]:
                     line["outlier"] = annotations[i]["outlier"]
-                lines.append((_dumps(line) + "\n").encode("utf-8"))
+                lines.append((dumps(line) + "\n").encode("utf-8"))
             except Exception:  # noqa: BLE001
                 lost += 1
         self.quarantine.write(lines, lost)

@@ -32,7 +32,7 @@ from prometheus_client.utils import floatToGoString
 from inferwatch.config import UNBANDED, Config, OutputSpec
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import OTHER
-from inferwatch.pipeline.window import INVALID, PRESENT, category_key, infer_kind, to_numeric
+from inferwatch.ingest.values import INVALID, PRESENT, category_key, infer_kind, to_numeric
 
 log = logging.getLogger(__name__)
 

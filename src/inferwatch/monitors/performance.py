@@ -38,7 +38,8 @@ from inferwatch.stats import bin_counts, chi_squared, js_distance, ks_2samp, lin
 from inferwatch.stats.performance import (
     classification_metrics, confident_error_rate, estimate_binary_performance, log_loss, regression_metrics, roc_auc,
 )
-from inferwatch.pipeline.window import PRESENT, WindowSnapshot, WindowStore, category_key
+from inferwatch.ingest.values import PRESENT, as_number, category_key
+from inferwatch.pipeline.window import WindowSnapshot, WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +54,6 @@ def _class_like(value: Any) -> bool:
     if isinstance(value, (str, bool, int)):
         return True
     return isinstance(value, float) and value.is_integer()
-
-
-def as_number(value: Any) -> float:
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 @dataclass

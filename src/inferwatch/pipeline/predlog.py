@@ -22,154 +22,27 @@ A line::
 
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
-import json
 import logging
 import math
 import numbers
-import os
 import threading
 from typing import Any
 
 import numpy as np
 
 from inferwatch.config import PredictionLogConfig
+from inferwatch.support.jsonlines import REDACTED, RotatingFile, dumps, redact_value
 
 log = logging.getLogger(__name__)
 
-REDACTED = "[REDACTED]"
 # Fields of every line; keys of ``extra`` with these names are ignored.
 RESERVED = frozenset({
     "prediction_id", "timestamp", "timestamp_unix", "model", "model_version", "endpoint", "status",
     "latency_seconds", "sampled", "inputs", "outputs",
 })
 ROW_FIELDS = frozenset({"outlier"})  # per-row fields monitoring stages may add (``row_extra``)
-
-
-def _default(value: Any) -> Any:
-    """JSON for what ``json`` cannot encode: numpy values, bytes, sets; else ``str()``."""
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, (datetime.datetime, datetime.date)):
-        return value.isoformat()
-    return str(value)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN/inf float replaced by None (recursively)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (np.generic, np.ndarray)):
-        return _finite(value.tolist())
-    return value
-
-
-def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), default=_default)
-    except ValueError:
-        # Only non-finite numbers get here; the common case pays for no tree walk.
-        return json.dumps(_finite(value), allow_nan=False, separators=(",", ":"), default=_default)
-
-
-def _redact(value: Any, keys: frozenset[str]) -> Any:
-    """Replace values under ``keys`` at any depth of nested objects."""
-    if isinstance(value, dict):
-        return {k: REDACTED if k in keys else _redact(v, keys) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v, keys) for v in value]
-    return value
-
-
-def redact_value(name: str, value: Any, keys: frozenset[str]) -> Any:
-    """A field's value as logged: ``REDACTED`` when its name is in ``keys``, nested keys replaced."""
-    if name in keys:
-        return REDACTED
-    if keys and isinstance(value, (dict, list)):
-        return _redact(value, keys)
-    return value
-
-
-class _RotatingFile:
-    """Appends whole lines to ``path``, rotating before a line would push it past ``max_bytes``.
-
-    Not thread-safe by itself: the logger holds its lock around every call.
-    """
-
-    def __init__(self, path: str, max_bytes: int, backup_count: int):
-        self.path = path
-        self.max_bytes = max_bytes
-        self.backup_count = backup_count
-        self._fh: Any = None
-        self._size = 0
-        self.progress = 0  # lines of the current write() that reached the file
-
-    def _open(self) -> None:
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        self._fh = open(self.path, "ab")
-        self._size = os.fstat(self._fh.fileno()).st_size
-
-    def close(self) -> None:
-        fh, self._fh = self._fh, None
-        if fh is not None:
-            try:
-                fh.close()
-            except OSError:
-                pass
-
-    def _rotate(self) -> None:
-        self.close()
-        if self.backup_count > 0:
-            for i in range(self.backup_count - 1, 0, -1):
-                older = f"{self.path}.{i}"
-                if os.path.exists(older):
-                    os.replace(older, f"{self.path}.{i + 1}")
-            os.replace(self.path, f"{self.path}.1")
-        else:
-            # No backups: start the file over rather than grow without bound.
-            os.remove(self.path)
-        self._open()
-
-    def write(self, lines: list[bytes]) -> None:
-        """Write ``lines``, counting them in ``progress``; raises OSError (after a partial write)."""
-        self.progress = 0
-        if self._fh is None:
-            self._open()
-        chunk: list[bytes] = []
-        chunk_size = 0
-        for line in lines:
-            if self._size + chunk_size + len(line) > self.max_bytes and self._size + chunk_size > 0:
-                self._flush(chunk)
-                chunk, chunk_size = [], 0
-                self._rotate()
-            chunk.append(line)
-            chunk_size += len(line)
-        self._flush(chunk)
-
-    def _flush(self, chunk: list[bytes]) -> None:
-        if not chunk:
-            return
-        data = b"".join(chunk)
-        try:
-            self._fh.write(data)
-            self._fh.flush()
-        except (OSError, ValueError):
-            self.close()  # reopen on the next batch (the disk may have space again)
-            raise
-        self._size += len(data)
-        self.progress += len(chunk)
 
 
 class PredictionLogger:
@@ -191,7 +64,7 @@ class PredictionLogger:
         # per process: which ids are sampled is not guessable; each id hashes from a copy of the keyed state
         self._sample_hash = hashlib.blake2b(digest_size=8, key=self._rng.bytes(16))
         self._lock = threading.Lock()
-        self._file = _RotatingFile(config.path, config.max_bytes, config.backup_count) if self.enabled else None
+        self._file = RotatingFile(config.path, config.max_bytes, config.backup_count) if self.enabled else None
         self._failing = False
 
     def _sample(self, prediction_ids: list[Any]) -> np.ndarray:
@@ -283,22 +156,22 @@ class PredictionLogger:
         head: dict[str, Any] = {k: v for k, v in (extra or {}).items() if k not in RESERVED}
         head = {"model": model, "model_version": model_version, "endpoint": endpoint, "status": status,
                 "latency_seconds": latency_seconds, **head}
-        common = _dumps(head)[1:-1]
+        common = dumps(head)[1:-1]
         lines: list[bytes] = []
         for i in range(n):
             try:
                 stamp = f'"{rfc3339[i]}",' if finite[i] else "null,"
                 unix = repr(float(stamps[i])) if finite[i] else "null"
-                line = (f'{{"prediction_id":{_dumps(str(prediction_ids[i]))},"timestamp":{stamp}'
+                line = (f'{{"prediction_id":{dumps(str(prediction_ids[i]))},"timestamp":{stamp}'
                         f'"timestamp_unix":{unix},{common}')
                 if row_extra and i in row_extra:
                     for key, value in row_extra[i].items():
                         if key in ROW_FIELDS:
-                            line += f',{_dumps(key)}:{_dumps(value)}'
+                            line += f',{dumps(key)}:{dumps(value)}'
                 if sampled[i]:
                     inputs = {name: self._value(name, column[i]) for name, column in features.items()}
                     preds = {name: self._value(name, column[i]) for name, column in outputs.items()}
-                    line += f',"sampled":true,"inputs":{_dumps(inputs)},"outputs":{_dumps(preds)}}}\n'
+                    line += f',"sampled":true,"inputs":{dumps(inputs)},"outputs":{dumps(preds)}}}\n'
                 else:
                     line += ',"sampled":false}\n'
                 lines.append(line.encode("utf-8"))

@@ -29,7 +29,9 @@ from prometheus_client import Counter
 
 from inferwatch.config import Config
 from inferwatch.exposition.metrics import OTHER
-from .window import PRESENT, ColumnSnapshot, category_key
+from inferwatch.ingest.values import PRESENT, category_key
+
+from .window import ColumnSnapshot
 
 MISSING = "missing"
 RESERVED = frozenset({OTHER, MISSING})

@@ -19,60 +19,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Iterable, Literal
+from typing import Any
 
 import numpy as np
 
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import OTHER
+from inferwatch.ingest.values import INVALID, MISSING, PRESENT, Kind, category_key, infer_kind, to_numeric
 
-PRESENT, MISSING, INVALID = np.uint8(0), np.uint8(1), np.uint8(2)
 MISSING_CODE = -1
-Kind = Literal["numeric", "categorical"]
-_NUMBER_TYPES = (int, float, np.integer, np.floating)
 _STR = {str}
-
-
-def infer_kind(values: Iterable[Any]) -> Kind | None:
-    """The column kind from the first non-null value: numbers are numeric, anything else categorical."""
-    for value in values:
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
-            return "categorical"
-        return "numeric"
-    return None
-
-
-def to_numeric(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """JSON values -> (float64 values, state). Numbers are PRESENT, None MISSING, others INVALID."""
-    arr = np.asarray(values) if values else np.empty(0, dtype=np.float64)
-    if arr.dtype.kind in "fiub" and arr.ndim == 1:  # the common case: all numbers
-        return arr.astype(np.float64, copy=False), np.zeros(len(values), dtype=np.uint8)
-    is_none = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    is_number = np.fromiter(
-        (isinstance(v, _NUMBER_TYPES) and not isinstance(v, bool) for v in values), dtype=bool, count=len(values)
-    )
-    out = np.full(len(values), np.nan)
-    if is_number.any():
-        out[is_number] = np.array([v for v, ok in zip(values, is_number) if ok], dtype=np.float64)
-    state = np.full(len(values), INVALID, dtype=np.uint8)
-    state[is_number] = PRESENT
-    state[is_none] = MISSING
-    return out, state
-
-
-def category_key(value: Any) -> str | None:
-    """A categorical value's vocabulary key; None for values that cannot be a category."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return None
 
 
 @dataclass

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
+from inferwatch.exposition.metrics import OTHER  # the bucket of categories outside the top-K
+from inferwatch.ingest.values import MISSING_TOKENS, Kind, category_key, infer_text_kind, to_float_array
 from inferwatch.stats import (
     MahalanobisModel, PCAModel, correlation_matrix, entropy, median_abs_deviation, quantile_edges, summary_statistics,
 )
@@ -41,10 +43,7 @@ FORMAT_VERSION = 2
 # Version 2 added, compatibly, the numeric statistic ``mad`` and the ``outlier`` section (the input
 # guard's Mahalanobis model with its reference score tail); version 1 files are still read.
 READABLE_VERSIONS = (1, 2)
-OTHER = "other"  # the bucket of categories outside the top-K (the window's overflow label too)
 SAMPLE_ENCODING = "base64-float64-le"
-MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
-Kind = Literal["numeric", "categorical"]
 Role = Literal["feature", "output", "label"]
 
 DEFAULT_SAMPLE_SIZE = 10_000
@@ -292,74 +291,6 @@ def content_hash(data: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- building
 
 
-def to_float_array(values: Any) -> np.ndarray:
-    """Column values (numbers, numeric strings, None, missing tokens) to float64; anything else NaN."""
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
-        return values.astype(np.float64, copy=False)
-    arr = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
-    try:
-        out = np.asarray(arr, dtype=np.float64)
-        if arr.dtype == object:  # None became nan already; booleans are not numbers here
-            is_bool = np.fromiter((isinstance(v, (bool, np.bool_)) for v in arr), bool, arr.size)
-            if is_bool.any():
-                out = out.copy()
-                out[is_bool] = np.nan
-        return out
-    except (TypeError, ValueError):
-        pass
-    out = np.empty(len(arr), dtype=np.float64)
-    for i, v in enumerate(arr):
-        if isinstance(v, (bool, np.bool_)) or v is None:
-            out[i] = np.nan
-            continue
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            out[i] = np.nan
-    return out
-
-
-def category_text(value: Any) -> str | None:
-    """A categorical value as the window spells it (``window.category_key``); None = missing."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return str(value)  # np.str_ too
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return None
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    return str(value)
-
-
-def infer_kind(values: Iterable[Any]) -> Kind:
-    """Numeric when every non-missing value is a number or a numeric string; else categorical."""
-    seen = False
-    for v in values:
-        if v is None:
-            continue
-        if isinstance(v, (bool, np.bool_)):
-            return "categorical"
-        if isinstance(v, (int, float, np.integer, np.floating)):
-            seen = True
-            continue
-        if isinstance(v, str):
-            if v.strip().lower() in MISSING_TOKENS:
-                continue
-            try:
-                float(v)
-            except ValueError:
-                return "categorical"
-            seen = True
-            continue
-        return "categorical"
-    return "numeric" if seen else "categorical"
-
-
 class _Moments:
     """Count, missing, mean, M2 (Chan et al.'s parallel update), min, max of one column."""
 
@@ -401,7 +332,7 @@ class _Categories:
     def update(self, values: Iterable[Any]) -> None:
         from collections import Counter
 
-        keys = [category_text(v) for v in values]
+        keys = [category_key(v) for v in values]
         chunk = Counter(keys)
         self.missing += chunk.pop(None, 0)
         self.present += sum(chunk.values())
@@ -569,7 +500,7 @@ def build_profile(columns: dict[Role, dict[str, Any]], kinds: dict[str, Kind] | 
     """
     kinds = kinds or {}
     source = kwargs.pop("source", "memory")
-    spec = {role: {name: kinds.get(name) or infer_kind(values) for name, values in cols.items()}
+    spec = {role: {name: kinds.get(name) or infer_text_kind(values) for name, values in cols.items()}
             for role, cols in columns.items()}
     builder = ProfileBuilder(spec, **kwargs)
     chunk = {name: values for cols in columns.values() for name, values in cols.items()}
@@ -795,7 +726,7 @@ def build_profile_from_file(path: str, *, fmt: str | None = None, features: list
             return "categorical"
         if name in numeric:
             return "numeric"
-        return infer_kind(head.get(name, []))
+        return infer_text_kind(head.get(name, []))
 
     kinds = {n: kind(n) for n in [*feature_names, *prediction_columns, *([label_column] if label_column else [])]}
     spec: dict[Role, dict[str, Kind]] = {
@@ -827,5 +758,5 @@ def build_profile_from_file(path: str, *, fmt: str | None = None, features: list
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "OTHER", "NumericProfile", "CategoricalProfile", "ReferenceProfile", "ProfileBuilder",
-    "build_profile", "build_profile_from_file", "iter_file_chunks", "infer_kind", "content_hash",
+    "build_profile", "build_profile_from_file", "iter_file_chunks", "infer_text_kind", "content_hash",
 ]

@@ -37,7 +37,7 @@ import aiohttp
 from inferwatch.config import ChallengerConfig, Config
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import Metrics
-from inferwatch.monitors.performance import as_number
+from inferwatch.ingest.values import as_number
 from inferwatch.pipeline.worker import Exchange
 from inferwatch.pipeline.predlog import PredictionLogger
 
