@@ -184,9 +184,6 @@ class FeatureDriftConfig:
     enabled: bool = True
 
 
-DRIFT_METHODS = ("ks", "psi", "js", "hellinger", "kl", "wasserstein", "chi2", "linf")
-
-
 @dataclass
 class DriftConfig:
     # Active when a reference is configured (reference.path or reference.warmup_events).

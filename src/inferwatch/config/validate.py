@@ -9,7 +9,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .actions import read_token_file, validate_actions
-from .sections import BUILTIN_OUTPUT_RULES, DRIFT_METHODS, OUTPUT_TYPES, UNBANDED, BandConfig
+from inferwatch.stats.registry import DRIFT_METHODS
+
+from .sections import BUILTIN_OUTPUT_RULES, OUTPUT_TYPES, UNBANDED, BandConfig
 
 if TYPE_CHECKING:
     from .root import Config

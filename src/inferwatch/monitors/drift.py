@@ -38,17 +38,13 @@ from inferwatch.stats import (
     benjamini_hochberg, chi_squared_homogeneity, compare_samples, compare_samples_rows, correlation_drift,
 )
 from inferwatch.stats.numeric import DEFAULT_EPS
+from inferwatch.stats.registry import CATEGORICAL_METHODS, DEFAULT_THRESHOLDS, NUMERIC_METHODS, P_VALUE_METHODS
 from inferwatch.pipeline.segments import SegmentLabeler
 from inferwatch.ingest.values import PRESENT, category_key
 from inferwatch.pipeline.window import ColumnSnapshot, WindowSnapshot, WindowStore
 
 log = logging.getLogger(__name__)
 
-NUMERIC_METHODS = ("ks", "psi", "js", "hellinger", "kl", "wasserstein")
-CATEGORICAL_METHODS = ("chi2", "linf", "js", "psi")
-P_VALUE_METHODS = frozenset({"ks", "chi2"})
-# Distance decisions: score >= threshold (docs/drift.md says why these values).
-DEFAULT_THRESHOLDS = {"psi": 0.2, "js": 0.1, "hellinger": 0.1, "kl": 0.1, "wasserstein": 0.1, "linf": 0.1}
 NUMERIC_STATISTICS = ("mean", "std", "min", "max", "p05", "p25", "p50", "p75", "p95", "missing_ratio")
 CATEGORICAL_STATISTICS = ("missing_ratio", "entropy", "cardinality", "unseen_ratio")
 _QUANTILES = (("p05", 0.05), ("p25", 0.25), ("p50", 0.50), ("p75", 0.75), ("p95", 0.95))
