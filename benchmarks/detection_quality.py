@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from inferwatch.config import parse_config  # noqa: E402
 from inferwatch.monitors.drift import Evaluator, PreparedReference  # noqa: E402
-from inferwatch.reference.profile import build_profile  # noqa: E402
+from inferwatch.reference import build_profile  # noqa: E402
 from inferwatch.pipeline.window import ColumnSnapshot, WindowSnapshot  # noqa: E402
 
 N_NORMAL, N_LOGNORMAL, N_INT, N_CAT = 60, 20, 10, 10

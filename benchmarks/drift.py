@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from inferwatch.config import parse_config  # noqa: E402
 from inferwatch.monitors.drift import Evaluator, PreparedReference  # noqa: E402
 from inferwatch.ingest.events import EventBatch  # noqa: E402
-from inferwatch.reference.profile import build_profile  # noqa: E402
+from inferwatch.reference import build_profile  # noqa: E402
 from inferwatch.pipeline.window import Window  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -270,7 +270,7 @@ def over_http(args, procs: Processes) -> list[str]:
 
 def reference_profile(path: Path) -> None:
     from inferwatch.ingest.events import rows_to_columns
-    from inferwatch.reference.profile import build_profile
+    from inferwatch.reference import build_profile
 
     events = make_events(10_000, seed=7)
     columns = rows_to_columns([e["features"] for e in events])

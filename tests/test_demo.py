@@ -59,7 +59,7 @@ def test_the_demo_traffic_injects_outliers_and_a_schema_change_the_guard_finds()
     from inferwatch.demo.traffic import TrafficGenerator
     from inferwatch.ingest.events import EventBatch, rows_to_columns
     from inferwatch.monitors.guard import Guard
-    from inferwatch.reference.profile import build_profile
+    from inferwatch.reference import build_profile
 
     traffic = TrafficGenerator("http://127.0.0.1:1/unused", duration=100.0)
     rng = np.random.default_rng(3)

@@ -17,10 +17,10 @@ from conftest import registry_samples
 from inferwatch.config import ConfigError, load_config, parse_config
 from inferwatch.monitors.drift import (
     BinCounters, DriftCollector, DriftEngine, Evaluator, PreparedReference, _binned_scores, _pooled_chi2,
-    fleet_psi_expr, fleet_psi_rules,
 )
+from inferwatch.alerting.promql import fleet_psi_expr, fleet_psi_rules
 from inferwatch.ingest.events import EventBatch
-from inferwatch.reference.profile import build_profile
+from inferwatch.reference import build_profile
 from inferwatch.sidecar import Sidecar
 from inferwatch.stats import (
     bin_counts, compare_samples, compare_samples_rows, hellinger, js_distance, kl_divergence, linf_distance, psi,

@@ -27,9 +27,10 @@ import requests
 import yaml
 
 from inferwatch.config import load_config
-from inferwatch.monitors.drift import Evaluator, PreparedReference, fleet_psi_expr, fleet_psi_rules
+from inferwatch.alerting.promql import fleet_psi_expr, fleet_psi_rules
+from inferwatch.monitors.drift import Evaluator, PreparedReference
 from inferwatch.ingest.events import EventBatch
-from inferwatch.reference.profile import build_profile
+from inferwatch.reference import build_profile
 from inferwatch.sidecar import Sidecar
 from inferwatch.pipeline.window import Window
 

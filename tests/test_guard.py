@@ -18,7 +18,7 @@ from inferwatch.config import ConfigError, load_config
 from inferwatch.ingest.events import EventBatch
 from inferwatch.monitors.guard import Duplicates, Guard, GuardCollector
 from inferwatch.pipeline.predlog import PredictionLogger
-from inferwatch.reference.profile import ReferenceProfile, build_profile
+from inferwatch.reference import ReferenceProfile, build_profile
 from inferwatch.pipeline.window import Window
 
 CITIES = ["paris", "rome", "oslo"]
@@ -396,7 +396,7 @@ def test_a_version_1_profile_still_works_with_a_chi_squared_threshold():
     data.pop("outlier")
     for col in data["features"].values():
         col["statistics"].pop("mad", None)
-    from inferwatch.reference.profile import content_hash
+    from inferwatch.reference import content_hash
     data["hash"] = content_hash(data)
     old = ReferenceProfile.from_dict(data)
     assert old.version == 1 and old.outlier is None

@@ -18,7 +18,7 @@ from inferwatch.ingest.events import EventBatch, PayloadError
 from inferwatch.ingest.labels import JoinStore, LabelBatch, LabelledWindow, parse_labels
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.monitors.performance import PerformanceCollector, PerformanceEngine
-from inferwatch.reference.profile import build_profile
+from inferwatch.reference import build_profile
 from inferwatch.pipeline.window import WindowStore
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from inferwatch.cli import main
-from inferwatch.reference.profile import (
+from inferwatch.reference import (
     FORMAT_VERSION, CategoricalProfile, NumericProfile, ProfileBuilder, ReferenceProfile, build_profile,
     build_profile_from_file,
 )

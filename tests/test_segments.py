@@ -57,7 +57,7 @@ def test_labeler_caps_first_seen_values_and_counts_overflow_rows():
 def test_a_reference_profile_seeds_the_most_frequent_values_first():
     """Top-K: the training data's most frequent regions get the label values, whatever order the
     traffic shows them in; a rare value seen first does not take a slot."""
-    from inferwatch.reference.profile import build_profile
+    from inferwatch.reference import build_profile
 
     rng = np.random.default_rng(0)
     regions = rng.choice(["eu", "us", "apac", "latam"], 5000, p=[0.5, 0.3, 0.15, 0.05])
@@ -75,7 +75,7 @@ def test_a_reference_profile_seeds_the_most_frequent_values_first():
 
 def test_the_sidecar_seeds_segments_from_its_reference_profile(tmp_path):
     from inferwatch.config import load_config
-    from inferwatch.reference.profile import build_profile
+    from inferwatch.reference import build_profile
     from inferwatch.sidecar import Sidecar
 
     rng = np.random.default_rng(1)
@@ -141,7 +141,7 @@ def _region_columns(n: int, rng: np.random.Generator, shift_eu: float = 0.0) -> 
 def test_segment_drift_finds_the_drifting_slice_only():
     from inferwatch.config import load_config
     from inferwatch.monitors.drift import DriftCollector, DriftEngine
-    from inferwatch.reference.profile import build_profile
+    from inferwatch.reference import build_profile
 
     rng = np.random.default_rng(5)
     ref = _region_columns(4000, rng)
@@ -196,7 +196,7 @@ def _window_of(cols: dict[str, list]) -> Window:
 def test_segment_values_below_min_events_are_not_evaluated():
     from inferwatch.config import load_config
     from inferwatch.monitors.drift import DriftEngine
-    from inferwatch.reference.profile import build_profile
+    from inferwatch.reference import build_profile
 
     rng = np.random.default_rng(6)
     ref = _region_columns(2000, rng)

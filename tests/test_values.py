@@ -7,7 +7,7 @@ import numpy as np
 from inferwatch.ingest.events import EventBatch
 from inferwatch.ingest.values import as_number, category_key
 from inferwatch.pipeline.window import Window
-from inferwatch.reference.profile import build_profile
+from inferwatch.reference import build_profile
 
 VALUES = ["a", 2, 2.0, np.int64(2), True, False, 1.5, math.nan, None, np.float32(3.0)]
 

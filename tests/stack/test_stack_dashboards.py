@@ -330,7 +330,7 @@ class Stack:
 
     def reference_profile(self):
         """The population traffic() sends (and its labels: the truth is 1 as often as 0)."""
-        from inferwatch.reference.profile import build_profile
+        from inferwatch.reference import build_profile
 
         rng = np.random.default_rng(4)
         n = 2000

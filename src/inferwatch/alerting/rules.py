@@ -433,7 +433,7 @@ def recording_groups(t: Thresholds) -> list[dict[str, Any]]:
     # Rules of a group run in order: each fleet record uses the ones before it (inferwatch.drift).
     # Imported here: the drift engine pulls in numpy and scipy, which every other command
     # (`inferwatch job` wrapping a short step, `inferwatch actions`) would pay for at start.
-    from inferwatch.monitors.drift import fleet_psi_rules
+    from inferwatch.alerting.promql import fleet_psi_rules
 
     fleet = [{"record": record, "expr": expr}
              for record, expr in fleet_psi_rules(t.raw["fleet_drift"]["range"], selector=t.selector).items()]

@@ -46,7 +46,7 @@ from inferwatch.config import Config, GuardConfig
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import OTHER
 from inferwatch.support.jsonlines import REDACTED, RotatingFile, dumps, redact_value
-from inferwatch.reference.profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from inferwatch.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from inferwatch.stats.outlier import MahalanobisModel, robust_scale
 from inferwatch.ingest.values import category_key
 

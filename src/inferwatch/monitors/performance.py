@@ -32,7 +32,7 @@ from inferwatch.config import Config
 from inferwatch.ingest.events import EventBatch
 from inferwatch.ingest.labels import ClassVocabulary, JoinStore, LabelBatch, LabelledSnapshot, LabelledWindow, Pending
 from inferwatch.exposition.metrics import Metrics
-from inferwatch.reference.profile import CategoricalProfile, ReferenceProfile, build_profile
+from inferwatch.reference import CategoricalProfile, ReferenceProfile, build_profile
 from inferwatch.pipeline.segments import MISSING
 from inferwatch.stats import bin_counts, chi_squared, js_distance, ks_2samp, linf_distance, psi
 from inferwatch.stats.performance import (
