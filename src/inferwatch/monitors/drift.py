@@ -941,5 +941,4 @@ def _segment_families(model: str, results: dict[str, dict[tuple[str, str], Versi
     yield from (score, drifted, ratio, pscore, events)
 
 
-__all__ = ["DriftEngine", "DriftCollector", "Evaluator", "PreparedReference", "BinCounters", "FLEET_PSI_RULES",
-           "fleet_psi_rules", "fleet_psi_expr", "DEFAULT_THRESHOLDS"]
+__all__ = ["DriftEngine", "DriftCollector", "Evaluator", "PreparedReference", "BinCounters"]

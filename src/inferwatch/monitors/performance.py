@@ -35,6 +35,7 @@ from inferwatch.exposition.metrics import Metrics
 from inferwatch.reference import CategoricalProfile, ReferenceProfile, build_profile
 from inferwatch.pipeline.segments import MISSING
 from inferwatch.stats import bin_counts, chi_squared, js_distance, ks_2samp, linf_distance, psi
+from inferwatch.stats.performance import CLASSIFICATION_METRICS, ESTIMATED_METRICS, REGRESSION_METRICS
 from inferwatch.stats.performance import (
     classification_metrics, confident_error_rate, estimate_binary_performance, log_loss, regression_metrics, roc_auc,
 )
@@ -43,10 +44,6 @@ from inferwatch.pipeline.window import WindowSnapshot, WindowStore
 
 log = logging.getLogger(__name__)
 
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro",
-                          "roc_auc", "log_loss", "confident_error_rate")
-REGRESSION_METRICS = ("rmse", "mae", "mape", "r2", "adjusted_r2")
-ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1")
 CHAMPION = ""  # the window key of the served model; challengers use their name
 
 

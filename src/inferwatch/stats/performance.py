@@ -21,7 +21,20 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
+#: The names of the metrics this module computes: the ``metric`` label of
+#: ``inferwatch_model_performance`` and the keys the alert thresholds may name.
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro",
+                          "roc_auc", "log_loss", "confident_error_rate")
+REGRESSION_METRICS = ("rmse", "mae", "mape", "r2", "adjusted_r2")
+PERFORMANCE_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
+#: What CBPE estimates without labels (``inferwatch_estimated_performance``).
+ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1")
+
 __all__ = [
+    "CLASSIFICATION_METRICS",
+    "REGRESSION_METRICS",
+    "PERFORMANCE_METRICS",
+    "ESTIMATED_METRICS",
     "confusion_matrix",
     "classification_metrics",
     "roc_auc",
