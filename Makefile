@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/inferwatch demo $(DEMO_ARGS)
 
 test: $(STAMP) system-deps
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 BENCH_STAMP := $(VENV)/.bench-stamp

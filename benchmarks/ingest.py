@@ -115,7 +115,7 @@ def in_process(args) -> list[tuple[str, float, float]]:
         metrics = Metrics("m", CollectorRegistry(), max_model_versions=8)
         windows = WindowStore(capacity=cfg.window.max_events, max_age_seconds=cfg.window.max_age_seconds,
                               max_versions=8)
-        pipeline = Pipeline(cfg, metrics, windows)
+        pipeline = Pipeline(cfg.model, metrics, windows, queue=cfg.queue, payload=cfg.payload, segments=cfg.segments)
         pipeline.start()
         try:
             version = metrics.version_label("1", "1")

@@ -14,7 +14,8 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
-from inferwatch.alerting.actions import ActionsServer, parse_notification
+from inferwatch.alerting.notifications import parse_notification
+from inferwatch.alerting.receiver import ActionsServer
 from inferwatch.config.templates import Template, TemplateError, parse_matcher
 from inferwatch.config import ConfigError, load_actions_config, load_config
 from inferwatch.cli import main as cli_main

@@ -70,7 +70,9 @@ def test_the_demo_traffic_injects_outliers_and_a_schema_change_the_guard_finds()
 
     assert traffic.outliers_at > 0.05 and traffic.rename_at > traffic.outliers_at + traffic.outliers_for
     profile = build_profile({"feature": rows_at(0.01, 5000)})
-    guard = Guard(load_config(None, {"model.name": "loan", "guard.duplicates": False}), reference=lambda: profile)
+    cfg = load_config(None, {"model.name": "loan", "guard.duplicates": False})
+    guard = Guard(cfg.guard, model=cfg.model.name, window_capacity=cfg.window.max_events,
+                  window_max_age_seconds=cfg.window.max_age_seconds, reference=lambda: profile)
     clean = EventBatch(2000, features=rows_at(0.1, 2000))
     guard.observe("v1", clean)
     assert len(clean.annotations or {}) < 0.01 * 2000

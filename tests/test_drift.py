@@ -8,23 +8,18 @@ import time
 import numpy as np
 import pytest
 import requests
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from scipy import stats as sps
 
 from conftest import registry_samples
 from inferwatch.config import ConfigError, load_config, parse_config
-from inferwatch.monitors.drift import (
-    BinCounters, DriftCollector, DriftEngine, Evaluator, PreparedReference, _binned_scores, _pooled_chi2,
-)
+from inferwatch.monitors.drift import BinCounters, DriftCollector, DriftEngine, Evaluator, PreparedReference
 from inferwatch.alerting.promql import fleet_psi_expr, fleet_psi_rules
 from inferwatch.ingest.events import EventBatch
-from inferwatch.reference import build_profile
+from inferwatch.reference import ReferenceStore, build_profile
 from inferwatch.sidecar import Sidecar
-from inferwatch.stats import (
-    bin_counts, compare_samples, compare_samples_rows, hellinger, js_distance, kl_divergence, linf_distance, psi,
-)
+from inferwatch.stats import bin_counts, compare_samples, js_distance, psi
+from inferwatch.stats.vectorised import pca_drift_score_standardised
 from inferwatch.pipeline.window import Window, WindowStore
 
 CITIES = ["paris", "rome", "oslo", "lima"]
@@ -53,57 +48,6 @@ def _window(cols: dict[str, list], outputs: dict[str, list] | None = None, versi
 
 def _drift_cfg(**drift) -> dict:
     return parse_config({"drift": drift}).drift
-
-
-# --- the vectorised statistics agree with the library and scipy ------------------------------------
-
-
-def test_compare_samples_rows_equals_compare_samples_and_scipy():
-    rng = np.random.default_rng(3)
-    ref = np.sort(rng.normal(size=(6, 700)).round(1), axis=1)  # ties on purpose
-    cur = np.sort(rng.normal(0.2, 1.3, size=(6, 450)).round(1), axis=1)
-    ks, p, w, wn = compare_samples_rows(ref, cur)
-    for i in range(6):
-        one = compare_samples(ref[i], cur[i], method="fast", current_sorted=True)
-        assert ks[i] == one.ks_statistic
-        assert p[i] == pytest.approx(one.ks_pvalue, abs=1e-12)
-        assert w[i] == pytest.approx(one.wasserstein, rel=1e-12)
-        assert wn[i] == pytest.approx(one.wasserstein_normalized, rel=1e-12)
-        assert ks[i] == pytest.approx(sps.ks_2samp(ref[i], cur[i]).statistic, abs=1e-12)
-        assert w[i] == pytest.approx(sps.wasserstein_distance(ref[i], cur[i]), rel=1e-9)
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=40), st.lists(st.floats(-1e6, 1e6), min_size=1,
-                                                                         max_size=40))
-def test_compare_samples_rows_property(a, b):
-    ref, cur = np.sort(np.array(a))[None, :], np.sort(np.array(b))[None, :]
-    ks, _, w, _ = compare_samples_rows(ref, cur)
-    assert ks[0] == pytest.approx(sps.ks_2samp(a, b).statistic, abs=1e-12)
-    assert w[0] == pytest.approx(sps.wasserstein_distance(a, b), rel=1e-9, abs=1e-9)
-
-
-def test_binned_scores_equal_the_library():
-    rng = np.random.default_rng(4)
-    ref = rng.integers(0, 200, size=(5, 8))
-    cur = rng.integers(0, 200, size=(5, 8))
-    cur[0, 3] = 0
-    got = _binned_scores(ref, cur, {"psi", "js", "hellinger", "kl", "linf"})
-    for i in range(5):
-        assert got["psi"][i] == pytest.approx(psi(ref[i], cur[i]), rel=1e-12)
-        assert got["js"][i] == pytest.approx(js_distance(ref[i], cur[i]), rel=1e-12)
-        assert got["hellinger"][i] == pytest.approx(hellinger(ref[i], cur[i]), rel=1e-12)
-        assert got["kl"][i] == pytest.approx(kl_divergence(ref[i], cur[i]), rel=1e-12)
-        assert got["linf"][i] == pytest.approx(linf_distance(ref[i], cur[i]), rel=1e-12)
-
-
-def test_chi2_pools_rare_categories():
-    ref = np.array([5000.0, 3000.0, 1990.0, 10.0, 0.0])
-    cur = np.array([50.0, 30.0, 18.0, 1.0, 1.0])  # a new category once in 100: no alarm
-    stat, p = _pooled_chi2(ref, cur)
-    assert p > 0.05
-    expected = sps.chisquare([50, 30, 20], f_exp=np.array([5000, 3000, 2000]) / 10000 * 100)
-    assert (stat, p) == pytest.approx((expected.statistic, expected.pvalue), rel=1e-9)
 
 
 # --- the evaluator ------------------------------------------------------------------------------------
@@ -200,9 +144,9 @@ def test_pca_complement_equals_the_model():
     assert prepared.pca_complement is not None  # independent features: k > d/2
     rng = np.random.default_rng(15)
     x = rng.normal(size=(500, 6)) * np.array([1, 1, 1, 1, 1, 1.5])
-    ev = Evaluator(prepared, _drift_cfg())
     z = (x - profile.pca.mean) / profile.pca.scale
-    assert ev._pca_score(z) == pytest.approx(profile.pca.drift_score(x), rel=1e-9)
+    score = pca_drift_score_standardised(profile.pca, z, prepared.pca_complement)
+    assert score == pytest.approx(profile.pca.drift_score(x), rel=1e-9)
 
 
 def test_small_windows_are_not_evaluated():
@@ -262,7 +206,7 @@ def test_collector_drops_label_sets_that_are_gone():
     profile = _reference()
     cfg = load_config(None, {"model.name": "m", "model.version": "1"})
     store = WindowStore(capacity=1000, max_age_seconds=1e9, max_versions=4)
-    engine = DriftEngine(cfg, store, profile=profile)
+    engine = DriftEngine.from_config(cfg, store, profile=profile)
     registry = CollectorRegistry()
     registry.register(DriftCollector(engine))
     rng = np.random.default_rng(18)
@@ -287,6 +231,33 @@ def test_collector_drops_label_sets_that_are_gone():
     assert {s[0]["feature"] for s in got["inferwatch_feature_drifted"]} == {"x0", "x1", "city"}
     assert not any(s[0]["feature"] == "x2" for s in got["inferwatch_feature_drift_score"])
     assert "inferwatch_prediction_drift_score" not in got
+
+
+def test_reference_store_warmup_and_hand_out(tmp_path):
+    """The store freezes the main version's first warmup_events events, once, and reports them."""
+    windows = WindowStore(capacity=1000, max_age_seconds=1e9, max_versions=2)
+    store = ReferenceStore(parse_config({"reference": {"warmup_events": 300}}).reference, main_version="1",
+                           main_window=lambda: windows.windows().get("1"))
+    assert store.type == "warmup" and store.current() is None and store.try_warmup() is None
+    rng = np.random.default_rng(20)
+    windows.get("2").append(EventBatch(300, features=_columns(300, rng)))  # not the main version
+    windows.get("1").append(EventBatch(200, features=_columns(200, rng)))
+    assert store.try_warmup() is None
+    assert store.status() == {"type": "warmup", "ready": False, "warmup_events": 300, "warmup_collected": 200}
+    windows.get("1").append(EventBatch(400, features=_columns(400, rng, shift=3.0)))
+    profile = store.try_warmup()
+    assert profile is not None and store.current() is profile and store.try_warmup() is profile
+    assert profile.rows == 300 and profile.source == "warmup:1:300 events"
+    # The first 300 events (200 at 0, 100 at 3), not all 600 (mean 2).
+    assert profile.features["x0"].statistics["mean"] == pytest.approx(1.0, abs=0.3)
+    status = store.status()
+    assert status["ready"] and status["hash"] == profile.hash and status["warmup_collected"] == 300
+    path = tmp_path / "reference.json"
+    profile.save(path)
+    from_file = ReferenceStore(parse_config({"reference": {"path": str(path)}}).reference)
+    assert from_file.type == "file" and from_file.current().hash == profile.hash
+    assert "warmup_events" not in from_file.status()
+    assert ReferenceStore(parse_config({}).reference).status() == {"type": "none", "ready": False}
 
 
 def test_sidecar_warmup_reference_end_to_end(tmp_path):
@@ -358,7 +329,7 @@ def test_reference_categories_survive_a_flood_of_unseen_values():
     profile = _reference()
     cfg = load_config(None, {"model.name": "m", "model.version": "1", "drift.min_events": 10})
     windows = WindowStore(capacity=3000, max_age_seconds=1e9, max_versions=2, max_categories=16)
-    engine = DriftEngine(cfg, windows, profile=profile)
+    engine = DriftEngine.from_config(cfg, windows, profile=profile)
     window = windows.get("1")
     rng = np.random.default_rng(8)
     window.append(EventBatch(40, features={"city": [f"new{i}" for i in range(40)]}))

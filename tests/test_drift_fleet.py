@@ -1,4 +1,4 @@
-"""Fleet-wide PSI: the PromQL of FLEET_PSI_RULES on a real Prometheus equals the sidecar's own PSI.
+"""Fleet-wide PSI: the PromQL of fleet_psi_rules on a real Prometheus equals the sidecar's own PSI.
 
 Two in-process sidecars (replicas of one model) get different halves of the traffic; a real
 Prometheus scrapes both every second and evaluates the recording rules. The PSI computed in

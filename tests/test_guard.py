@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import admin_url, sample, scrape, wait_for
-from inferwatch.config import ConfigError, load_config
+from inferwatch.config import Config, ConfigError, load_config
 from inferwatch.ingest.events import EventBatch
-from inferwatch.monitors.guard import Duplicates, Guard, GuardCollector
+from inferwatch.monitors.guard import ISSUES, Duplicates, Guard, GuardCollector, Issue
 from inferwatch.pipeline.predlog import PredictionLogger
 from inferwatch.reference import ReferenceProfile, build_profile
 from inferwatch.pipeline.window import Window
@@ -38,8 +37,15 @@ def clean(n: int, d: int = 4, seed: int = 1) -> dict[str, list]:
     return cols
 
 
+def guard_from(cfg: Config, **kwargs) -> Guard:
+    """A guard given its sections the way the sidecar resolves them."""
+    return Guard(cfg.guard, model=cfg.model.name, window_capacity=cfg.window.max_events,
+                 window_max_age_seconds=cfg.window.max_age_seconds, declared_features=cfg.payload.features,
+                 redact=cfg.prediction_log.redact, **kwargs)
+
+
 def guard_for(profile: ReferenceProfile | None, **overrides) -> Guard:
-    return Guard(load_config(None, {"model.name": "m", **overrides}), reference=lambda: profile)
+    return guard_from(load_config(None, {"model.name": "m", **overrides}), reference=lambda: profile)
 
 
 def totals(guard: Guard, version: str = "1") -> dict[tuple[str, str], int]:
@@ -90,6 +96,12 @@ def test_every_issue_is_counted_per_feature():
     assert totals(guard)[("x2", "missing")] == 5
 
 
+def test_issue_label_values_are_unchanged():
+    assert ISSUES == ("missing", "nan", "infinite", "wrong_type", "out_of_range", "unseen_category",
+                      "unknown_feature", "duplicate")
+    assert [issue.label for issue in Issue] == list(ISSUES) and Issue.UNSEEN_CATEGORY == ISSUES.index("unseen_category")
+
+
 def test_checks_agree_with_and_without_the_windows_conversion():
     profile = reference()
     cols = clean(200, seed=3)
@@ -129,8 +141,8 @@ def test_integer_categories_match_their_text():
 
 
 def test_declared_features_are_the_schema_without_a_profile():
-    guard = Guard(load_config(None, {"payload.features": [{"name": "a", "type": "numeric"}, "b"],
-                                     "guard.unknown_feature_min_events": 3}))
+    guard = guard_from(load_config(None, {"payload.features": [{"name": "a", "type": "numeric"}, "b"],
+                                          "guard.unknown_feature_min_events": 3}))
     guard.observe("1", EventBatch(3, features={"a": [1.0, "x", float("nan")], "c": [1, 2, 3]}))
     assert totals(guard) == {("a", "wrong_type"): 1, ("a", "nan"): 1, ("b", "missing"): 3,
                              ("c", "unknown_feature"): 3}
@@ -142,8 +154,8 @@ def test_random_keys_cannot_take_the_unknown_feature_labels():
     renamed column arriving after thousands of them still gets a label of its own."""
     capped = []
     profile = reference()
-    guard = Guard(load_config(None, {"guard.max_unknown_features": 3, "guard.unknown_feature_min_events": 10}),
-                  reference=lambda: profile, on_capped=lambda: capped.append(1))
+    guard = guard_from(load_config(None, {"guard.max_unknown_features": 3, "guard.unknown_feature_min_events": 10}),
+                       reference=lambda: profile, on_capped=lambda: capped.append(1))
     for b in range(40):   # 40 batches of 50 events, each event with its own random key
         cols = clean(50, seed=b)
         for i in range(50):
@@ -151,8 +163,8 @@ def test_random_keys_cannot_take_the_unknown_feature_labels():
         guard.observe("1", EventBatch(50, features=cols))
     assert {f for (f, issue) in totals(guard) if issue == "unknown_feature"} == {"other"}
     assert totals(guard)[("other", "unknown_feature")] == 2000
-    assert guard.checker.unknown == {} and len(capped) == 2000
-    assert len(guard.checker.names) <= max(32, 4 * 3)   # the sketch is bounded
+    assert guard.unknown.labels == {} and len(capped) == 2000
+    assert len(guard.unknown.sketch) <= max(32, 4 * 3)   # the sketch is bounded
     for b in range(5):
         cols = clean(50, seed=100 + b)
         cols["annual_income"] = [1.0] * 50
@@ -174,7 +186,7 @@ def test_the_most_frequent_unknown_names_get_the_labels():
     cols["often"] = [1.0] * 10
     for _ in range(2):
         guard.observe("1", EventBatch(10, features=cols))
-    assert list(guard.checker.unknown) == ["often"]
+    assert list(guard.unknown.labels) == ["often"]
     assert totals(guard) == {("often", "unknown_feature"): 20, ("other", "unknown_feature"): 10}
 
 
@@ -242,98 +254,6 @@ def test_duplicate_memory_is_bounded():
     assert len(dups) <= 100
     dups.check(np.arange(5000, 5500, dtype=np.uint64))   # a batch larger than the memory
     assert len(dups) == 100
-
-
-# --- window ratios and schema changes --------------------------------------------------------------
-
-
-def ratios(text: str, name: str) -> dict[str, float]:
-    return {s.labels["feature"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == name}
-
-
-def test_window_ratios_and_failed_share():
-    guard = guard_for(reference(), **{"window.max_events": 100})
-    cols = clean(100)
-    for i in range(10):
-        cols["x1"][i] = None
-    for i in range(10, 15):
-        cols["x2"][i] = 1e9
-    guard.observe("1", EventBatch(100, features=cols))
-    text = exported(guard)
-    assert ratios(text, "inferwatch_feature_missing_ratio")["x1"] == pytest.approx(0.10)
-    assert ratios(text, "inferwatch_feature_out_of_range_ratio")["x2"] == pytest.approx(0.05)
-    assert sample(text, "inferwatch_data_quality_failed_events_ratio") >= 0.15
-    # the window holds 100 events: a clean batch of 100 replaces them
-    guard.clock = lambda: 1e12   # past the cache
-    guard.observe("1", EventBatch(100, features=clean(100, seed=9)))
-    text = exported(guard)
-    assert ratios(text, "inferwatch_feature_missing_ratio")["x1"] == 0.0
-
-
-def test_a_renamed_column_is_a_schema_change_with_before_and_after():
-    guard = guard_for(reference(), **{"guard.schema_window_events": 50, "guard.schema_min_events": 20})
-    for seed in range(3):
-        guard.observe("1", EventBatch(20, features=clean(20, seed=seed)))
-    assert guard.status()["versions"]["1"]["schema"]["changes"] == []
-    for seed in range(3, 7):
-        cols = clean(20, seed=seed)
-        cols["x_zero"] = cols.pop("x0")
-        guard.observe("1", EventBatch(20, features=cols))
-    text = exported(guard)
-    changed = {(s.labels["feature"], s.labels["change"]): s.value for f in text_string_to_metric_families(text)
-               for s in f.samples if s.name == "inferwatch_schema_changed"}
-    assert changed[("x0", "missing")] == 1.0 and changed[("x_zero", "added")] == 1.0
-    assert changed[("x1", "missing")] == 0.0
-    view = guard.status()["versions"]["1"]["schema"]
-    assert view["before"] == ["x0", "x1", "x2", "x3", "city"]
-    assert view["after"] == ["x1", "x2", "x3", "city", "x_zero"]
-    assert view["possible_rename"] == {"from": "x0", "to": "x_zero"}
-    # a few events with the old name do not clear it: "nearly all" recent events
-    guard.observe("1", EventBatch(1, features=clean(1, seed=50)))
-    assert {c["feature"] for c in guard.status()["versions"]["1"]["schema"]["changes"]} == {"x0", "x_zero"}
-
-
-def schema_gauges(guard: Guard) -> dict[tuple[str, str], float]:
-    return {(s.labels["feature"], s.labels["change"]): s.value for f in text_string_to_metric_families(exported(guard))
-            for s in f.samples if s.name == "inferwatch_schema_changed"}
-
-
-def test_random_keys_in_every_event_are_no_schema_change():
-    guard = guard_for(reference(), **{"guard.schema_window_events": 100, "guard.schema_min_events": 20})
-    for b in range(10):
-        cols = clean(20, seed=b)
-        for i in range(20):
-            cols[f"k{b}_{i}"] = [None] * i + [1.0] + [None] * (19 - i)
-        guard.observe("1", EventBatch(20, features=cols))
-    assert guard.status()["versions"]["1"]["schema"]["changes"] == []
-    assert set(schema_gauges(guard).values()) == {0.0}
-
-
-def test_a_new_feature_without_a_label_of_its_own_is_an_added_other():
-    guard = guard_for(reference(), **{"guard.max_unknown_features": 1, "guard.unknown_feature_min_events": 1,
-                                      "guard.schema_window_events": 100, "guard.schema_min_events": 20})
-    cols = clean(20, seed=1)
-    cols["extra"] = [1.0] * 10 + [None] * 10   # takes the only label, and is in half the events: no change
-    guard.observe("1", EventBatch(20, features=cols))
-    for b in range(5):
-        cols = clean(20, seed=10 + b)
-        cols["annual_income"] = cols.pop("x0")
-        guard.observe("1", EventBatch(20, features=cols))
-    changes = guard.status()["versions"]["1"]["schema"]["changes"]
-    assert [(c["feature"], c["change"], c.get("label")) for c in changes] == [
-        ("annual_income", "added", "other"), ("x0", "missing", None)]
-    gauges = schema_gauges(guard)
-    assert gauges[("other", "added")] == 1.0 and gauges[("extra", "added")] == 0.0
-    assert ("annual_income", "added") not in gauges   # no label of its own: bounded series
-
-
-def test_no_schema_change_below_the_minimum_events():
-    guard = guard_for(reference(), **{"guard.schema_min_events": 20})
-    cols = clean(5)
-    del cols["x0"]
-    guard.observe("1", EventBatch(5, features=cols))
-    assert guard.status()["versions"]["1"]["schema"]["changes"] == []
 
 
 # --- outliers ------------------------------------------------------------------------------------
@@ -472,7 +392,7 @@ def test_outliers_reach_the_prediction_log(tmp_path):
 
 def test_a_failing_check_is_counted_and_never_raises():
     errors = []
-    guard = Guard(load_config(None, {}), reference=lambda: 1 / 0, on_error=lambda: errors.append(1))
+    guard = guard_from(load_config(None, {}), reference=lambda: 1 / 0, on_error=lambda: errors.append(1))
     guard.observe("1", EventBatch(1, features={"a": [1]}))
     assert errors == [1] and guard.errors == 1
 

@@ -34,7 +34,9 @@ def _cfg(outputs: dict, **predictions) -> object:
 def _monitor(outputs: dict, **predictions) -> tuple[OutputMonitor, CollectorRegistry]:
     registry = CollectorRegistry()
     metrics = Metrics("m", registry, sidecar_process_metrics=False)
-    monitor = OutputMonitor(_cfg(outputs, **predictions), metrics.label_values_capped, main_version="1")
+    cfg = _cfg(outputs, **predictions)
+    monitor = OutputMonitor(cfg.model.name, cfg.predictions, max_outputs=cfg.limits.max_outputs,
+                            overflow=metrics.label_values_capped, main_version="1")
     registry.register(OutputCollector(monitor))
     return monitor, registry
 
@@ -161,8 +163,9 @@ def test_score_buckets_are_configurable_and_raw_scores_may_leave_zero_one():
 def test_classes_are_capped_with_overflow_counted():
     registry = CollectorRegistry()
     metrics = Metrics("m", registry, sidecar_process_metrics=False)
-    monitor = OutputMonitor(_cfg({"label": {"type": "class", "max_classes": 2}}), metrics.label_values_capped,
-                            main_version="1")
+    cfg = _cfg({"label": {"type": "class", "max_classes": 2}})
+    monitor = OutputMonitor(cfg.model.name, cfg.predictions, max_outputs=cfg.limits.max_outputs,
+                            overflow=metrics.label_values_capped, main_version="1")
     registry.register(OutputCollector(monitor))
     monitor.observe("1", EventBatch(8, outputs={"label": ["cat", "dog", "cat", "fox", None, "owl", 0.5, "other"]}))
     got = _samples(registry)
@@ -202,7 +205,9 @@ def test_expected_shares_are_exported():
 
 def test_a_failing_batch_is_counted_not_raised():
     errors = []
-    monitor = OutputMonitor(_cfg({"s": {"type": "score"}}), on_error=lambda: errors.append(1))
+    cfg = _cfg({"s": {"type": "score"}})
+    monitor = OutputMonitor(cfg.model.name, cfg.predictions, max_outputs=cfg.limits.max_outputs,
+                            on_error=lambda: errors.append(1))
     monitor._observe = lambda version, batch: 1 / 0
     monitor.observe("1", EventBatch(1, outputs={"s": [0.5]}))
     assert errors == [1] and monitor.errors == 1

@@ -15,9 +15,9 @@ from sklearn import metrics as skm
 from conftest import admin_url, proxy_url, sample, scrape, wait_for
 from inferwatch.config import parse_config
 from inferwatch.ingest.events import EventBatch, PayloadError
-from inferwatch.ingest.labels import JoinStore, LabelBatch, LabelledWindow, parse_labels
+from inferwatch.ingest.ground_truth import LabelBatch, parse_labels
 from inferwatch.exposition.metrics import Metrics
-from inferwatch.monitors.performance import PerformanceCollector, PerformanceEngine
+from inferwatch.monitors.performance import JoinStore, LabelledWindow, PerformanceCollector, PerformanceEngine
 from inferwatch.reference import build_profile
 from inferwatch.pipeline.window import WindowStore
 
@@ -115,13 +115,21 @@ def test_labelled_window_is_a_bounded_ring_with_age():
 # --------------------------------------------------------------------------- the engine
 
 
+def engine_for(cfg, windows, metrics, **kwargs) -> PerformanceEngine:
+    """The engine as sidecar.py builds it from a parsed configuration."""
+    return PerformanceEngine(cfg.labels, cfg.performance, windows, metrics, model=cfg.model.name,
+                             model_version=cfg.model.version, outputs=cfg.predictions.outputs,
+                             segment_features=cfg.segments.features, label_warmup=cfg.reference.warmup_events,
+                             **kwargs)
+
+
 def make_engine(clock=None, reference=None, segments=(), warmup_events=0, **perf):
     cfg = parse_config({"model": {"name": "m", "version": "1"}, "labels": {"enabled": True},
                         "reference": {"warmup_events": warmup_events},
                         "segments": {"features": list(segments)}, "performance": {"min_events": 5, **perf}})
     metrics = Metrics("m", CollectorRegistry(), sidecar_process_metrics=False)
     windows = WindowStore(capacity=cfg.window.max_events, max_age_seconds=1e9, max_versions=4)
-    engine = PerformanceEngine(cfg, windows, metrics, reference=lambda: reference, clock=clock or time.time)
+    engine = engine_for(cfg, windows, metrics, reference=lambda: reference, clock=clock or time.time)
     metrics.registry.register(PerformanceCollector(engine))
     return engine, windows, metrics
 
@@ -415,12 +423,12 @@ def test_performance_config_errors_name_the_key():
 def test_outputs_declared_in_predictions_config_are_used():
     cfg = parse_config({"labels": {"enabled": True}, "predictions": {"outputs": {
         "label": {"type": "class"}, "proba": {"type": "score"}}}})
-    engine = PerformanceEngine(cfg, WindowStore(capacity=10, max_age_seconds=60, max_versions=2),
-                               Metrics("m", CollectorRegistry(), sidecar_process_metrics=False))
+    engine = engine_for(cfg, WindowStore(capacity=10, max_age_seconds=60, max_versions=2),
+                        Metrics("m", CollectorRegistry(), sidecar_process_metrics=False))
     assert (engine.prediction_name, engine.score_name, engine.task) == ("label", "proba", "classification")
     assert engine.extract({"proba": [0.8], "label": ["1"]}, 1) == (["1"], [0.8])
     cfg = parse_config({"labels": {"enabled": True}, "predictions": {"outputs": {"price": {"type": "value"}}},
                         "performance": {"score_output": "other"}})
-    engine = PerformanceEngine(cfg, WindowStore(capacity=10, max_age_seconds=60, max_versions=2),
-                               Metrics("m", CollectorRegistry(), sidecar_process_metrics=False))
+    engine = engine_for(cfg, WindowStore(capacity=10, max_age_seconds=60, max_versions=2),
+                        Metrics("m", CollectorRegistry(), sidecar_process_metrics=False))
     assert (engine.prediction_name, engine.score_name, engine.task) == ("price", "other", "regression")

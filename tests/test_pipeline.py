@@ -97,8 +97,9 @@ def _pipeline(tmp_path, name):
                         "prediction_log": {"path": str(tmp_path / f"{name}.jsonl"), "sample_rate": 1.0}})
     registry = CollectorRegistry()
     metrics = Metrics("m", registry, sidecar_process_metrics=False)
-    pipeline = Pipeline(cfg, metrics, WindowStore(capacity=1000, max_age_seconds=1e9, max_versions=4),
-                        PredictionLogger(cfg.prediction_log))
+    pipeline = Pipeline(cfg.model, metrics, WindowStore(capacity=1000, max_age_seconds=1e9, max_versions=4),
+                        PredictionLogger(cfg.prediction_log), queue=cfg.queue, payload=cfg.payload,
+                        segments=cfg.segments)
     seen = []
     pipeline.observers.append(lambda version, batch: seen.append((version, batch.n)))
     return pipeline, registry, seen
@@ -117,7 +118,7 @@ def _exchanges():
                         response_body=response, request_content_type="application/json",
                         response_content_type="application/json")
 
-    from inferwatch.ingest.labels import LabelBatch
+    from inferwatch.ingest.ground_truth import LabelBatch
 
     return [
         ex(0, [{"a": 1.0, "b": "x"}, {"a": 2.0, "b": "y"}]),

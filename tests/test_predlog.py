@@ -138,7 +138,6 @@ def test_rotation_bounds_size(tmp_path):
     for start in range(0, 400, 20):
         logger.log_batch(**batch(20, start))
     logger.close()
-    path = tmp_path / "predictions.jsonl"
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["predictions.jsonl", "predictions.jsonl.1", "predictions.jsonl.2"]
     for name in files:

@@ -179,7 +179,7 @@ def test_correlation_of_the_sample_matches_numpy():
 def test_compressed_csv_inputs_are_read(tmp_path, suffix, opener):
     import importlib
 
-    from inferwatch.reference.profile import _open_text
+    from inferwatch.reference.readers import _open_text
 
     path = tmp_path / f"data.csv{suffix}"
     with importlib.import_module(opener).open(path, "wt", encoding="utf-8") as f:

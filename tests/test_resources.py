@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferwatch.exposition.collectors import CollectorSet
 from inferwatch.monitors.resources import GPUCollector, ModelProcessCollector
 
 SLEEPER = "import time; time.sleep(30)"
@@ -57,9 +58,12 @@ def sleeper(marker):
 
 
 def scrape(collector) -> dict[str, dict]:
-    """{metric family name: {sample name: value}} plus labels of the first sample."""
+    """{metric family name: {sample name: value}} plus labels of the first sample, of a scrape
+    through a CollectorSet as in the sidecar (which adds the collector's success and duration)."""
+    collectors = CollectorSet()
+    collectors.add("model_process", collector)
     out: dict[str, dict] = {}
-    for family in collector.collect():
+    for family in collectors.collect():
         out[family.name] = {"type": family.type, **{s.name: s.value for s in family.samples},
                             "labels": family.samples[0].labels if family.samples else {}}
     return out
@@ -304,11 +308,35 @@ def test_gpu_fake_two_devices(sleeper):
     assert list(gpu.collect()) == []
 
 
+def test_gpu_unreachable_is_not_a_success(sleeper):
+    nvml = fake_nvml(sleeper.pid)
+    collectors = CollectorSet()
+    gpu = GPUCollector("m", nvml=nvml)
+    collectors.add("gpu", gpu)
+
+    def success() -> float:
+        families = {f.name: f for f in collectors.collect()}
+        return families["inferwatch_collector_success"].samples[0].value
+
+    def lost(*args):
+        raise nvml.NVMLError("GPU is lost")
+
+    assert success() == 1  # gpu 1 does not support utilization: skipped, still a success
+    nvml.nvmlDeviceGetHandleByIndex = lost
+    assert success() == 0 and gpu.last_success is False
+    nvml.nvmlDeviceGetHandleByIndex = lambda i: i
+    assert success() == 1
+    nvml.nvmlDeviceGetCount = lost
+    assert success() == 0
+
+
 def test_exposition_parses(sleeper):
     registry = CollectorRegistry(auto_describe=True)
     process = ModelProcessCollector("m", pid=sleeper.pid)
-    registry.register(process)
-    registry.register(GPUCollector("m", nvml=fake_nvml(sleeper.pid), process=process))
+    collectors = CollectorSet()
+    collectors.add("model_process", process)
+    collectors.add("gpu", GPUCollector("m", nvml=fake_nvml(sleeper.pid), process=process))
+    registry.register(collectors)
     registry.register(ModelProcessCollector("m"))  # unconfigured: registers, exports nothing
     text = generate_latest(registry).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}

@@ -11,7 +11,7 @@ from inferwatch.config import ConfigError, parse_config
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.pipeline.worker import Pipeline, PushedBatch
-from inferwatch.pipeline.segments import MISSING, SegmentLabeler
+from inferwatch.pipeline.segments import MISSING_SEGMENT, SegmentLabeler
 from inferwatch.pipeline.window import Window, WindowStore
 
 
@@ -42,7 +42,7 @@ def test_labeler_caps_first_seen_values_and_counts_overflow_rows():
     metrics = Metrics("m", registry, sidecar_process_metrics=False)
     labeler = SegmentLabeler(["region"], 2, metrics.label_values_capped)
     labels = labeler.labels("region", ["eu", "us", "apac", None, "eu", "apac", 0.5, "other"])
-    assert labels.tolist() == ["eu", "us", "other", MISSING, "eu", "other", MISSING, "other"]
+    assert labels.tolist() == ["eu", "us", "other", MISSING_SEGMENT, "eu", "other", MISSING_SEGMENT, "other"]
     # Two apac rows overflowed; a literal "other" is not an overflow.
     assert labeler.capped_rows == 2
     assert registry.get_sample_value("inferwatch_label_values_capped_total", {"label": "segment"}) == 2
@@ -90,7 +90,7 @@ def test_the_sidecar_seeds_segments_from_its_reference_profile(tmp_path):
 
 def test_labeler_numbers_and_booleans_share_the_window_category_text():
     labeler = SegmentLabeler(["tier"], 5)
-    assert labeler.labels("tier", [1, 2.0, True, 3.5]).tolist() == ["1", "2", "true", MISSING]
+    assert labeler.labels("tier", [1, 2.0, True, 3.5]).tolist() == ["1", "2", "true", MISSING_SEGMENT]
 
 
 def test_column_labels_of_window_snapshots_match_the_worker():
@@ -113,20 +113,20 @@ def test_pipeline_labels_batches_before_observers_and_counts_events():
     registry = CollectorRegistry()
     metrics = Metrics("m", registry, sidecar_process_metrics=False)
     windows = WindowStore(capacity=100, max_age_seconds=1e9, max_versions=4)
-    pipeline = Pipeline(cfg, metrics, windows)
+    pipeline = Pipeline(cfg.model, metrics, windows, queue=cfg.queue, payload=cfg.payload, segments=cfg.segments)
     seen = []
     pipeline.observers.append(lambda version, batch: seen.append(dict(batch.segments)))
     pipeline.process(PushedBatch("1", EventBatch(4, features={"region": ["eu", "us", "apac", "eu"], "x": [1, 2, 3, 4]})))
     pipeline.process(PushedBatch("1", EventBatch(2, features={"x": [1, 2]})))
     assert seen[0]["region"].tolist() == ["eu", "us", "other", "eu"]
-    assert seen[1]["region"].tolist() == [MISSING, MISSING]
+    assert seen[1]["region"].tolist() == [MISSING_SEGMENT, MISSING_SEGMENT]
 
     def count(value):
         return registry.get_sample_value("inferwatch_segment_events_total",
                                          {"model": "m", "model_version": "1", "segment": "region", "value": value})
 
-    assert (count("eu"), count("us"), count("other"), count(MISSING)) == (2, 1, 1, 2)
-    assert np.isclose(sum(c for c in (count("eu"), count("us"), count("other"), count(MISSING))), 6)
+    assert (count("eu"), count("us"), count("other"), count(MISSING_SEGMENT)) == (2, 1, 1, 2)
+    assert np.isclose(sum(c for c in (count("eu"), count("us"), count("other"), count(MISSING_SEGMENT))), 6)
 
 
 # --- drift per segment value ------------------------------------------------------------------------
@@ -150,9 +150,9 @@ def test_segment_drift_finds_the_drifting_slice_only():
                              "output": {"prediction": rng.random(4000)}})
     cfg = load_config(None, {"model.name": "m", "model.version": "1", "segments.features": "region",
                              "segments.max_values": 2, "drift.min_events": 100})
-    labeler = SegmentLabeler.from_config(cfg)
+    labeler = SegmentLabeler.from_config(cfg.segments)
     store = WindowStore(capacity=3000, max_age_seconds=1e9, max_versions=4)
-    engine = DriftEngine(cfg, store, profile=profile, segments=labeler)
+    engine = DriftEngine.from_config(cfg, store, profile=profile, segments=labeler)
     cols = _region_columns(3000, rng, shift_eu=1.5)
     labeler.labels("region", ["eu", "us", *cols["region"]])  # the worker admits values as they arrive
     store.get("1").append(EventBatch(3000, features=cols, outputs={"prediction": list(rng.random(3000))}))
@@ -202,9 +202,9 @@ def test_segment_values_below_min_events_are_not_evaluated():
     ref = _region_columns(2000, rng)
     profile = build_profile({"feature": {"x0": np.asarray(ref["x0"]), "x1": np.asarray(ref["x1"])}})
     cfg = load_config(None, {"model.version": "1", "segments.features": "region", "drift.min_events": 500})
-    labeler = SegmentLabeler.from_config(cfg)
+    labeler = SegmentLabeler.from_config(cfg.segments)
     store = WindowStore(capacity=1000, max_age_seconds=1e9, max_versions=4)
-    engine = DriftEngine(cfg, store, profile=profile, segments=labeler)
+    engine = DriftEngine.from_config(cfg, store, profile=profile, segments=labeler)
     cols = _region_columns(1000, rng)
     labeler.labels("region", cols["region"])
     store.get("1").append(EventBatch(1000, features=cols))

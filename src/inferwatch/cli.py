@@ -177,7 +177,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
     import threading
 
     from inferwatch.config import load_actions_config
-    from inferwatch.alerting.actions import ActionsServer
+    from inferwatch.alerting.receiver import ActionsServer
 
     try:
         cfg = load_actions_config(args.config)
@@ -217,7 +217,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
 
 
 def _seconds(text: str) -> float:
-    from inferwatch.alerting.rules import duration_seconds
+    from inferwatch.alerting.promql import duration_seconds
 
     try:
         return float(text)
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--check", action="store_true", help="validate the file and exit")
     actions.set_defaults(func=cmd_actions)
 
-    from inferwatch.alerting.rules import add_rules_parser
+    from inferwatch.alerting.render import add_rules_parser
 
     add_rules_parser(sub)
     return parser

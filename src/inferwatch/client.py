@@ -11,6 +11,7 @@ retries is counted in ``failed_events``.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import threading
@@ -42,6 +43,12 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def _close_at_exit(ref: weakref.ref[InferwatchClient]) -> None:
+    client = ref()
+    if client is not None:
+        client.close(timeout=2.0)
 
 
 class InferwatchClient:
@@ -93,8 +100,8 @@ class InferwatchClient:
         self._thread = threading.Thread(target=self._run, name="inferwatch-client", daemon=True)
         self._thread.start()
         # A daemon thread dies with the interpreter; flush what is queued on a normal exit.
-        ref = weakref.ref(self)
-        self._atexit = lambda: (lambda c: c is not None and c.close(timeout=2.0))(ref())
+        # A weak reference, so the registration does not keep a dropped client alive.
+        self._atexit = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._atexit)
 
     # --- caller side ---------------------------------------------------------------------

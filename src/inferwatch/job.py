@@ -101,7 +101,7 @@ def environment_labels(packages: tuple[str, ...] = DEFAULT_PACKAGES) -> dict[str
               "inferwatch_version": __version__}
     installed: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.name  # metadata["Name"]: None for a broken installation
         if name:
             installed[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
     for package in packages:
@@ -209,7 +209,7 @@ class JobRun:
 
     def start_families(self) -> list[Metric]:
         o, labels, now = self.options, self.labels, self.started_at or 0.0
-        families = [
+        families: list[Metric] = [
             _gauge("inferwatch_job_running", "1 while the job runs, 0 after it ended.", labels, 1),
             _gauge("inferwatch_job_last_start_timestamp_seconds", "When the job's last run started (Unix time).",
                    labels, now),
@@ -243,7 +243,7 @@ class JobRun:
         labels, end = self.labels, self.clock()
         start = self.started_at if self.started_at is not None else end
         failed = exit_code != 0
-        families = [
+        families: list[Metric] = [
             _gauge("inferwatch_job_running", "1 while the job runs, 0 after it ended.", labels, 0),
             _gauge("inferwatch_job_last_end_timestamp_seconds", "When the job's last run ended (Unix time).",
                    labels, end),

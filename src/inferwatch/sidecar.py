@@ -16,14 +16,15 @@ from typing import Any
 from aiohttp import web
 from cheroot import wsgi
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from inferwatch import __version__
 from inferwatch.serving.admin import cloudevent_exchange, create_admin_app
 from inferwatch.ingest.cloudevents import CloudEventPairer
 from inferwatch.config import Config
+from inferwatch.exposition.collectors import CollectorSet
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.monitors.outputs import OutputCollector, OutputMonitor
+from inferwatch.pipeline.collector import StateCollector
 from inferwatch.pipeline.worker import Pipeline
 from inferwatch.pipeline.predlog import PredictionLogger
 from inferwatch.serving.proxy import Proxy
@@ -31,62 +32,6 @@ from inferwatch.monitors.resources import GPUCollector, ModelProcessCollector
 from inferwatch.pipeline.window import WindowStore
 
 log = logging.getLogger(__name__)
-
-
-class StateCollector:
-    """Gauges read at scrape time: window sizes, queue depth, pending CloudEvents, log counts."""
-
-    def __init__(self, sidecar: "Sidecar"):
-        self.sidecar = sidecar
-
-    def describe(self):
-        return []
-
-    def collect(self):
-        s = self.sidecar
-        model = s.cfg.model.name
-        window_events = GaugeMetricFamily(
-            "inferwatch_window_events", "Events currently in the window (within its age bound).",
-            labels=["model", "model_version"])
-        window_bytes = GaugeMetricFamily(
-            "inferwatch_window_memory_bytes", "Memory held by the window's columns.", labels=["model", "model_version"])
-        now = time.time()
-        for version, window in s.windows.windows().items():
-            window_events.add_metric([model, version], window.live_events(now))
-            window_bytes.add_metric([model, version], window.memory_bytes())
-        yield window_events
-        yield window_bytes
-        queue = s.pipeline.queue
-        yield GaugeMetricFamily("inferwatch_queue_items", "Items waiting in the monitoring queue.",
-                                value=queue.qsize())
-        yield GaugeMetricFamily("inferwatch_queue_capacity_items", "Capacity of the monitoring queue.",
-                                value=queue.maxsize)
-        yield GaugeMetricFamily("inferwatch_queue_bytes", "Bytes of bodies and batches waiting in the monitoring queue.",
-                                value=queue.queued_bytes)
-        yield GaugeMetricFamily("inferwatch_queue_capacity_bytes", "Byte capacity of the monitoring queue.",
-                                value=queue.max_bytes)
-        yield GaugeMetricFamily("inferwatch_cloudevents_pending",
-                                "CloudEvent halves waiting for their request or response.",
-                                value=s.pairer.pending)
-        unpaired = CounterMetricFamily(
-            "inferwatch_cloudevents_unpaired", "CloudEvent halves discarded without their pair, by reason.",
-            labels=["reason"])
-        unpaired.add_metric(["expired"], s.pairer.expired)
-        unpaired.add_metric(["full"], s.pairer.evicted_full)
-        yield unpaired
-        received = CounterMetricFamily(
-            "inferwatch_cloudevents", "CloudEvents received from payload loggers, by outcome.", labels=["outcome"])
-        received.add_metric(["paired"], s.pairer.paired)
-        received.add_metric(["duplicate"], s.pairer.duplicates)
-        yield received
-        if s.predlog.enabled:
-            lines = CounterMetricFamily("inferwatch_prediction_log_lines", "Lines written to the prediction log.")
-            lines.add_metric([], s.predlog.written)
-            yield lines
-            errors = CounterMetricFamily("inferwatch_prediction_log_errors",
-                                         "Prediction log lines lost to write errors (the events were still monitored).")
-            errors.add_metric([], s.predlog.errors)
-            yield errors
 
 
 class Sidecar:
@@ -101,42 +46,57 @@ class Sidecar:
             max_versions=cfg.limits.max_model_versions, max_features=cfg.limits.max_features,
             max_outputs=cfg.limits.max_outputs, max_categories=cfg.limits.max_categories, feature_kinds=kinds)
         self.predlog = PredictionLogger(cfg.prediction_log)
-        self.pipeline = Pipeline(cfg, self.metrics, self.windows, self.predlog)
+        self.pipeline = Pipeline(cfg.model, self.metrics, self.windows, self.predlog, queue=cfg.queue,
+                                 payload=cfg.payload, segments=cfg.segments)
         self.pairer = CloudEventPairer(max_pending=cfg.cloudevents.max_pending,
                                        ttl_seconds=cfg.cloudevents.ttl_seconds)
         registry = self.metrics.registry
-        registry.register(StateCollector(self))
+        # Every custom collector runs inside this one, registered below: one that raises loses
+        # only its own families, never the scrape.
+        self.collectors = CollectorSet(self.metrics.monitoring_errors.labels(cfg.model.name, "collector"))
+        self.collectors.add("state", StateCollector(cfg.model.name, self.windows, self.pipeline.queue, self.pairer,
+                                                    self.predlog))
         # What the model answers: classes, score/value histograms, bands, unreasonable outputs.
         self.outputs = OutputMonitor(
-            cfg, self.metrics.label_values_capped, main_version=self.metrics.version_label(cfg.model.version, ""),
+            cfg.model.name, cfg.predictions, max_outputs=cfg.limits.max_outputs,
+            overflow=self.metrics.label_values_capped, main_version=self.metrics.version_label(cfg.model.version, ""),
             on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "outputs").inc())
         self.pipeline.observers.append(self.outputs.observe)
-        registry.register(OutputCollector(self.outputs))
-        # Drift against a reference profile (or a warm-up reference): a background thread and a collector.
+        self.collectors.add("outputs", OutputCollector(self.outputs))
+        # The reference (file or warm-up) and drift against it: a background thread and a collector.
+        self.reference = None
         self.drift = None
         if cfg.reference.enabled:
             from inferwatch.monitors.drift import DriftCollector, DriftEngine
+            from inferwatch.reference import ReferenceStore
 
-            self.drift = DriftEngine.from_config(
-                cfg, self.windows, version_label=lambda v: self.metrics.version_label(v, v),
+            main_version = self.metrics.version_label(cfg.model.version, cfg.model.version)
+            self.reference = ReferenceStore(cfg.reference, main_version=main_version,
+                                            main_window=lambda: self.windows.windows().get(main_version))
+            self.drift = DriftEngine(
+                cfg.drift, self.windows, self.reference, model=cfg.model.name, main_version=main_version,
                 on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "drift").inc(),
-                segments=self.pipeline.segments)
+                segments=self.pipeline.segments if cfg.segments.drift else None)
             self.pipeline.observers.append(self.drift.observe)
-            registry.register(DriftCollector(self.drift))
+            self.collectors.add("drift", DriftCollector(self.drift))
             # Segment values: the reference's most frequent categories first (top-K), then first seen.
-            if self.drift.reference is not None and self.pipeline.segments.enabled:
-                self.pipeline.segments.seed_from_profile(self.drift.reference)
+            profile = self.reference.current()
+            if profile is not None and self.pipeline.segments.enabled:
+                self.pipeline.segments.seed_from_profile(profile)
         # The input guard: data quality, schema changes and outliers on every windowed event.
         self.guard = None
         if cfg.guard.enabled:
             from inferwatch.monitors.guard import Guard, GuardCollector
 
             self.guard = Guard(
-                cfg, reference=(lambda: self.drift.reference) if self.drift is not None else None,
+                cfg.guard, model=cfg.model.name, window_capacity=cfg.window.max_events,
+                window_max_age_seconds=cfg.window.max_age_seconds, declared_features=cfg.payload.features,
+                redact=cfg.prediction_log.redact,
+                reference=self.reference.current if self.reference is not None else None,
                 on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "guard").inc(),
                 on_capped=lambda: self.metrics.label_values_capped.labels("unknown_feature").inc())
             self.pipeline.observers.append(self.guard.observe)
-            registry.register(GuardCollector(self.guard))
+            self.collectors.add("guard", GuardCollector(self.guard))
         # Ground truth and performance: the join store, a background thread and a collector. Shadow
         # comparisons need the champion's answers from the join store too.
         self.performance = None
@@ -144,31 +104,39 @@ class Sidecar:
             from inferwatch.monitors.performance import PerformanceCollector, PerformanceEngine
 
             self.performance = PerformanceEngine(
-                cfg, self.windows, self.metrics,
-                reference=lambda: self.drift.reference if self.drift is not None else None)
+                cfg.labels, cfg.performance, self.windows, self.metrics, model=cfg.model.name,
+                model_version=cfg.model.version, outputs=cfg.predictions.outputs,
+                segment_features=cfg.segments.features, label_warmup=cfg.reference.warmup_events,
+                reference=self.reference.current if self.reference is not None else lambda: None)
             self.pipeline.observers.append(self.performance.observe)
             self.pipeline.label_sink = self.performance.add_labels
-            registry.register(PerformanceCollector(self.performance))
-        shadow = None
+            self.collectors.add("performance", PerformanceCollector(self.performance))
+        mirror = None
         if cfg.shadow.enabled and cfg.proxy.enabled:
             from inferwatch.serving.shadow import ShadowComparator, ShadowMirror
 
-            shadow = ShadowMirror(cfg, self.metrics, self.pipeline.submit_shadow)
-            self.pipeline.shadow_sink = ShadowComparator(cfg, self.metrics, self.performance, self.predlog)
-        self.proxy = Proxy(cfg, self.metrics, self.pipeline, shadow) if cfg.proxy.enabled else None
+            mirror = ShadowMirror(cfg.model, cfg.shadow, self.metrics, self.pipeline.submit_shadow)
+            self.pipeline.shadow_sink = ShadowComparator(cfg.model.name, cfg.shadow, self.metrics, self.performance,
+                                                         self.predlog)
+        self.proxy = Proxy(cfg.model, cfg.proxy, cfg.upstream, self.metrics, self.pipeline,
+                           mirror) if cfg.proxy.enabled else None
         p = cfg.process
         process_collector = None
         if p.pid or p.pidfile or p.match:
             process_collector = ModelProcessCollector(cfg.model.name, pid=p.pid, pidfile=p.pidfile, match=p.match)
-            registry.register(process_collector)
+            self.collectors.add("model_process", process_collector)
         if p.gpu:
-            registry.register(GPUCollector(cfg.model.name, process=process_collector))
-        self.admin_app = create_admin_app(cfg, self.metrics, self.pipeline, status=self.status, ready=self.ready,
-                                          pairer=self.pairer)
+            gpu = GPUCollector(cfg.model.name, process=process_collector)
+            if gpu.available:  # no GPU or no NVML: nothing configured to read, no gpu collector
+                self.collectors.add("gpu", gpu)
+        registry.register(self.collectors)
+        self.admin_app = create_admin_app(cfg.admin, cfg.model, cfg.labels, self.metrics, self.pipeline,
+                                          status=self.status, ready=self.ready, pairer=self.pairer)
         # Alert-triggered actions: an Alertmanager webhook receiver on the admin port (POST /v1/alerts).
         self.actions = None
         if cfg.actions.actions:
-            from inferwatch.alerting.actions import ActionRunner, add_receiver_route
+            from inferwatch.alerting.actions import ActionRunner
+            from inferwatch.alerting.receiver import add_receiver_route
 
             self.actions = ActionRunner(cfg.actions, registry)
             add_receiver_route(self.admin_app, self.actions, cfg.actions)
@@ -176,7 +144,6 @@ class Sidecar:
             if warning:
                 log.warning(warning)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
         self._threads: list[threading.Thread] = []
         self._admin_server: wsgi.Server | None = None
         self.proxy_port: int | None = None
@@ -186,8 +153,8 @@ class Sidecar:
     # --- introspection --------------------------------------------------------------------
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        checks: dict[str, Any] = {"config": "loaded", "worker": "running" if self.pipeline._thread else "stopped"}
-        ok = self.pipeline._thread is not None
+        ok = self.pipeline.running
+        checks: dict[str, Any] = {"config": "loaded", "worker": "running" if ok else "stopped"}
         if self.proxy is not None:
             up = self.proxy.up_value == 1.0
             checks["upstream"] = "reachable" if up else f"unreachable ({self.cfg.upstream.url})"
@@ -222,7 +189,7 @@ class Sidecar:
         }
 
     def _shadow_status(self) -> dict[str, Any] | None:
-        mirror = self.proxy.shadow if self.proxy is not None else None
+        mirror = self.proxy.mirror if self.proxy is not None else None
         if mirror is None:
             return None
         return {"sample_rate": self.cfg.shadow.sample_rate,
@@ -238,13 +205,15 @@ class Sidecar:
             self.drift.start()
         if self.performance is not None:
             self.performance.start()
+        if self.guard is not None:
+            self.guard.start()  # ages events out of the window ratios when no batch arrives
         if self.actions is not None:
             self.actions.start()
         if self.proxy is not None:
             started = threading.Event()
             errors: list[BaseException] = []
-            thread = threading.Thread(target=self._run_loop, args=(started, errors), name="inferwatch-proxy",
-                                      daemon=True)
+            thread = threading.Thread(target=self._run_loop, args=(self.proxy, started, errors),
+                                      name="inferwatch-proxy", daemon=True)
             thread.start()
             started.wait(30)
             if errors:
@@ -257,7 +226,7 @@ class Sidecar:
         log.info("inferwatch %s: proxy on %s, admin on %s", __version__, self.proxy_port, self.admin_port)
         return self
 
-    def _run_loop(self, started: threading.Event, errors: list[BaseException]) -> None:
+    def _run_loop(self, proxy: Proxy, started: threading.Event, errors: list[BaseException]) -> None:
         try:
             import uvloop  # optional: a faster event loop when installed
 
@@ -267,19 +236,19 @@ class Sidecar:
         self._loop = loop
         asyncio.set_event_loop(loop)
         try:
-            self._runner = web.AppRunner(self.proxy.make_app(), access_log=None, handle_signals=False)
-            loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self.cfg.proxy.listen_address, self.cfg.proxy.port,
+            runner = web.AppRunner(proxy.make_app(), access_log=None, handle_signals=False)
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, self.cfg.proxy.listen_address, self.cfg.proxy.port,
                                backlog=1024, reuse_address=True)
             loop.run_until_complete(site.start())
-            self.proxy_port = site._server.sockets[0].getsockname()[1]
+            self.proxy_port = runner.addresses[0][1]  # the bound port (proxy.port 0: any free one)
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             errors.append(exc)
             started.set()
             return
         started.set()
         loop.run_forever()
-        loop.run_until_complete(self._runner.cleanup())
+        loop.run_until_complete(runner.cleanup())
         loop.close()
 
     def _start_admin(self) -> None:

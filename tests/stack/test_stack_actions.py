@@ -16,7 +16,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from stack_helpers import free_port, stop_process, wait_until
 
-from inferwatch.alerting.actions import ActionsServer
+from inferwatch.alerting.receiver import ActionsServer
 from inferwatch.config import load_actions_config
 from inferwatch.demo.stack import AlertWebhook, alertmanager_binary, alertmanager_config
 

@@ -401,7 +401,7 @@ def test_the_demo_traffic_injects_what_the_guard_alerts_on_long_enough_to_fire(t
     import inspect
 
     from inferwatch.demo.traffic import TrafficGenerator
-    from inferwatch.alerting.rules import duration_seconds
+    from inferwatch.alerting.promql import duration_seconds
 
     (config_ref,) = SERVICES["inferwatch"]["configs"]
     cfg = sidecar_config(tmp_path, COMPOSE["configs"][config_ref["source"]]["content"])

@@ -26,8 +26,7 @@ from inferwatch.sidecar import Sidecar
 VARIABLES = ("model", "model_version", "instance")
 # Panels whose series only exist on some machines: the live test requires a successful query only.
 MAY_BE_EMPTY = {"GPU", "Monitoring errors"}
-# The drift engine's metrics (issue 3). Until src/inferwatch/drift.py exists, panels on them may
-# be empty, and the names may be missing from docs/metrics.md.
+# The drift engine's metrics (monitors/drift/): the stack waits until each has a series.
 DRIFT_METRICS = {"inferwatch_feature_drift_score", "inferwatch_feature_drift_p_value", "inferwatch_feature_drifted",
                  "inferwatch_feature_statistic", "inferwatch_dataset_drifted", "inferwatch_drifted_features_ratio",
                  "inferwatch_prediction_drift_score", "inferwatch_drift_last_evaluation_timestamp_seconds"}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from inferwatch.cli import main as cli_main
-from inferwatch.alerting.rules import DEFAULTS, ThresholdsError, load_thresholds
+from inferwatch.alerting.thresholds import DEFAULTS, ThresholdsError, load_thresholds
 
 from stack_helpers import REPO, RULE_FILES, THRESHOLDS, load_yaml, run, tool
 

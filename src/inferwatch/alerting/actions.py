@@ -1,4 +1,4 @@
-"""Alert-triggered actions: an Alertmanager webhook receiver that runs configured actions.
+"""Alert-triggered actions: decide, queue and run the configured actions for received alerts.
 
 ``inferwatch actions --config actions.yaml`` (or an ``actions:`` section of the sidecar's file, on
 its admin port) receives Alertmanager's webhook notifications at ``POST /v1/alerts``. For every
@@ -25,7 +25,6 @@ templated and then JSON-encoded, so a label value cannot change the document's s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,15 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import requests
-from flask import Flask, Response, jsonify, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import choose_encoder
-from werkzeug.exceptions import HTTPException
 
-from inferwatch.support.auth import check_authorization
 from inferwatch.config import ActionConfig, ActionsConfig, AuditLogConfig
 from inferwatch.config.templates import Matcher, Template, TemplateError, parse_matcher
 from inferwatch.support.jsonlines import RotatingFile
+
+from .notifications import Alert
 
 log = logging.getLogger("inferwatch.actions")
 
@@ -55,80 +52,6 @@ WEBHOOK_ERRORS = ("unauthorized", "invalid_json", "invalid_payload", "too_large"
 ALERT_STATUSES = ("firing", "resolved", "other")
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 OUTPUT_TAIL_BYTES = 2000
-
-
-# --- alerts ------------------------------------------------------------------------------------
-
-
-class NotificationError(ValueError):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass
-class Alert:
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    status: str
-    fingerprint: str
-    starts_at: str
-    generator_url: str
-
-    def lookup(self, name: str) -> str:
-        """A template placeholder's value; TemplateError when the alert has none."""
-        scope, _, key = name.partition(".")
-        if key and scope == "annotations":
-            value = self.annotations.get(key)
-        elif key and scope == "labels":
-            value = self.labels.get(key)
-        elif key:
-            value = None
-        else:
-            value = {"fingerprint": self.fingerprint, "status": self.status, "startsAt": self.starts_at,
-                     "generatorURL": self.generator_url}.get(name, self.labels.get(name))
-        if value is None:
-            raise TemplateError(f"the alert has no {name!r}")
-        return value
-
-
-def _strings(value: Any, where: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise NotificationError("invalid_payload", f"{where}: expected an object of strings")
-    return value
-
-
-def parse_notification(body: bytes) -> list[Alert]:
-    """The alerts of an Alertmanager webhook notification (version 4); NotificationError says what and where."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise NotificationError("invalid_json", f"body: not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise NotificationError("invalid_payload", "body: expected an Alertmanager webhook notification (an object)")
-    alerts = data.get("alerts")
-    if not isinstance(alerts, list):
-        raise NotificationError("invalid_payload", "alerts: expected a list")
-    out = []
-    for i, item in enumerate(alerts):
-        where = f"alerts[{i}]"
-        if not isinstance(item, dict):
-            raise NotificationError("invalid_payload", f"{where}: expected an object")
-        labels = _strings(item.get("labels"), f"{where}.labels")
-        if not labels:
-            raise NotificationError("invalid_payload", f"{where}.labels: required")
-        fingerprint = item.get("fingerprint")
-        if not isinstance(fingerprint, str) or not fingerprint:
-            listing = json.dumps(sorted(labels.items())).encode()
-            fingerprint = hashlib.sha256(listing).hexdigest()[:16]
-        status = item.get("status", data.get("status", ""))
-        out.append(Alert(labels, _strings(item.get("annotations"), f"{where}.annotations"),
-                         status if isinstance(status, str) else "", fingerprint,
-                         str(item.get("startsAt") or ""), str(item.get("generatorURL") or "")))
-    return out
 
 
 # --- metrics and audit -------------------------------------------------------------------------
@@ -317,6 +240,7 @@ class ActionRunner:
         if action.url is not None:
             headers = {k: t.render(lookup) for k, t in action.headers.items()}
             body = Template.render_tree(action.body, lookup)
+            data: bytes | None
             if isinstance(body, (dict, list)):
                 data = json.dumps(body).encode()
                 headers.setdefault("Content-Type", "application/json")
@@ -440,103 +364,3 @@ class ActionRunner:
             entry["attempts"] = attempts
         entry.update(result)
         self.audit.write(entry)
-
-
-# --- the webhook -------------------------------------------------------------------------------
-
-
-def _problem(status: int, error: str, detail: str) -> Response:
-    response = jsonify({"error": error, "detail": detail})
-    response.status_code = status
-    return response
-
-
-def add_receiver_route(app: Flask, runner: ActionRunner, cfg: ActionsConfig, path: str = "/v1/alerts") -> None:
-    """POST ``path``: an Alertmanager webhook notification (bearer token / basic auth from ``cfg.auth``)."""
-    metrics = runner.metrics
-
-    @app.post(path, endpoint="alertmanager_webhook")
-    def receive_alerts():
-        if not check_authorization(request.headers.get("Authorization"), cfg.auth):
-            metrics.webhook_errors.labels("unauthorized").inc()
-            response = _problem(401, "unauthorized", "missing or invalid credentials in the Authorization header")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="inferwatch-actions"'
-            return response
-        if (request.content_length or 0) > cfg.max_body_bytes:
-            metrics.webhook_errors.labels("too_large").inc()
-            return _problem(413, "too_large", f"body exceeds max_body_bytes ({cfg.max_body_bytes} bytes)")
-        try:
-            alerts = parse_notification(request.get_data())
-        except NotificationError as exc:
-            metrics.webhook_errors.labels(exc.reason).inc()
-            return _problem(400, exc.reason, exc.detail)
-        summary = runner.handle(alerts)
-        response = jsonify({"alerts": len(alerts), **summary})
-        if summary["dropped"]:   # Alertmanager retries on 5xx; what was taken is then a duplicate
-            response.status_code = 503
-            response.headers["Retry-After"] = "10"
-        return response
-
-
-def create_actions_app(cfg: ActionsConfig, runner: ActionRunner, registry: CollectorRegistry) -> Flask:
-    """The standalone receiver: /v1/alerts, /metrics (no auth: scrape it like the sidecar), /healthz."""
-    app = Flask("inferwatch.actions")
-    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        if exc.code == 413:
-            runner.metrics.webhook_errors.labels("too_large").inc()
-            return _problem(413, "too_large", f"body exceeds max_body_bytes ({cfg.max_body_bytes} bytes)")
-        return _problem(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
-
-    @app.get("/metrics")
-    def scrape():
-        encoder, content_type = choose_encoder(request.headers.get("Accept"))
-        return Response(encoder(registry), content_type=content_type)
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"status": "ok", "actions": [a.name for a in runner.actions]})
-
-    add_receiver_route(app, runner, cfg)
-    return app
-
-
-class ActionsServer:
-    """``inferwatch actions``: the receiver on its own port (cheroot, TLS when configured)."""
-
-    def __init__(self, cfg: ActionsConfig, registry: CollectorRegistry | None = None, **runner_kwargs: Any):
-        from cheroot import wsgi
-
-        self.cfg = cfg
-        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self.runner = ActionRunner(cfg, self.registry, **runner_kwargs)
-        self.server = wsgi.Server((cfg.listen_address, cfg.port), create_actions_app(cfg, self.runner, self.registry),
-                                  numthreads=4, server_name="inferwatch-actions")
-        if cfg.tls.cert_file:
-            from cheroot.ssl.builtin import BuiltinSSLAdapter
-
-            self.server.ssl_adapter = BuiltinSSLAdapter(cfg.tls.cert_file, cfg.tls.key_file)
-        self.port = cfg.port
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "ActionsServer":
-        self.runner.start()
-        self.server.prepare()
-        self.port = self.server.bind_addr[1]
-        self._thread = threading.Thread(target=self.server.serve, name="inferwatch-actions-http", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.runner.stop()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> "ActionsServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

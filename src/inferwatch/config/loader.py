@@ -113,7 +113,7 @@ def coerce(value: Any, tp: Any, key: str, problems: list[str], source: str) -> A
         return {str(k): coerce(v, value_tp, f"{key}.{k}", problems, source) for k, v in value.items()}
     if isinstance(value, str) and hasattr(tp, "from_shorthand"):  # e.g. a feature given by its name alone
         return tp.from_shorthand(value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if value is None:
             return tp()
         if not isinstance(value, dict):

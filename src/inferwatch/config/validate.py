@@ -293,12 +293,12 @@ def _validate_guard(cfg: Config, problems: list[str]) -> None:
                        ("guard.quarantine.max_bytes", g.quarantine.max_bytes)):
         if value <= 0:
             problems.append(f"{src}:{key}: must be greater than 0, got {value!r}")
-    for key, value in (("guard.range_tolerance", g.range_tolerance), ("guard.duplicate_memory_events",
-                                                                        g.duplicate_memory_events),
-                       ("guard.top_features", g.top_features), ("guard.quarantine.backup_count",
-                                                                 g.quarantine.backup_count)):
-        if value < 0:
-            problems.append(f"{src}:{key}: must be 0 or more, got {value!r}")
+    non_negative: tuple[tuple[str, float], ...] = (
+        ("guard.range_tolerance", g.range_tolerance), ("guard.duplicate_memory_events", g.duplicate_memory_events),
+        ("guard.top_features", g.top_features), ("guard.quarantine.backup_count", g.quarantine.backup_count))
+    for key, number in non_negative:
+        if number < 0:
+            problems.append(f"{src}:{key}: must be 0 or more, got {number!r}")
     if g.schema_min_events > g.schema_window_events:
         problems.append(f"{src}:guard.schema_min_events: must not exceed guard.schema_window_events "
                         f"({g.schema_window_events}), got {g.schema_min_events}")

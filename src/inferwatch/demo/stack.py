@@ -42,7 +42,7 @@ ALERTMANAGER_BINARIES = ("alertmanager", "prometheus-alertmanager")   # upstream
 
 
 def _seconds(duration: str) -> float:
-    from inferwatch.alerting.rules import duration_seconds
+    from inferwatch.alerting.promql import duration_seconds
 
     seconds = duration_seconds(duration)
     if seconds is None:
@@ -56,7 +56,8 @@ def shipped_rule_files() -> dict[str, dict[str, Any]]:
     files = sorted(RULES_DIR.glob("*.yml"))
     if files:
         return {path.name: yaml.safe_load(path.read_text(encoding="utf-8")) for path in files}
-    from inferwatch.alerting.rules import load_thresholds, render
+    from inferwatch.alerting.render import render
+    from inferwatch.alerting.thresholds import load_thresholds
 
     thresholds = load_thresholds(THRESHOLDS if THRESHOLDS.is_file() else None)
     return {path.name: yaml.safe_load(text) for path, text in render(thresholds, Path("."), None).items()}
@@ -148,7 +149,7 @@ class AlertWebhook:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._server.socket.getsockname()[:2]
         return f"http://{host}:{port}/alerts"
 
     def start(self) -> "AlertWebhook":
@@ -310,7 +311,7 @@ class MonitoringStack:
         missing = None if binary else "the alertmanager binary is not installed"
         if binary and not ALERTMANAGER_CONFIG.is_file():
             missing = f"{ALERTMANAGER_CONFIG} is missing"
-        if missing:
+        if missing or binary is None:  # (missing says why whenever binary is None)
             if self.require_alertmanager:
                 raise StackError(missing)
             print(f"Alertmanager: skipped ({missing}).")

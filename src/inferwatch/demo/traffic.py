@@ -103,7 +103,7 @@ class TrafficGenerator:
             for pid, ok in zip(ids, repaid):
                 heapq.heappush(self._due, (due, pid, "approve" if ok else "refer"))
 
-    def _send_labels(self) -> None:
+    def _send_labels(self, url: str) -> None:
         session = requests.Session()
         while True:
             stopping = self._stop.wait(0.5) or not any(t.is_alive() for t in self._threads[:-1])
@@ -115,7 +115,7 @@ class TrafficGenerator:
                     batch.append({"prediction_id": pid, "label": label})
             if batch:
                 try:
-                    session.post(self.labels_url, json={"labels": batch}, timeout=10)
+                    session.post(url, json={"labels": batch}, timeout=10)
                     self.labels_sent += len(batch)
                 except requests.RequestException:
                     pass
@@ -126,7 +126,7 @@ class TrafficGenerator:
         self.started = time.monotonic()
         self._threads = [threading.Thread(target=self._worker, args=(i,), daemon=True) for i in range(self.concurrency)]
         if self.labels_url:  # the last thread: delayed labels (due times are not in order across workers)
-            self._threads.append(threading.Thread(target=self._send_labels, daemon=True))
+            self._threads.append(threading.Thread(target=self._send_labels, args=(self.labels_url,), daemon=True))
         for thread in self._threads:
             thread.start()
         return self

@@ -11,7 +11,6 @@ import threading
 from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -206,18 +205,3 @@ class Metrics:
     def version_label(self, version: str | None, default: str) -> str:
         return self.model_versions(version or default)
 
-
-class CallbackCollector:
-    """Publishes gauges computed at scrape time from a callable: ``fn() -> [(labels, value)]``."""
-
-    def __init__(self, name: str, documentation: str, labelnames: list[str], fn):
-        self.name, self.documentation, self.labelnames, self.fn = name, documentation, labelnames, fn
-
-    def describe(self):
-        return [GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)]
-
-    def collect(self):
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, value in self.fn():
-            family.add_metric(labels, value)
-        yield family

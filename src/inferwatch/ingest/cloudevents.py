@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .codecs import media_type
+from .bodies import media_type
 from .events import PayloadError
 
 __all__ = ["CloudEventPairer", "PairedExchange", "parse_cloudevent", "CloudEvent", "REQUEST_TYPES", "RESPONSE_TYPES"]

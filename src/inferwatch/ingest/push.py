@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import decompress, media_type, parse_json
+from .bodies import decompress, media_type, parse_json
 from .events import EventBatch, PayloadError, rows_to_columns
 
 __all__ = ["parse_events", "parse_timestamp"]

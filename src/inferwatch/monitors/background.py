@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import threading
+from typing import Generic, TypeVar
+
+W = TypeVar("W", bound="BackgroundWorker")
+E = TypeVar("E")
 
 
 class BackgroundWorker:
-    """``start()`` runs ``self._run`` in a daemon thread; ``_run`` loops until ``self._stop`` is set."""
+    """``start()`` runs ``self._run`` in a daemon thread; ``_run`` loops until ``self._stop`` is set.
+
+    Subclasses create ``self._stop = threading.Event()`` and ``self._thread = None`` in their
+    ``__init__``.
+    """
 
     thread_name = "inferwatch-background"
     _stop: threading.Event
@@ -15,7 +23,7 @@ class BackgroundWorker:
     def _run(self) -> None:
         raise NotImplementedError
 
-    def start(self):
+    def start(self: W) -> W:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
@@ -28,11 +36,14 @@ class BackgroundWorker:
             self._thread = None
 
 
-class EngineCollector:
-    """A custom collector over an engine's last results: ``collect()`` only reads them."""
+class EngineCollector(Generic[E]):
+    """A custom collector over an engine's last results: ``collect()`` only reads them.
 
-    def __init__(self, engine):
+    ``EngineCollector[SomeEngine]`` types ``self.engine`` for the subclass.
+    """
+
+    def __init__(self, engine: E):
         self.engine = engine
 
-    def describe(self):
+    def describe(self) -> list:
         return []  # collect() is cheap and its series vary: no describe-time registration checks

@@ -22,14 +22,14 @@ import logging
 import threading
 from collections import Counter as Tally
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from prometheus_client import Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from inferwatch.config import UNBANDED, Config, OutputSpec
+from inferwatch.config import UNBANDED, OutputSpec, PredictionsConfig
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import OTHER
 from inferwatch.ingest.values import INVALID, PRESENT, category_key, infer_kind, to_numeric
@@ -116,10 +116,11 @@ class OutputState:
     # --- classes ------------------------------------------------------------------------------
     def add_classes(self, values: list[Any]) -> int:
         """Count classes; returns how many rows became ``other`` because the cap was reached."""
-        tally = Tally(v if type(v) is str else (None if v is None else category_key(v)) for v in values)
+        keys = Tally(v if type(v) is str else (None if v is None else category_key(v)) for v in values)
         # None keys: missing outputs (not predictions) and values that cannot be a class at all
         # (a fraction, an object), which break the rule unknown_class.
-        not_a_class = tally.pop(None, 0) - values.count(None)
+        not_a_class = keys.pop(None, 0) - values.count(None)
+        tally = {key: count for key, count in keys.items() if key is not None}
         if not_a_class:
             self.rules["unknown_class"] += not_a_class
         spec = self.spec
@@ -164,18 +165,21 @@ class OutputState:
 
 
 class OutputMonitor:
-    """Per model version and output: class counts, histograms, bands and rule counts."""
+    """Per model version and output: class counts, histograms, bands and rule counts.
 
-    def __init__(self, cfg: Config, overflow: Counter | None = None, main_version: str | None = None,
-                 on_error=None):
-        self.cfg = cfg
-        self.model = cfg.model.name
-        pred = cfg.predictions
-        self.auto = pred.auto
-        self.max_classes = pred.max_classes
-        self.max_outputs = cfg.limits.max_outputs
+    ``config`` is the ``predictions`` section; ``max_outputs`` the cap on output columns
+    (``limits.max_outputs``), beyond which auto-typed outputs are not tracked.
+    """
+
+    def __init__(self, model: str, config: PredictionsConfig, *, max_outputs: int, overflow: Counter | None = None,
+                 main_version: str | None = None, on_error: Callable[[], None] | None = None):
+        self.config = config
+        self.model = model
+        self.auto = config.auto
+        self.max_classes = config.max_classes
+        self.max_outputs = max_outputs
         self.specs: dict[str, CompiledOutput] = {
-            name: CompiledOutput.build(name, spec, pred.max_classes) for name, spec in pred.outputs.items()}
+            name: CompiledOutput.build(name, spec, config.max_classes) for name, spec in config.outputs.items()}
         self.states: dict[str, dict[str, OutputState]] = {}
         self.lock = threading.Lock()
         self._overflow = overflow.labels(label="class") if overflow is not None else None
@@ -249,10 +253,10 @@ class OutputCollector:
     def __init__(self, monitor: OutputMonitor):
         self.monitor = monitor
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         model = self.monitor.model
         mvo = ["model", "model_version", "output"]
         classes = CounterMetricFamily(

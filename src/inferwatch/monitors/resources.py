@@ -1,8 +1,11 @@
 """Resource metrics of the model server: its process tree (psutil) and its GPUs (NVML).
 
 Both are custom collectors: values are read at scrape time, so they cost nothing between
-scrapes and are never stale. Neither ever raises out of ``collect()``: a missing process is
-``inferwatch_model_process_up 0``, a missing GPU driver is simply no GPU metrics.
+scrapes and are never stale. A missing process is ``inferwatch_model_process_up 0``, a missing
+GPU driver is simply no GPU metrics. Both run inside the sidecar's ``CollectorSet``
+(``inferwatch.exposition.collectors``), which isolates an unexpected error and exports
+``inferwatch_collector_success``: each sets ``last_success`` to False when it could not read
+everything it was configured to read (a process it may not inspect, a GPU it cannot query).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class ModelProcessCollector:
         # See _cpu_total(): the counter is clamped per identity of the root processes.
         self._cpu_identity: frozenset[tuple[int, float]] | None = None
         self._cpu_high = 0.0
-        self._warned = False
+        self.last_success = True  # read every process it found, fully (CollectorSet reads it)
 
     @property
     def configured(self) -> bool:
@@ -152,7 +155,7 @@ class ModelProcessCollector:
 
     # --- collection -----------------------------------------------------------------------
 
-    def _families(self) -> dict[str, Metric]:
+    def _families(self) -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
         return {
             "up": GaugeMetricFamily(
                 "inferwatch_model_process_up",
@@ -184,20 +187,11 @@ class ModelProcessCollector:
                 "children).", labels=_MODEL),
         }
 
-    def _status_families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
-        return (
-            GaugeMetricFamily("inferwatch_collector_success",
-                              "1 if the collector read everything it was configured to read, else 0.",
-                              labels=["collector"]),
-            GaugeMetricFamily("inferwatch_collector_duration_seconds",
-                              "Time the collector took at the last scrape, in seconds.", labels=["collector"]),
-        )
-
     def describe(self) -> list[Metric]:
         # Lets the registry check names without running a scrape at registration.
         if not self.configured:
             return []
-        return [*self._families().values(), *self._status_families()]
+        return list(self._families().values())
 
     def _cpu_total(self, cpu: float) -> float:
         # Time of reaped children moves into the parent's children_* fields, so the sum is
@@ -267,21 +261,10 @@ class ModelProcessCollector:
     def collect(self) -> Iterator[Metric]:
         if not self.configured:
             return
-        started = time.perf_counter()
         with self._lock:
-            try:
-                families, ok = self._collect_process()
-            except Exception:  # never fail the whole scrape over process metrics
-                if not self._warned:
-                    log.warning("model process metrics failed", exc_info=True)
-                    self._warned = True
-                families, ok = [], False
+            self.last_success = False  # until this scrape has read what it could
+            families, self.last_success = self._collect_process()
         yield from families
-        success, duration = self._status_families()
-        success.add_metric(["model_process"], 1.0 if ok else 0.0)
-        duration.add_metric(["model_process"], time.perf_counter() - started)
-        yield success
-        yield duration
 
 
 class GPUCollector:
@@ -289,7 +272,9 @@ class GPUCollector:
 
     Without the ``pynvml`` module or a working driver, ``available`` is False and the
     collector yields nothing. ``nvml`` injects a stand-in module (tests). With ``process``,
-    the GPU memory used by the model server's processes is exported too.
+    the GPU memory used by the model server's processes is exported too. ``last_success`` is
+    False after a scrape that could not count the GPUs or reach one of them (a value a device
+    does not support is skipped, not a failure).
     """
 
     def __init__(self, model: str, *, nvml: Any = None, process: ModelProcessCollector | None = None):
@@ -297,9 +282,10 @@ class GPUCollector:
         self.process = process
         self.available = False
         self._nvml: Any = None
+        self.last_success = True
         try:
             if nvml is None:
-                import pynvml as nvml  # type: ignore[import-not-found,no-redef]
+                import pynvml as nvml  # type: ignore[no-redef]  # rebinds the parameter: the real module
             nvml.nvmlInit()
         except Exception as exc:  # ImportError, or NVMLError when there is no GPU/driver
             log.debug("GPU metrics disabled: %s", exc)
@@ -342,7 +328,9 @@ class GPUCollector:
             count = int(nvml.nvmlDeviceGetCount())
         except Exception as exc:
             log.debug("nvmlDeviceGetCount failed: %s", exc)
+            self.last_success = False
             return
+        reached = True
         fams = self._families()
         pids = self.process.tracked_pids() if self.process is not None else frozenset()
         for index in range(count):
@@ -350,6 +338,7 @@ class GPUCollector:
             try:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
             except Exception:
+                reached = False
                 continue
             # Each query may be unsupported on some devices: skip just that value.
             try:
@@ -369,6 +358,7 @@ class GPUCollector:
                     used = None
                 if used is not None:
                     fams["proc"].add_metric(labels, used)
+        self.last_success = reached
         for family in fams.values():
             if family.samples:
                 yield family

@@ -27,14 +27,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from prometheus_client import Counter
 
-from inferwatch.config import Config
+from inferwatch.config import SegmentsConfig
 from inferwatch.exposition.metrics import OTHER
 from inferwatch.ingest.values import PRESENT, category_key
 
 from .window import ColumnSnapshot
 
-MISSING = "missing"
-RESERVED = frozenset({OTHER, MISSING})
+MISSING_SEGMENT = "missing"  # the label value of rows without the feature (not a value state)
+RESERVED = frozenset({OTHER, MISSING_SEGMENT})
 
 
 def _key(value: Any) -> str | None:
@@ -56,8 +56,8 @@ class SegmentLabeler:
         self.capped_rows = 0
 
     @classmethod
-    def from_config(cls, cfg: Config, overflow: Counter | None = None) -> SegmentLabeler:
-        return cls(cfg.segments.features, cfg.segments.max_values, overflow)
+    def from_config(cls, config: SegmentsConfig, overflow: Counter | None = None) -> SegmentLabeler:
+        return cls(config.features, config.max_values, overflow)
 
     @property
     def enabled(self) -> bool:
@@ -94,16 +94,15 @@ class SegmentLabeler:
 
     def _lookup(self, feature: str, values: Sequence[Any], *, admit: bool) -> tuple[np.ndarray, int]:
         """(labels, rows mapped to ``other``) of one column of raw values."""
-        keys = [v if type(v) is str else _key(v) for v in values]
-        distinct = dict.fromkeys(keys)
-        distinct.pop(None, None)
+        keys: list[str | None] = [v if type(v) is str else _key(v) for v in values]
+        distinct = [k for k in dict.fromkeys(keys) if k is not None]
         admitted = self._admitted.get(feature)
         if admitted is None:
             raise KeyError(f"{feature!r} is not a segment feature")
         if admit and any(k not in admitted for k in distinct):
             admitted = self._admit(feature, distinct)
-        table = {k: admitted.get(k, OTHER) for k in distinct}
-        table[None] = MISSING
+        table: dict[str | None, str] = {k: admitted.get(k, OTHER) for k in distinct}
+        table[None] = MISSING_SEGMENT
         labels = np.array([table[k] for k in keys], dtype=object)
         overflowed = sum(1 for k in keys if k is not None and k != OTHER and table[k] == OTHER)
         return labels, overflowed
@@ -129,11 +128,11 @@ class SegmentLabeler:
         """Label values of every row of a window snapshot's column (not present: ``missing``)."""
         if column.kind == "categorical":
             table = self.peek_labels(feature, [*column.categories])
-            table = np.append(table, MISSING).astype(object)
+            table = np.append(table, MISSING_SEGMENT).astype(object)
             codes = np.where(column.state == PRESENT, column.values, len(column.categories))
             return table[codes]
         present = column.state == PRESENT
-        out = np.full(column.values.shape, MISSING, dtype=object)
+        out = np.full(column.values.shape, MISSING_SEGMENT, dtype=object)
         finite = present & np.isfinite(column.values)
         if finite.any():
             out[finite] = self.peek_labels(feature, column.values[finite].tolist())
@@ -145,4 +144,4 @@ class SegmentLabeler:
         return {value: idx for value in order if (idx := np.flatnonzero(labels == value)).size}
 
 
-__all__ = ["SegmentLabeler", "MISSING"]
+__all__ = ["SegmentLabeler", "MISSING_SEGMENT"]

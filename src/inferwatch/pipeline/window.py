@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class ColumnSnapshot:
 class Column:
     """One ring-buffered column. Not thread-safe on its own: the Window holds the lock."""
 
-    def __init__(self, kind: Kind, capacity: int, max_categories: int, seed: list[str] = ()):
+    def __init__(self, kind: Kind, capacity: int, max_categories: int, seed: Sequence[str] = ()):
         self.kind = kind
         if kind == "numeric":
             self.values = np.full(capacity, np.nan)
@@ -65,7 +65,7 @@ class Column:
         self.categories_capped = 0
         self.reserve(seed)
 
-    def reserve(self, categories: list[str]) -> None:
+    def reserve(self, categories: Sequence[str]) -> None:
         """Give these categories codes now, while the vocabulary has room (the reference's).
 
         The vocabulary is first come, first served: without this a column seeing more than
@@ -163,7 +163,7 @@ class ColumnGroup:
             if name in self.columns:
                 self.columns[name].reserve(categories)
 
-    def write(self, data: dict[str, list[Any]], positions: np.ndarray, take: slice) -> None:
+    def write(self, data: dict[str, list[Any]], positions: np.ndarray | slice, take: slice) -> None:
         written = set()
         converted = self.converted = {}
         for name, values in data.items():
@@ -327,6 +327,3 @@ class WindowStore:
     def snapshot(self, model_version: str) -> WindowSnapshot | None:
         window = self._windows.get(model_version)
         return window.snapshot() if window is not None else None
-
-    def memory_bytes(self) -> int:
-        return sum(w.memory_bytes() for w in self._windows.values())

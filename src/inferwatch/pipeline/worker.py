@@ -13,14 +13,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from inferwatch.ingest.codecs import decode_exchange
-from inferwatch.config import Config
+from inferwatch.config import ModelConfig, PayloadConfig, QueueConfig, SegmentsConfig
 from inferwatch.ingest.events import EventBatch, PayloadError
-from inferwatch.ingest.labels import LabelBatch
+from inferwatch.ingest.ground_truth import LabelBatch
 from inferwatch.exposition.metrics import Metrics
 from .predlog import PredictionLogger
 from .segments import SegmentLabeler
@@ -150,23 +150,37 @@ class HandoffQueue:
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, metrics: Metrics, windows: WindowStore, predlog: PredictionLogger | None = None):
-        self.cfg = cfg
+    """The monitoring queue and its worker thread, configured by the sections it reads: the model
+    (name, and the version labels are counted under), the queue's bounds, how payloads are decoded
+    and which features are segments."""
+
+    def __init__(self, model: ModelConfig, metrics: Metrics, windows: WindowStore,
+                 predlog: PredictionLogger | None = None, *, queue: QueueConfig, payload: PayloadConfig,
+                 segments: SegmentsConfig):
         self.metrics = metrics
         self.windows = windows
         self.predlog = predlog
-        self.queue = HandoffQueue(cfg.queue.max_items, cfg.queue.max_bytes)
-        self.model = cfg.model.name
+        self.payload_config = payload
+        self.queue = HandoffQueue(queue.max_items, queue.max_bytes)
+        self.model = model.name
+        self.default_version = model.version
         self._thread: threading.Thread | None = None
         self.processed = 0
         self._counters: dict[tuple[str, str], tuple] = {}
         # Callables (version, batch) run after each window append, in order (the drift engine's bin
         # counters, the input guard); they never raise, and may annotate rows for the prediction log.
-        self.observers: list = []
+        self.observers: list[Callable[[str, EventBatch], None]] = []
         # Segment labels of every windowed batch, in batch.segments before the observers run.
-        self.segments = SegmentLabeler.from_config(cfg, metrics.label_values_capped)
-        self.label_sink = None  # callable(LabelBatch): the performance engine's join, when enabled
-        self.shadow_sink = None  # callable(Exchange, EventBatch | None): shadow comparisons, when configured
+        self.segments = SegmentLabeler.from_config(segments, metrics.label_values_capped)
+        # The performance engine's join, when enabled.
+        self.label_sink: Callable[[LabelBatch], Any] | None = None
+        # Shadow comparisons, when configured.
+        self.shadow_sink: Callable[[Exchange, EventBatch | None], None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """The worker thread was started and not stopped."""
+        return self._thread is not None
 
     # --- the request side: never blocks, never raises --------------------------------------
 
@@ -201,7 +215,7 @@ class Pipeline:
             return True
         except queue.Full:
             self.metrics.labels_received.labels(
-                self.model, self.metrics.version_label(self.cfg.model.version, self.cfg.model.version),
+                self.model, self.metrics.version_label(self.default_version, self.default_version),
                 "dropped").inc(batch.n)
             return False
 
@@ -345,7 +359,7 @@ class Pipeline:
                 self.metrics.segment_events.labels(self.model, version, feature, value).inc(count)
 
     def _decode(self, item: Exchange, answered: bool) -> EventBatch:
-        payload = self.cfg.payload
+        payload = self.payload_config
         return decode_exchange(
             item.request_body,
             item.response_body if answered else None,
@@ -421,8 +435,8 @@ class Pipeline:
 def _parts(batch: EventBatch, exchanges: list[tuple[Exchange, int]] | None):
     """(exchange, its rows) for each exchange a batch holds: the batch itself when it holds one
     (or none: pushed events), else a slice of it per exchange."""
-    batch.ensure_ids()
-    batch.ensure_timestamps()
+    ids = batch.ensure_ids()
+    stamps = batch.ensure_timestamps()
     if not exchanges or len(exchanges) == 1:
         yield (exchanges[0][0] if exchanges else None), batch
         return
@@ -433,8 +447,8 @@ def _parts(batch: EventBatch, exchanges: list[tuple[Exchange, int]] | None):
             n,
             features={k: v[start:stop] for k, v in batch.features.items()},
             outputs={k: v[start:stop] for k, v in batch.outputs.items()},
-            prediction_ids=batch.prediction_ids[start:stop],
-            timestamps=batch.timestamps[start:stop],
+            prediction_ids=ids[start:stop],
+            timestamps=stamps[start:stop],
             annotations={i - start: a for i, a in batch.annotations.items() if start <= i < stop}
             if batch.annotations else None,
         )

@@ -16,10 +16,10 @@ from werkzeug.exceptions import HTTPException
 
 from inferwatch.support.auth import check_authorization
 from inferwatch.ingest.cloudevents import CloudEventPairer, PairedExchange
-from inferwatch.config import AuthConfig, Config
+from inferwatch.config import AdminConfig, AuthConfig, LabelsConfig, ModelConfig
 from inferwatch.ingest.events import PayloadError
 from inferwatch.ingest.push import parse_events
-from inferwatch.ingest.labels import parse_labels
+from inferwatch.ingest.ground_truth import parse_labels
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.pipeline.worker import Exchange, Pipeline
 
@@ -52,12 +52,15 @@ def cloudevent_exchange(paired: PairedExchange, version: str) -> Exchange:
     )
 
 
-def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, status: Callable[[], dict],
-                     ready: Callable[[], tuple[bool, dict]], pairer: CloudEventPairer | None = None) -> Flask:
+def create_admin_app(admin: AdminConfig, model_config: ModelConfig, labels: LabelsConfig, metrics: Metrics,
+                     pipeline: Pipeline, *, status: Callable[[], dict], ready: Callable[[], tuple[bool, dict]],
+                     pairer: CloudEventPairer | None = None) -> Flask:
+    """The admin port's Flask app: its ``admin`` section (limits, credentials), the model's name and
+    version for push mode, and the ``labels`` section for ``/v1/labels``."""
     app = Flask("inferwatch.admin")
-    app.config["MAX_CONTENT_LENGTH"] = cfg.admin.max_body_bytes
-    model = cfg.model.name
-    default_version = cfg.model.version
+    app.config["MAX_CONTENT_LENGTH"] = admin.max_body_bytes
+    model = model_config.name
+    default_version = model_config.version
     pairer = pairer if pairer is not None else CloudEventPairer()
 
     def authorized(auth: AuthConfig) -> Response | None:
@@ -74,16 +77,16 @@ def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, statu
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if exc.code == 413:
-            return reject("too_large", f"request body exceeds admin.max_body_bytes ({cfg.admin.max_body_bytes} bytes)",
+            return reject("too_large", f"request body exceeds admin.max_body_bytes ({admin.max_body_bytes} bytes)",
                           413)
         return _problem(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
 
     @app.get("/metrics")
     def scrape():
-        denied = authorized(cfg.admin.metrics_auth)
+        denied = authorized(admin.metrics_auth)
         if denied is not None:
             return denied
-        encoder, content_type = choose_encoder(request.headers.get("Accept"))
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return Response(encoder(metrics.registry), content_type=content_type)
 
     @app.get("/healthz")
@@ -99,7 +102,7 @@ def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, statu
 
     @app.get("/v1/status")
     def status_view():
-        denied = authorized(cfg.admin.metrics_auth)
+        denied = authorized(admin.metrics_auth)
         if denied is not None:
             return denied
         return jsonify(status())
@@ -122,7 +125,7 @@ def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, statu
 
     @app.post("/v1/events")
     def push_events():
-        denied = authorized(cfg.admin.write_auth)
+        denied = authorized(admin.write_auth)
         if denied is not None:
             return denied
         if "ce-type" in request.headers or (request.mimetype or "").startswith("application/cloudevents"):
@@ -134,30 +137,30 @@ def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, statu
         try:
             with parse_lock:
                 batches, rejected = parse_events(body, request.headers.get("Content-Type"),
-                                                 max_bytes=cfg.admin.max_body_bytes, default_version=default_version)
+                                                 max_bytes=admin.max_body_bytes, default_version=default_version)
         except PayloadError as exc:
             return reject(exc.reason, exc.detail or str(exc))
         version = metrics.version_label(default_version, default_version)
         if rejected:
             metrics.events_dropped.labels(model, version, "invalid").inc(len(rejected))
         accepted, dropped = submit_batches(batches)
-        body = {"accepted": accepted, "dropped": dropped, "rejected": rejected}
+        counts = {"accepted": accepted, "dropped": dropped, "rejected": rejected}
         if dropped and not accepted:
-            response = jsonify({**body, "error": "queue_full", "detail": "monitoring queue is full; retry later"})
+            response = jsonify({**counts, "error": "queue_full", "detail": "monitoring queue is full; retry later"})
             response.status_code = 429
             response.headers["Retry-After"] = "1"
             return response
-        return jsonify(body)
+        return jsonify(counts)
 
     @app.post("/v1/labels")
     def push_labels():
-        denied = authorized(cfg.admin.write_auth)
+        denied = authorized(admin.write_auth)
         if denied is not None:
             return denied
-        if not cfg.labels.enabled:
+        if not labels.enabled:
             return _problem(404, "labels_disabled", "ground truth is not enabled: set labels.enabled: true")
         try:
-            batch, rejected = parse_labels(request.get_data(), cfg.labels.max_batch)
+            batch, rejected = parse_labels(request.get_data(), labels.max_batch)
         except PayloadError as exc:
             return reject(exc.reason, exc.detail or str(exc))
         version = metrics.version_label(default_version, default_version)
@@ -176,7 +179,7 @@ def create_admin_app(cfg: Config, metrics: Metrics, pipeline: Pipeline, *, statu
 
     @app.post("/v1/cloudevents")
     def push_cloudevent():
-        denied = authorized(cfg.admin.write_auth)
+        denied = authorized(admin.write_auth)
         if denied is not None:
             return denied
         return receive_cloudevent()

@@ -15,8 +15,9 @@ import uuid
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from prometheus_client import Counter, Histogram
 
-from inferwatch.config import Config
+from inferwatch.config import ModelConfig, ProxyConfig, UpstreamConfig
 from inferwatch.exposition.metrics import Metrics, normalize_method
 from inferwatch.pipeline.worker import Exchange, Pipeline
 from .routes import Router
@@ -52,28 +53,34 @@ def error_response(status: int, error: str, detail: str, prediction_id: str) -> 
 
 
 class Proxy:
-    def __init__(self, cfg: Config, metrics: Metrics, pipeline: Pipeline, shadow: ShadowMirror | None = None):
-        self.cfg = cfg
+    """The ``proxy`` section's server in front of the ``upstream`` section's model server."""
+
+    def __init__(self, model: ModelConfig, config: ProxyConfig, upstream: UpstreamConfig, metrics: Metrics,
+                 pipeline: Pipeline, mirror: ShadowMirror | None = None):
+        self.config = config
+        self.upstream_config = upstream
         self.metrics = metrics
         self.pipeline = pipeline
-        self.router = Router(cfg.proxy.routes)
-        self.upstream = cfg.upstream.url.rstrip("/")
-        self.model = cfg.model.name
-        self.version = metrics.version_label(cfg.model.version, cfg.model.version)
-        self.prediction_methods = frozenset(m.upper() for m in cfg.proxy.prediction_methods)
+        self.router = Router(config.routes)
+        self.upstream_url = upstream.url.rstrip("/")
+        self.model = model.name
+        self.version = metrics.version_label(model.version, model.version)
+        self.prediction_methods = frozenset(m.upper() for m in config.prediction_methods)
         self.session: aiohttp.ClientSession | None = None
-        self._children: dict[tuple, tuple] = {}
+        # Labelled children cached per endpoint, and per (endpoint, method, code): all bounded.
+        self._observers_by_endpoint: dict[str, tuple[Histogram, Histogram, Histogram]] = {}
+        self._request_counters: dict[tuple[str, str, int], Counter] = {}
         self._in_flight = metrics.requests_in_flight.labels(self.model, self.version)
         self.up = metrics.upstream_up.labels(self.model)
         self.up_value = 0.0
         self.up.set(0)
         self._probe_task: asyncio.Task | None = None
-        self.shadow = shadow  # challengers that get a copy of sampled inference requests
+        self.mirror = mirror  # challengers that get a copy of sampled inference requests
 
     # --- lifecycle (called on the event loop) ------------------------------------------------
 
     async def startup(self, app: web.Application | None = None) -> None:
-        u = self.cfg.upstream
+        u = self.upstream_config
         connector = aiohttp.TCPConnector(limit=u.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(
             connector=connector,
@@ -85,19 +92,27 @@ class Proxy:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         )
         self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
-        if self.shadow is not None:
-            await self.shadow.startup()
+        if self.mirror is not None:
+            await self.mirror.startup()
 
     async def cleanup(self, app: web.Application | None = None) -> None:
         if self._probe_task is not None:
             self._probe_task.cancel()
-        if self.shadow is not None:
-            await self.shadow.cleanup()
+        if self.mirror is not None:
+            await self.mirror.cleanup()
         if self.session is not None:
             await self.session.close()
 
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        """The pooled session to the model server (made by ``startup``)."""
+        if self.session is None:
+            raise RuntimeError("the proxy has not started: no client session yet")
+        return self.session
+
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.proxy.max_body_bytes, handler_args={"max_field_size": 65536, "auto_decompress": False})
+        app = web.Application(client_max_size=self.config.max_body_bytes,
+                              handler_args={"max_field_size": 65536, "auto_decompress": False})
         app.on_startup.append(self.startup)
         app.on_cleanup.append(self.cleanup)
         app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -106,12 +121,12 @@ class Proxy:
     # --- health probe -------------------------------------------------------------------
 
     async def probe_once(self) -> bool:
-        url = self.upstream + self.cfg.upstream.health_path
+        url = self.upstream_url + self.upstream_config.health_path
         start = time.perf_counter()
         ok = False
         try:
-            timeout = aiohttp.ClientTimeout(total=min(self.cfg.upstream.timeout_seconds, 5.0))
-            async with self.session.get(url, timeout=timeout, allow_redirects=False) as resp:
+            timeout = aiohttp.ClientTimeout(total=min(self.upstream_config.timeout_seconds, 5.0))
+            async with self.client.get(url, timeout=timeout, allow_redirects=False) as resp:
                 await resp.read()
                 ok = resp.status < 500
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
@@ -129,27 +144,26 @@ class Proxy:
                 raise
             except Exception:  # noqa: BLE001
                 self.metrics.monitoring_errors.labels(self.model, "probe").inc()
-            await asyncio.sleep(self.cfg.upstream.health_interval_seconds)
+            await asyncio.sleep(self.upstream_config.health_interval_seconds)
 
     # --- the request path -----------------------------------------------------------------
 
-    def _observers(self, endpoint: str):
-        key = (endpoint,)
-        children = self._children.get(key)
+    def _observers(self, endpoint: str) -> tuple[Histogram, Histogram, Histogram]:
+        children = self._observers_by_endpoint.get(endpoint)
         if children is None:
             m, labels = self.metrics, (self.model, self.version, endpoint)
             children = (m.request_duration.labels(*labels), m.request_size.labels(*labels),
                         m.response_size.labels(*labels))
-            self._children[key] = children
+            self._observers_by_endpoint[endpoint] = children
         return children
 
     def _count(self, endpoint: str, method: str, code: int) -> None:
         method = normalize_method(method)  # before keying: the cache must stay bounded too
         key = (endpoint, method, code)
-        child = self._children.get(key)
+        child = self._request_counters.get(key)
         if child is None:
             child = self.metrics.requests.labels(self.model, self.version, endpoint, method, str(code))
-            self._children[key] = child
+            self._request_counters[key] = child
         child.inc()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -161,7 +175,7 @@ class Proxy:
         except web.HTTPRequestEntityTooLarge:
             self._count(route.endpoint, method, 413)
             return error_response(413, "request_too_large",
-                                  f"request body exceeds proxy.max_body_bytes ({self.cfg.proxy.max_body_bytes})",
+                                  f"request body exceeds proxy.max_body_bytes ({self.config.max_body_bytes})",
                                   prediction_id)
         headers = forward_headers(request.headers, {
             PREDICTION_ID_HEADER: prediction_id,
@@ -172,13 +186,13 @@ class Proxy:
         self._in_flight.inc()
         start = time.perf_counter()
         try:
-            async with self.session.request(method, self.upstream + request.path_qs, headers=headers,
+            async with self.client.request(method, self.upstream_url + request.path_qs, headers=headers,
                                             data=body if body else None, allow_redirects=False) as upstream:
                 response_body = await upstream.read()
                 status, reason, upstream_headers = upstream.status, upstream.reason, upstream.headers
         except asyncio.TimeoutError:
             return self._failed(route.endpoint, method, prediction_id, 504, "timeout",
-                                f"model server did not answer within {self.cfg.upstream.timeout_seconds:g}s")
+                                f"model server did not answer within {self.upstream_config.timeout_seconds:g}s")
         except aiohttp.ClientConnectorError as exc:
             return self._failed(route.endpoint, method, prediction_id, 502, "connection", str(exc))
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError) as exc:
@@ -214,8 +228,8 @@ class Proxy:
                     request_content_encoding=request.headers.get("Content-Encoding"),
                     response_content_encoding=upstream_headers.get("Content-Encoding"),
                 ))
-                if self.shadow is not None:  # a copy for each challenger, after the champion answered
-                    self.shadow.offer(MirroredRequest(
+                if self.mirror is not None:  # a copy for each challenger, after the champion answered
+                    self.mirror.offer(MirroredRequest(
                         method, request.path_qs, headers, body, prediction_id, self.version, route.endpoint,
                         request.headers.get("Content-Type"), request.headers.get("Content-Encoding")))
         except Exception:  # noqa: BLE001

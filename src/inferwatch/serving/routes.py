@@ -72,10 +72,6 @@ class Router:
         self._cache_size = cache_size
         self._other = Route(OTHER, False)
 
-    @property
-    def endpoints(self) -> list[str]:
-        return [route.endpoint for _, route in self._routes] + [OTHER]
-
     def match(self, path: str) -> Route:
         route = self._cache.get(path)
         if route is not None:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import aiohttp
 
-from inferwatch.config import ChallengerConfig, Config
+from inferwatch.config import ChallengerConfig, ModelConfig, ShadowConfig
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.ingest.values import as_number
@@ -60,29 +60,28 @@ class MirroredRequest:
 
 
 class ShadowMirror:
-    """The proxy side (event loop thread only)."""
+    """The proxy side (event loop thread only), configured by the ``shadow`` section."""
 
-    def __init__(self, cfg: Config, metrics: Metrics, submit: Callable[[Exchange], bool],
+    def __init__(self, model: ModelConfig, config: ShadowConfig, metrics: Metrics, submit: Callable[[Exchange], bool],
                  rng: Callable[[], float] = random.random):
-        self.cfg = cfg
-        self.shadow = cfg.shadow
+        self.config = config
         self.metrics = metrics
         self.submit = submit
         self.rng = rng
-        self.model = cfg.model.name
-        self.version = metrics.version_label(cfg.model.version, cfg.model.version)  # the champion's
+        self.model = model.name
+        self.version = metrics.version_label(model.version, model.version)  # the champion's
         self.session: aiohttp.ClientSession | None = None
         self.queues: dict[str, asyncio.Queue] = {}
         self._tasks: list[asyncio.Task] = []
         self._dropped = {ch.name: metrics.shadow_dropped.labels(self.model, self.version, ch.name, "queue_full")
-                         for ch in self.shadow.challengers}
+                         for ch in config.challengers}
         self._dropped_bytes = {ch.name: metrics.shadow_dropped.labels(self.model, self.version, ch.name,
                                                                       "queue_bytes")
-                               for ch in self.shadow.challengers}
-        self.queued_bytes = {ch.name: 0 for ch in self.shadow.challengers}  # bodies waiting, per challenger
+                               for ch in config.challengers}
+        self.queued_bytes = {ch.name: 0 for ch in config.challengers}  # bodies waiting, per challenger
 
     async def startup(self) -> None:
-        s = self.shadow
+        s = self.config
         connector = aiohttp.TCPConnector(limit=s.concurrency * len(s.challengers), ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=s.timeout_seconds),
@@ -104,12 +103,12 @@ class ShadowMirror:
 
     def offer(self, request: MirroredRequest) -> None:
         """Queue a copy for each challenger when sampled (the request path: never blocks)."""
-        rate = self.shadow.sample_rate
+        rate = self.config.sample_rate
         if rate <= 0.0 or (rate < 1.0 and self.rng() >= rate):
             return
         size = len(request.body)
         for name, q in self.queues.items():
-            if self.queued_bytes[name] + size > self.shadow.max_queue_bytes:
+            if self.queued_bytes[name] + size > self.config.max_queue_bytes:
                 self._dropped_bytes[name].inc()
                 continue
             try:
@@ -125,6 +124,8 @@ class ShadowMirror:
         headers[SHADOW_HEADER] = ch.name
         start = time.perf_counter()
         status, body, response_type, response_encoding = 0, None, None, None
+        if self.session is None:
+            raise RuntimeError("the shadow mirror has not started: no client session yet")
         try:
             async with self.session.request(req.method, url, headers=headers, data=req.body or None,
                                             allow_redirects=False) as resp:
@@ -184,14 +185,15 @@ class _Agreement:
 class ShadowComparator:
     """The worker side: compares a decoded challenger answer with the champion's (``Pipeline.shadow_sink``)."""
 
-    def __init__(self, cfg: Config, metrics: Metrics, engine, predlog: PredictionLogger | None = None):
-        self.cfg = cfg
+    def __init__(self, model: str, config: ShadowConfig, metrics: Metrics, engine,
+                 predlog: PredictionLogger | None = None):
+        self.config = config
         self.metrics = metrics
         self.engine = engine  # the PerformanceEngine: its join store holds the champion's answers
         self.predlog = predlog
-        self.model = cfg.model.name
-        self.tolerance = cfg.shadow.agreement_tolerance
-        self._agreement = {ch.name: _Agreement(cfg.shadow.agreement_window) for ch in cfg.shadow.challengers}
+        self.model = model
+        self.tolerance = config.agreement_tolerance
+        self._agreement = {ch.name: _Agreement(config.agreement_window) for ch in config.challengers}
 
     def compare(self, champion: tuple[Any, float], challenger: tuple[Any, float]) -> tuple[bool, float]:
         """(agree, |score or value difference|, NaN when there is none) of two answers."""
@@ -210,7 +212,7 @@ class ShadowComparator:
             comparisons.labels(self.model, version, name, "undecodable").inc()
             return
         predicted, scores = self.engine.extract(batch.outputs, batch.n)
-        agreement = self._agreement.setdefault(name, _Agreement(self.cfg.shadow.agreement_window))
+        agreement = self._agreement.setdefault(name, _Agreement(self.config.agreement_window))
         outcomes = {"agree": 0, "disagree": 0, "unmatched": 0}
         differences: list[float] = []
         ratio = None

@@ -280,9 +280,9 @@ def _ks_exact_square(n: int, h: int) -> float:
                 p1 = (n - k * h - j) * p1 / (n + k * h + j + 1)
             p = p1 * (1.0 - p)
         return 2 * p
-    k = np.arange(n // h + 1, dtype=np.float64)[:, None] * h
-    j = np.arange(h, dtype=np.float64)[None, :]
-    a = np.prod((n - k - j) / (n + k + j + 1.0), axis=1)
+    kh = np.arange(n // h + 1, dtype=np.float64)[:, None] * h  # k*h down the rows, j across
+    js = np.arange(h, dtype=np.float64)[None, :]
+    a = np.prod((n - kh - js) / (n + kh + js + 1.0), axis=1)
     c = np.cumprod(a)
     c[1::2] *= -1.0
     return 2.0 * float(c.sum())

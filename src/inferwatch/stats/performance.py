@@ -91,7 +91,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
         binary = int(present.sum()) <= 2
     else:
         others = np.ones(n_classes, dtype=bool)
-        others[[c for c in (negative, positive) if 0 <= c < n_classes]] = False
+        others[[c for c in (negative, positive) if c is not None and 0 <= c < n_classes]] = False
         binary = not present[others].any()
     if positive is not None and 0 <= positive < n_classes and binary:
         out.update(precision=float(precision[positive]), recall=float(recall[positive]), f1=float(f1[positive]))

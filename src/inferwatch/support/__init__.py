@@ -1,0 +1,1 @@
+"""Small services several stages share: credentials checks and JSON-lines files."""

@@ -43,7 +43,7 @@ def verify_password(password: str, encoded: str) -> bool:
     """True if ``password`` matches ``encoded``; False for anything malformed or unsupported."""
     if encoded.startswith(_BCRYPT_PREFIXES):
         try:
-            import bcrypt  # type: ignore[import-not-found]
+            import bcrypt
         except ImportError:
             return False
         try:

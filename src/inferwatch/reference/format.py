@@ -1,0 +1,271 @@
+"""The reference profile's file format: the dataclasses and their versioned, hashed JSON.
+
+A profile holds, per numeric column: quantile bin edges with open-ended first and last bins,
+the reference count in each bin, mean/std/min/max/quantiles/missing ratio and a bounded sorted
+sample (for the exact-sample tests KS and Wasserstein); per categorical column: the counts of
+the top-K categories plus ``other``, and the cardinality; across the numeric features: the
+correlation matrix and a PCA fit, and the input guard's Mahalanobis outlier model. Model
+outputs and the label are profiled the same way. The format is JSON, versioned and
+content-hashed; docs/reference-profile.md documents it. ``builder`` makes profiles, ``readers``
+makes them from files.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from inferwatch.exposition.metrics import OTHER  # the bucket of categories outside the top-K
+from inferwatch.ingest.values import Kind
+from inferwatch.stats import MahalanobisModel, PCAModel
+
+FORMAT = "inferwatch-reference-profile"
+FORMAT_VERSION = 2
+# Version 2 added, compatibly, the numeric statistic ``mad`` and the ``outlier`` section (the input
+# guard's Mahalanobis model with its reference score tail); version 1 files are still read.
+READABLE_VERSIONS = (1, 2)
+SAMPLE_ENCODING = "base64-float64-le"
+Role = Literal["feature", "output", "label"]
+
+
+@dataclass
+class NumericProfile:
+    name: str
+    count: int  # present (non-missing) values
+    missing: int
+    edges: np.ndarray  # inner edges; bins (-inf, e1], (e1, e2], ..., (ek, +inf)
+    bin_counts: np.ndarray
+    statistics: dict[str, float]
+    sample: np.ndarray  # sorted, at most sample_size values
+    kind: Kind = "numeric"
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.edges.size + 1)
+
+    @property
+    def proportions(self) -> np.ndarray:
+        total = self.bin_counts.sum()
+        return self.bin_counts / total if total > 0 else np.full(self.n_bins, np.nan)
+
+    def bin_labels(self) -> list[str]:
+        return [str(i) for i in range(self.n_bins)]
+
+
+@dataclass
+class CategoricalProfile:
+    name: str
+    count: int
+    missing: int
+    categories: list[str]  # the top-K, most frequent first; bin i is categories[i], the last bin OTHER
+    bin_counts: np.ndarray  # len(categories) + 1
+    cardinality: int
+    cardinality_estimated: bool
+    statistics: dict[str, float]
+    kind: Kind = "categorical"
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.categories) + 1
+
+    @property
+    def proportions(self) -> np.ndarray:
+        total = self.bin_counts.sum()
+        return self.bin_counts / total if total > 0 else np.full(self.n_bins, np.nan)
+
+    def bin_labels(self) -> list[str]:
+        return [*self.categories, OTHER]
+
+    def index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.categories)}
+
+
+ColumnProfile = NumericProfile | CategoricalProfile
+
+
+@dataclass
+class ReferenceProfile:
+    features: dict[str, ColumnProfile] = field(default_factory=dict)
+    outputs: dict[str, ColumnProfile] = field(default_factory=dict)
+    label: dict[str, ColumnProfile] = field(default_factory=dict)  # at most one
+    correlation_features: list[str] = field(default_factory=list)
+    correlation: np.ndarray | None = None
+    pca_features: list[str] = field(default_factory=list)
+    pca: PCAModel | None = None
+    outlier_features: list[str] = field(default_factory=list)
+    outlier: MahalanobisModel | None = None
+    rows: int = 0
+    version: int = FORMAT_VERSION  # of the file it was read from (a built profile is the current one)
+    source: str = ""
+    created_at: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    hash: str = ""
+
+    def group(self, role: Role) -> dict[str, ColumnProfile]:
+        return {"feature": self.features, "output": self.outputs, "label": self.label}[role]
+
+    # --- serialisation ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "created_at": self.created_at,
+            "source": self.source,
+            "rows": self.rows,
+            "settings": self.settings,
+            "features": {n: _column_to_dict(c) for n, c in self.features.items()},
+            "outputs": {n: _column_to_dict(c) for n, c in self.outputs.items()},
+            "label": {n: _column_to_dict(c) for n, c in self.label.items()},
+            "correlation": None if self.correlation is None else {
+                "features": list(self.correlation_features), "matrix": _floats(self.correlation)},
+            "pca": None if self.pca is None else {"features": list(self.pca_features), **self.pca.to_dict()},
+            "outlier": None if self.outlier is None else {"method": "mahalanobis",
+                                                          "features": list(self.outlier_features),
+                                                          **self.outlier.to_dict()},
+        }
+        data["hash"] = content_hash(data)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, verify: bool = True) -> ReferenceProfile:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not an inferwatch reference profile (format {data.get('format')!r})")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"unsupported reference profile version {data.get('version')!r} "
+                             f"(this inferwatch reads versions {', '.join(map(str, READABLE_VERSIONS))})")
+        expected = content_hash(data)
+        if verify and data.get("hash") != expected:
+            raise ValueError(f"reference profile hash mismatch: file says {data.get('hash')!r}, content is "
+                             f"{expected!r} (edited or truncated?)")
+        corr = data.get("correlation")
+        pca = data.get("pca")
+        outlier = data.get("outlier")
+        if outlier and outlier.get("method") != "mahalanobis":
+            raise ValueError(f"unknown outlier method {outlier.get('method')!r} in the reference profile")
+        return cls(
+            features={n: _column_from_dict(n, c) for n, c in data.get("features", {}).items()},
+            outputs={n: _column_from_dict(n, c) for n, c in data.get("outputs", {}).items()},
+            label={n: _column_from_dict(n, c) for n, c in data.get("label", {}).items()},
+            correlation_features=list(corr["features"]) if corr else [],
+            correlation=_array(corr["matrix"]).reshape(len(corr["features"]), -1) if corr else None,
+            pca_features=list(pca["features"]) if pca else [],
+            pca=PCAModel.from_dict({k: v for k, v in pca.items() if k != "features"}) if pca else None,
+            outlier_features=list(outlier["features"]) if outlier else [],
+            outlier=MahalanobisModel.from_dict(outlier) if outlier else None,
+            version=int(data["version"]),
+            rows=int(data.get("rows", 0)),
+            source=str(data.get("source", "")),
+            created_at=str(data.get("created_at", "")),
+            settings=dict(data.get("settings", {})),
+            hash=expected,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        data = self.to_dict()
+        self.hash = data["hash"]
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_text(json.dumps(data, allow_nan=False, separators=(",", ":")) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return self.hash
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ReferenceProfile:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return cls.from_dict(data)
+
+    def memory_bytes(self) -> int:
+        total = 0
+        for group in (self.features, self.outputs, self.label):
+            for col in group.values():
+                total += col.bin_counts.nbytes
+                if isinstance(col, NumericProfile):
+                    total += col.sample.nbytes + col.edges.nbytes
+        if self.correlation is not None:
+            total += self.correlation.nbytes
+        if self.pca is not None:
+            total += self.pca.components.nbytes + self.pca.mean.nbytes * 2
+        if self.outlier is not None:
+            total += self.outlier.whitening.nbytes + self.outlier.reference_tail.nbytes + self.outlier.mean.nbytes * 2
+        return int(total)
+
+    def describe(self) -> str:
+        def kinds(group: dict[str, ColumnProfile]) -> str:
+            n = sum(1 for c in group.values() if c.kind == "numeric")
+            return f"{len(group)} ({n} numeric, {len(group) - n} categorical)"
+
+        return (f"{self.rows} rows; features {kinds(self.features)}; outputs {kinds(self.outputs)}; "
+                f"label {', '.join(self.label) or 'none'}; hash {self.hash[:12]}")
+
+
+def _floats(a: np.ndarray) -> list:
+    """A float array as JSON numbers, NaN/inf as null (JSON has no NaN)."""
+    return [None if not math.isfinite(v) else v for v in np.asarray(a, dtype=np.float64).ravel().tolist()]
+
+
+def _array(values: list) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _stats_to_json(stats: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in stats.items()}
+
+
+def _stats_from_json(stats: dict[str, Any]) -> dict[str, float]:
+    return {k: (math.nan if v is None else float(v)) for k, v in stats.items()}
+
+
+def encode_sample(sample: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(sample, dtype="<f8").tobytes()).decode("ascii")
+
+
+def decode_sample(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f8").astype(np.float64)
+
+
+def _column_to_dict(col: ColumnProfile) -> dict[str, Any]:
+    common = {"type": col.kind, "count": int(col.count), "missing": int(col.missing),
+              "bin_counts": [int(c) for c in col.bin_counts], "statistics": _stats_to_json(col.statistics)}
+    if isinstance(col, NumericProfile):
+        return {**common, "edges": _floats(col.edges),
+                "sample": {"size": int(col.sample.size), "encoding": SAMPLE_ENCODING, "data": encode_sample(col.sample)}}
+    return {**common, "categories": list(col.categories), "cardinality": int(col.cardinality),
+            "cardinality_estimated": bool(col.cardinality_estimated)}
+
+
+def _column_from_dict(name: str, data: dict[str, Any]) -> ColumnProfile:
+    counts = np.asarray(data["bin_counts"], dtype=np.int64)
+    stats = _stats_from_json(data.get("statistics", {}))
+    if data["type"] == "numeric":
+        sample = data["sample"]
+        if sample.get("encoding") != SAMPLE_ENCODING:
+            raise ValueError(f"column {name!r}: unknown sample encoding {sample.get('encoding')!r}")
+        edges = _array(data["edges"])
+        if counts.size != edges.size + 1:
+            raise ValueError(f"column {name!r}: {counts.size} bin counts for {edges.size} edges")
+        return NumericProfile(name, int(data["count"]), int(data["missing"]), edges, counts, stats,
+                              decode_sample(sample["data"]))
+    if data["type"] == "categorical":
+        categories = [str(c) for c in data["categories"]]
+        if counts.size != len(categories) + 1:
+            raise ValueError(f"column {name!r}: {counts.size} bin counts for {len(categories)} categories + other")
+        return CategoricalProfile(name, int(data["count"]), int(data["missing"]), categories, counts,
+                                  int(data["cardinality"]), bool(data.get("cardinality_estimated", False)), stats)
+    raise ValueError(f"column {name!r}: unknown type {data['type']!r}")
+
+
+def content_hash(data: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of everything but ``hash`` and ``created_at``."""
+    body = {k: v for k, v in data.items() if k not in ("hash", "created_at")}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
