@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -124,3 +125,30 @@ def registry_samples(registry) -> dict[str, list]:
         for s in family.samples:
             out.setdefault(s.name, []).append((s.labels, s.value))
     return out
+
+
+def python_lines(fn) -> int:
+    """The lines of Python that ``fn()`` executes (code in C, numpy's loops included, runs none).
+
+    A machine-independent measure of work: a per-row Python loop shows as thousands more lines at
+    a larger input, whatever the machine's speed.
+    """
+    count = 0
+
+    def tracer(frame, event, arg):
+        nonlocal count
+        if event == "line":
+            count += 1
+        return tracer
+
+    gc.collect()  # no collection (and no finaliser of another test's objects) runs inside fn
+    gc.disable()
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(previous)
+        gc.enable()
+    return count
+

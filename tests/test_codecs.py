@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 import gzip
 import json
 import math
-import sys
 import zlib
 
 import pytest
+from conftest import python_lines
 
 from inferwatch.ingest.bodies import decompress, load_json
 from inferwatch.ingest.codecs import decode_exchange, detect_codec
@@ -587,27 +586,6 @@ def test_every_error_reason_is_known():
               "shape_mismatch", "row_count_mismatch", "too_large", "decompression"):
         assert r in PE.REASONS
 
-
-def python_lines(fn) -> int:
-    """The lines of Python that ``fn()`` executes (code in C runs none)."""
-    count = 0
-
-    def tracer(frame, event, arg):
-        nonlocal count
-        if event == "line":
-            count += 1
-        return tracer
-
-    gc.collect()  # no collection (and no finaliser of another test's objects) runs inside fn
-    gc.disable()
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        fn()
-    finally:
-        sys.settrace(previous)
-        gc.enable()
-    return count
 
 
 def test_a_large_positional_batch_is_transposed_in_c():

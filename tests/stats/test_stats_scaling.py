@@ -8,11 +8,10 @@ grow with the rows. The timings themselves are figures printed by ``benchmarks/m
 
 from __future__ import annotations
 
-import gc
-import sys
 from typing import Callable
 
 import numpy as np
+from conftest import python_lines
 
 from inferwatch.stats import (
     PCAModel,
@@ -37,27 +36,6 @@ from inferwatch.stats import (
 
 N_NUMERIC, N_CATEGORICAL = 4, 3
 
-
-def python_lines(fn: Callable[[], object]) -> int:
-    """The lines of Python that ``fn()`` executes (code in C, numpy's loops included, runs none)."""
-    count = 0
-
-    def tracer(frame, event, arg):
-        nonlocal count
-        if event == "line":
-            count += 1
-        return tracer
-
-    gc.collect()  # no collection (and no finaliser of another test's objects) runs inside fn
-    gc.disable()
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        fn()
-    finally:
-        sys.settrace(previous)
-        gc.enable()
-    return count
 
 
 def full_evaluation(n_rows: int) -> Callable[[], None]:

@@ -82,6 +82,16 @@ def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> byt
     return body
 
 
+def body_text(body: bytes, content_encoding: str | None, max_bytes: int) -> str:
+    """A body decompressed and decoded as UTF-8 (a byte order mark dropped); PayloadError if not."""
+    body = decompress(body, content_encoding, max_bytes)
+    try:
+        text = str(body, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("not_utf8", str(exc)) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
 def parse_json(text: str | bytes) -> Any:
     """One JSON document; orjson when it can, the standard library for what orjson refuses.
 
@@ -105,13 +115,7 @@ def load_json(
     mt = media_type(content_type)
     if not _is_json_type(mt):
         raise PayloadError("unsupported_content_type", mt)
-    body = decompress(body, content_encoding, max_bytes)
-    try:
-        text = str(body, "utf-8")
-    except UnicodeDecodeError as exc:
-        raise PayloadError("not_utf8", str(exc)) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = body_text(body, content_encoding, max_bytes)
     try:
         # NaN / Infinity / -Infinity literals are accepted and become floats.
         return parse_json(text)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .bodies import decompress, media_type, parse_json
+from .bodies import body_text, media_type, parse_json
 from .events import EventBatch, PayloadError, rows_to_columns
 
 __all__ = ["parse_events", "parse_timestamp"]
@@ -253,13 +253,7 @@ def parse_events(
     ndjson = mt in _NDJSON
     if not (ndjson or mt in _JSON or mt.endswith("+json")):
         raise PayloadError("unsupported_content_type", f"{mt} (send application/json or application/x-ndjson)")
-    body = decompress(body, content_encoding, max_bytes)
-    try:
-        text = str(body, "utf-8")
-    except UnicodeDecodeError as exc:
-        raise PayloadError("not_utf8", str(exc)) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = body_text(body, content_encoding, max_bytes)
 
     rejections: list[dict[str, Any]] = []
     lines: list[int] | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 W = TypeVar("W", bound="BackgroundWorker")
 E = TypeVar("E")
@@ -19,6 +19,18 @@ class BackgroundWorker:
     thread_name = "inferwatch-background"
     _stop: threading.Event
     _thread: threading.Thread | None
+    # Failures the engine survived (it fails open); on_error also counts them in the sidecar's
+    # inferwatch_monitoring_errors_total{stage=...}.
+    errors: int = 0
+    on_error: Callable[[], None] | None = None
+
+    def count_error(self) -> None:
+        self.errors += 1
+        if self.on_error is not None:
+            try:
+                self.on_error()
+            except Exception:  # noqa: BLE001 - counting must never raise into the caller
+                pass
 
     def _run(self) -> None:
         raise NotImplementedError

@@ -121,15 +121,7 @@ class DriftEngine(BackgroundWorker):
                 counters.add(batch.features, batch.n)
         except Exception:  # noqa: BLE001 - fail open
             log.exception("drift bin counting failed")
-            self._error()
-
-    def _error(self) -> None:
-        self.errors += 1
-        if self.on_error is not None:
-            try:
-                self.on_error()
-            except Exception:  # noqa: BLE001
-                pass
+            self.count_error()
 
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate_all(self) -> dict[str, VersionResult]:
@@ -147,7 +139,7 @@ class DriftEngine(BackgroundWorker):
                     segment_results[version] = evaluator.evaluate_segments(snapshot, self.segments, now)
             except Exception:  # noqa: BLE001 - one bad window must not stop the others
                 log.exception("drift evaluation of version %s failed", version)
-                self._error()
+                self.count_error()
                 if version in self.results:
                     results[version] = self.results[version]
                 if version in self.segment_results:
@@ -171,7 +163,7 @@ class DriftEngine(BackgroundWorker):
                     next_due = time.monotonic() + interval
             except Exception:  # noqa: BLE001
                 log.exception("drift engine failed")
-                self._error()
+                self.count_error()
                 next_due = time.monotonic() + interval
             wait = min(max(next_due - time.monotonic(), 0.01), 1.0) if self.prepared is None else \
                 max(next_due - time.monotonic(), 0.01)

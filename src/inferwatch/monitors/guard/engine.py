@@ -135,12 +135,7 @@ class Guard(BackgroundWorker):
 
     def _failed(self, message: str) -> None:
         log.exception(message)
-        self.errors += 1
-        if self.on_error is not None:
-            try:
-                self.on_error()
-            except Exception:  # noqa: BLE001
-                pass
+        self.count_error()
 
     def _observe(self, version: str, batch: EventBatch) -> None:
         self._refresh_schema()

@@ -85,6 +85,7 @@ class PerformanceEngine(BackgroundWorker):
         self.estimates: dict[str, dict[str, float]] = {}
         self.evaluations = 0
         self.errors = 0
+        self.on_error = lambda: self.metrics.monitoring_errors.labels(self.model, "performance").inc()
         self._default_version = metrics.version_label(model_version, model_version)
         self._capped_seen = 0
         # Label drift without a reference file: the first reference.warmup_events labels (of the
@@ -130,7 +131,7 @@ class PerformanceEngine(BackgroundWorker):
             self.store.put(version, batch.ensure_ids(), batch.ensure_timestamps(), predicted, scores, segments)
         except Exception:  # noqa: BLE001 - fail open
             log.exception("performance: storing predictions failed")
-            self._error()
+            self.count_error()
 
     # --- labels (the worker thread) ------------------------------------------------------------
 
@@ -297,14 +298,14 @@ class PerformanceEngine(BackgroundWorker):
                 results[(version, challenger)] = result
             except Exception:  # noqa: BLE001 - one bad window must not stop the others
                 log.exception("performance evaluation of %s/%s failed", version, challenger or "champion")
-                self._error()
+                self.count_error()
         estimates: dict[str, dict[str, float]] = {}
         for version, window in self.windows.windows().items():
             try:
                 estimates[version] = self.estimate(window.snapshot(now))
             except Exception:  # noqa: BLE001
                 log.exception("performance estimation of %s failed", version)
-                self._error()
+                self.count_error()
         self.results, self.estimates = results, {v: e for v, e in estimates.items() if e}
         self.segment_results = by_segment
         self.evaluations += 1
@@ -315,20 +316,13 @@ class PerformanceEngine(BackgroundWorker):
             return {}
         return cbpe_estimate(snapshot, self.score_name, self.prediction_output(snapshot.outputs), self.p)
 
-    def _error(self) -> None:
-        self.errors += 1
-        try:
-            self.metrics.monitoring_errors.labels(self.model, "performance").inc()
-        except Exception:  # noqa: BLE001
-            pass
-
     def _run(self) -> None:
         while not self._stop.wait(self.p.interval_seconds):
             try:
                 self.evaluate_all()
             except Exception:  # noqa: BLE001
                 log.exception("performance engine failed")
-                self._error()
+                self.count_error()
 
     def status(self) -> dict[str, Any]:
         return {"task": self.task or "auto (no label yet)", "pending": len(self.store),
