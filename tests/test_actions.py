@@ -32,6 +32,7 @@ class Target:
         self.requests: list[dict] = []
         self.statuses: list[int] = []
         self.delay = 0.0
+        self.set_cookie: str | None = None   # sent with every answer when set
         target = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,6 +43,8 @@ class Target:
                 time.sleep(target.delay)
                 status = target.statuses.pop(0) if target.statuses else 200
                 self.send_response(status)
+                if target.set_cookie:
+                    self.send_header("Set-Cookie", target.set_cookie)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -365,7 +368,7 @@ def test_check_config_lists_the_sidecars_actions_and_their_auth(tmp_path, capsys
                     f"  actions: [{action}]\n")
     assert cli_main(["check-config", "--config", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "(auth: bearer token)" in out and "WARNING" not in out
+    assert "(auth: bearer token)" in out and "WARNING:     actions:" not in out   # (admin.write_auth warns apart)
 
 
 def test_the_command_serves_until_sigterm(tmp_path, target):
@@ -391,3 +394,75 @@ def test_the_command_serves_until_sigterm(tmp_path, target):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+# --- what a label value may not do (hostile alerts) ---------------------------------------------
+
+ANY_MODEL = ['alertname="InferwatchDatasetDrift"']
+
+
+def test_url_placeholders_are_percent_encoded_per_part(server_for, target, tmp_path):
+    """A label cannot leave its path segment or add query parameters: before, this label sent the
+    configured Authorization to /admin/delete."""
+    server = server_for(target.url, matchers=ANY_MODEL, cooldown_by=["model"], http={
+        "url": target.url + "/dags/{{ model }}/run?note={{ annotations.description }}&v={{ model_version }}",
+        "headers": {"Authorization": "Bearer for-the-dag-api"}})
+    post(server, notification(alert(fingerprint="f1", model="../../../admin/delete?x=")))
+    post(server, notification(alert(fingerprint="f2", model="a b&c=d#e", model_version="1&admin=1")))
+    assert wait_for(lambda: metric(server, "success") == 2)
+    paths = sorted(r["path"] for r in target.requests)
+    assert paths == ["/dags/..%2F..%2F..%2Fadmin%2Fdelete%3Fx%3D/run?note=drift%20%22big%22&v=3",
+                     "/dags/a%20b%26c%3Dd%23e/run?note=drift%20%22big%22&v=1%26admin%3D1"]
+    # A whole dot segment is refused: the action does not run.
+    assert post(server, notification(alert(fingerprint="f3", model=".."))).json()["template_error"] == 1
+    assert len(target.requests) == 2
+    assert "dot segment" in next(e for e in audit(tmp_path) if e["outcome"] == "template_error")["error"]
+
+
+def test_url_placeholders_cannot_choose_the_host(tmp_path):
+    path = write_config(tmp_path, "http://unused", http={"url": "http://{{ host }}.example/x"})
+    with pytest.raises(ConfigError) as err:
+        load_actions_config(path)
+    assert any("http.url" in p and "host" in p for p in err.value.problems), err.value.problems
+
+
+def record_argv(tmp_path):
+    out = tmp_path / "argv.json"
+    return out, [sys.executable, "-c", f"import json, sys; open({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))"]
+
+
+def test_a_label_cannot_become_a_command_option(server_for, tmp_path):
+    out, command = record_argv(tmp_path)
+    server = server_for("http://unused", matchers=ANY_MODEL, http={}, command=command + ["--model", "{{ model }}"])
+    assert post(server, notification(alert(model="--delete-everything"))).json()["template_error"] == 1
+    assert not out.exists()
+    assert "option" in next(e for e in audit(tmp_path) if e["outcome"] == "template_error")["error"]
+    # An ordinary value (and one with a dash inside, or after a literal prefix) still runs.
+    post(server, notification(alert(fingerprint="f2", model="fraud-v2")))
+    assert wait_for(lambda: metric(server, "success") == 1)
+    assert json.loads(out.read_text()) == ["--model", "fraud-v2"]
+
+
+@pytest.mark.parametrize("overrides", [
+    {"command_tail": ["--", "{{ model }}"]},                               # the end of options, documented
+    {"command_tail": ["{{ model }}"], "allow_option_values": True},         # allowed by the action
+])
+def test_option_like_values_pass_after_a_double_dash_or_when_allowed(server_for, tmp_path, overrides):
+    out, command = record_argv(tmp_path)
+    tail = overrides.pop("command_tail")
+    server = server_for("http://unused", matchers=ANY_MODEL, http={}, command=command + tail, **overrides)
+    post(server, notification(alert(model="--looks-like-an-option")))
+    assert wait_for(lambda: metric(server, "success") == 1)
+    assert json.loads(out.read_text())[-1] == "--looks-like-an-option"
+
+
+def test_cookies_do_not_persist_between_actions(server_for, target):
+    target.set_cookie = "session=from-the-first-call; Path=/"
+    server = server_for(target.url, matchers=ANY_MODEL)
+    post(server, notification(alert(fingerprint="f1", model="fraud")))
+    assert wait_for(lambda: metric(server, "success") == 1)
+    post(server, notification(alert(fingerprint="f2", model="loan")))
+    assert wait_for(lambda: metric(server, "success") == 2)
+    assert len(target.requests) == 2
+    assert not any("Cookie" in r["headers"] for r in target.requests), [r["headers"] for r in target.requests]
+    assert len(server.runner.session.cookies) == 0

@@ -15,6 +15,13 @@ from inferwatch.config import AuthConfig
 FAST = 1_000  # iterations: keep the suite quick; the format is the same
 
 
+@pytest.fixture(autouse=True)
+def fresh_budget(monkeypatch):
+    """Each test starts with the default failure budget, not what earlier tests spent."""
+    monkeypatch.setattr(auth, "failure_budget", auth.FailureBudget())
+    monkeypatch.setattr(auth, "hashes", auth._HashCounts())
+
+
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -120,3 +127,74 @@ def test_cache_is_bounded():
         cache.add(key)
     assert b"a" not in cache and b"d" in cache
     assert len(cache._keys) == 3
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_failed_attempts_beyond_the_budget_are_refused_without_hashing(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(auth, "failure_budget", auth.FailureBudget(burst=3, per_minute=6.0, max_clients=100,
+                                                                   clock=clock))
+    cfg = AuthConfig(basic_users={"u": hash_password("right", iterations=FAST)})
+    calls = []
+    real = auth.verify_password
+
+    def counting(password, encoded):
+        calls.append(password)
+        return real(password, encoded)
+
+    monkeypatch.setattr(auth, "verify_password", counting)
+    attacker, neighbour = "192.0.2.7", "192.0.2.8"
+    assert auth.authenticate(basic("u", "right"), cfg, attacker) is auth.AuthDecision.OK   # cached from now on
+    assert len(calls) == 1
+    decisions = [auth.authenticate(basic("u", f"guess{i}"), cfg, attacker) for i in range(20)]
+    assert decisions[:3] == [auth.AuthDecision.DENIED] * 3
+    assert decisions[3:] == [auth.AuthDecision.THROTTLED] * 17
+    assert len(calls) == 1 + 3                        # no hash for the 17 refused attempts
+    assert auth.failure_budget.refused == 17
+    # Unknown users cost a (dummy) hash too, so they spend the same budget.
+    assert auth.authenticate(basic("nobody", "x"), cfg, attacker) is auth.AuthDecision.THROTTLED
+    # Another address has its own budget; a cached success passes even from the throttled one.
+    assert auth.authenticate(basic("u", "guess"), cfg, neighbour) is auth.AuthDecision.DENIED
+    assert auth.authenticate(basic("u", "right"), cfg, attacker) is auth.AuthDecision.OK
+    assert len(calls) == 1 + 3 + 1
+    # The budget refills at per_minute: 6/min is one attempt every 10 s.
+    clock.now += 10
+    assert auth.authenticate(basic("u", "guess"), cfg, attacker) is auth.AuthDecision.DENIED
+    assert auth.authenticate(basic("u", "guess"), cfg, attacker) is auth.AuthDecision.THROTTLED
+    assert len(calls) == 1 + 3 + 1 + 1
+    # Bearer tokens cost no hash and have no budget.
+    assert not check_authorization("Bearer x", AuthConfig(bearer_token="y"), attacker)
+
+
+def test_failure_budget_table_is_bounded():
+    budget = auth.FailureBudget(burst=1, per_minute=1.0, max_clients=3)
+    for i in range(10):
+        budget.charge(f"10.0.0.{i}")
+    assert len(budget) == 3
+    assert not budget.allow("10.0.0.9") and budget.allow("10.0.0.0")   # the oldest were forgotten
+
+
+def test_admin_port_answers_429_after_the_budget(upstream, sidecar_factory):
+    """Over HTTP: the admin port refuses a client past its budget with a JSON 429, counted."""
+    import requests
+
+    from conftest import admin_url, registry_samples
+
+    sidecar = sidecar_factory(upstream.url, **{
+        "admin.metrics_auth": {"basic_users": {"prom": hash_password("pw", iterations=FAST)}},
+        "admin.failed_auth": {"burst": 2, "per_minute": 0.001}})
+    codes = [requests.get(admin_url(sidecar, "/v1/status"), auth=("prom", f"bad{i}"), timeout=5) for i in range(5)]
+    assert [r.status_code for r in codes] == [401, 401, 429, 429, 429]
+    assert codes[-1].json()["error"] == "too_many_failed_logins" and codes[-1].headers["Retry-After"]
+    ok = requests.get(admin_url(sidecar, "/metrics"), auth=("prom", "pw"), timeout=5)
+    assert ok.status_code == 429   # even the right password: checking it would cost a hash
+    samples = registry_samples(sidecar.metrics.registry)
+    assert samples["inferwatch_auth_throttled_total"] == [({}, 4.0)]
+    assert ({"result": "failure"}, 2.0) in samples["inferwatch_auth_password_checks_total"]

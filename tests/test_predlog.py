@@ -247,3 +247,33 @@ def test_mismatched_column_is_left_out(tmp_path):
     lines = read_lines(tmp_path / "predictions.jsonl")
     assert [line["inputs"] for line in lines] == [{"ok": 1}, {"ok": 2}]
     assert not math.isnan(lines[0]["timestamp_unix"])
+
+
+def test_redaction_ignores_case(tmp_path):
+    """`redact: [ssn]` hides SSN and Ssn too, at the top and nested; `redact: [Email]` hides email."""
+    logger = make(tmp_path, sample_rate=1.0, redact=["ssn", "Email"])
+    logger.log_batch(**batch(1, features={"SSN": ["123-45-6789"], "email": ["a@b.c"], "age": [40],
+                                          "profile": [{"Ssn": "987", "EMAIL": "x@y.z", "city": "X"}]},
+                              outputs={"score": [0.1]}))
+    logger.close()
+    (line,) = read_lines(tmp_path / "predictions.jsonl")
+    assert line["inputs"] == {"SSN": REDACTED, "email": REDACTED, "age": 40,
+                              "profile": {"Ssn": REDACTED, "EMAIL": REDACTED, "city": "X"}}
+    text = (tmp_path / "predictions.jsonl").read_text()
+    assert "123-45-6789" not in text and "987" not in text and "@" not in text
+
+
+def test_quarantine_redaction_ignores_case():
+    """The guard's quarantine log redacts with the prediction log's names, in any case too."""
+    from inferwatch.ingest.events import EventBatch
+    from inferwatch.monitors.guard.evaluate import BatchCheck
+    from inferwatch.monitors.guard.quarantine import quarantine_lines
+
+    batch_ = EventBatch(n=1, features={"SSN": ["123-45-6789"], "age": [40]}, outputs={}, prediction_ids=["q1"],
+                        timestamps=[1714564800.0], model_version="1", source="push")
+    check = BatchCheck(n=1, counts=np.zeros((2, 4), dtype=np.int64), failed=np.array([True]),
+                       flags=np.zeros((2, 1), dtype=np.uint8), cells=[("age", "out_of_range", np.array([True]))])
+    lines, lost = quarantine_lines(batch_, check, model="m", version="1", redact=frozenset(["ssn"]))
+    assert lost == 0
+    (line,) = [json.loads(raw) for raw in lines]
+    assert line["features"] == {"SSN": REDACTED, "age": 40}

@@ -31,3 +31,28 @@ def test_cache_is_bounded():
     for i in range(1000):
         r.match(f"/random/{i}")
     assert len(r._cache) <= 10
+
+
+def test_normalise_path_decodes_merges_and_removes_dot_segments():
+    from inferwatch.serving.routes import normalise_path
+
+    assert normalise_path("/v1/models/./x:predict") == "/v1/models/x:predict"
+    assert normalise_path("/v1/models/x%3Apredict") == "/v1/models/x:predict"
+    assert normalise_path("/v1//models///x:predict/") == "/v1/models/x:predict"
+    assert normalise_path("/v1/models/%2e%2e/v1/models/x:predict") == "/v1/v1/models/x:predict"
+    assert normalise_path("/%2e%2e/%2e%2e/etc/passwd") == "/etc/passwd"   # never above the root
+    assert normalise_path("/%zz") == "/%zz"   # not an escape: left alone
+    assert normalise_path("/") == "/"
+
+
+def test_spellings_a_model_server_may_serve_route_like_the_plain_path():
+    r = Router()
+    for path in ("/v1/models/./x:predict", "/v1/models/x%3Apredict", "/v1//models/x:predict",
+                 "/v1/models/y/../x:predict", "/v1/models/%2e/x:predict", "//v2/models/x/infer"):
+        route = r.match(path)
+        assert route.inference, path
+        assert route.endpoint in ("/v1/models/{model}:predict", "/v2/models/{model}/infer"), path
+    # a server that dispatches on raw bytes sees one segment here, and serves it: so do we
+    assert r.match("/v1/models/a%2Fb:predict").inference
+    assert r.match("/v1/models/./x").endpoint == "/v1/models/{model}"
+    assert r.match("/v1/models/x/../../../etc").endpoint == "other"

@@ -9,7 +9,12 @@ It prints its port on the first line of stdout. Routes:
 - GET  /slow?seconds=S          sleeps, then answers
 - GET  /reset                   closes the connection without answering
 - GET  /status/{code}           answers with that status code
+- GET  /bare                    answers with no Server, Date or Content-Type header
+- GET  /garbage                 answers with a malformed header line (upstream-secret inside) and closes
 - GET  /                        health
+
+Every answer carries ``X-Request-Target``: the request target exactly as it arrived (from the
+request line: ``self.path`` is already reduced, ``//x`` to ``/x``).
 
 ``--offset X`` adds X to every KServe v1 prediction: a second process with an offset is a
 challenger that answers differently (shadow tests).
@@ -37,6 +42,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json", headers: dict | None = None):
         self.send_response(status)
+        self.send_header("X-Request-Target", self._target())
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
@@ -44,6 +50,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _target(self) -> str:
+        return self.requestline.split(" ")[1] if self.requestline.count(" ") >= 2 else ""
 
     def _json(self, status: int, obj, headers: dict | None = None):
         self._send(status, json.dumps(obj).encode(), headers=headers)
@@ -62,6 +71,16 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             self.connection.close()
+            self.close_connection = True
+            return None
+        if url.path == "/bare":  # send_response_only: no Server, no Date
+            self.send_response_only(200)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"bare")
+            return None
+        if url.path == "/garbage":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n" + b"upstream-secret " * 1000 + b"\r\n\r\n")
             self.close_connection = True
             return None
         if url.path.startswith("/status/"):

@@ -93,8 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"inferwatch {__version__}: proxy {proxy}; metrics on "
           f"{'https' if cfg.admin.tls.enabled else 'http'}://{cfg.admin.listen_address}:{sidecar.admin_port}/metrics",
           file=sys.stderr, flush=True)
-    sidecar.serve_forever()
-    return 0
+    # Non-zero when a shutdown could not process everything it had acknowledged (logged with the count).
+    return 1 if sidecar.serve_forever() else 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """Wires the parts together and runs them: the proxy on an asyncio loop thread, the admin
-WSGI server on its own threads, the monitoring worker on one more. One process, so custom
+server on another (its write endpoints on a few threads), the monitoring worker on one more. One process, so custom
 collectors and process metrics work (client_python's multiprocess mode loses both).
 """
 
@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from aiohttp import web
-from cheroot import wsgi
 from prometheus_client import CollectorRegistry
 
 from inferwatch import __version__
@@ -22,12 +21,15 @@ from inferwatch.serving.admin import cloudevent_exchange, create_admin_app
 from inferwatch.ingest.cloudevents import CloudEventPairer
 from inferwatch.config import Config
 from inferwatch.exposition.collectors import CollectorSet
+from inferwatch.support.auth import AuthCollector, configure_failure_budget
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.monitors.outputs import OutputCollector, OutputMonitor
 from inferwatch.pipeline.collector import StateCollector
 from inferwatch.pipeline.worker import Pipeline
 from inferwatch.pipeline.predlog import PredictionLogger
 from inferwatch.serving.proxy import Proxy
+from inferwatch.serving.admin_server import AdminServer
+from inferwatch.serving.connections import ConnectionGuard, ConnectionStats, limited_exception_handler
 from inferwatch.monitors.resources import GPUCollector, ModelProcessCollector
 from inferwatch.pipeline.window import WindowStore
 
@@ -38,16 +40,21 @@ class Sidecar:
     def __init__(self, cfg: Config, registry: CollectorRegistry | None = None):
         self.cfg = cfg
         self.started_at = time.time()
-        self.metrics = Metrics(cfg.model.name, registry, max_model_versions=cfg.limits.max_model_versions)
+        self.metrics = Metrics(cfg.model.name, registry, max_model_versions=cfg.limits.max_model_versions,
+                               reserved_versions=[cfg.model.version])
         self.metrics.set_model_info(cfg.model.version, cfg.model.info, deployed_timestamp=self.started_at)
         kinds = {spec.name: spec.type for spec in cfg.payload.features if spec.type != "auto"}
         self.windows = WindowStore(
             capacity=cfg.window.max_events, max_age_seconds=cfg.window.max_age_seconds,
             max_versions=cfg.limits.max_model_versions, max_features=cfg.limits.max_features,
-            max_outputs=cfg.limits.max_outputs, max_categories=cfg.limits.max_categories, feature_kinds=kinds)
+            max_outputs=cfg.limits.max_outputs, max_categories=cfg.limits.max_categories, feature_kinds=kinds,
+            reserved_features=cfg.payload.feature_names, reserved_outputs=list(cfg.predictions.outputs),
+            on_reclaim=lambda kind: self.metrics.label_values_reclaimed.labels(kind).inc())
         self.predlog = PredictionLogger(cfg.prediction_log)
         self.pipeline = Pipeline(cfg.model, self.metrics, self.windows, self.predlog, queue=cfg.queue,
                                  payload=cfg.payload, segments=cfg.segments)
+        # a version that lost its label slot to a more frequent one: its window and cached counters go
+        self.metrics.model_versions.on_reclaim += [self.windows.drop, self.pipeline.forget_version]
         self.pairer = CloudEventPairer(max_pending=cfg.cloudevents.max_pending,
                                        ttl_seconds=cfg.cloudevents.ttl_seconds)
         registry = self.metrics.registry
@@ -81,6 +88,8 @@ class Sidecar:
             self.collectors.add("drift", DriftCollector(self.drift))
             # Segment values: the reference's most frequent categories first (top-K), then first seen.
             profile = self.reference.current()
+            if profile is not None:  # the reference's columns are kept whatever else arrives first
+                self.windows.reserve_columns(list(profile.features), list(profile.outputs))
             if profile is not None and self.pipeline.segments.enabled:
                 self.pipeline.segments.seed_from_profile(profile)
         # The input guard: data quality, schema changes and outliers on every windowed event.
@@ -130,6 +139,9 @@ class Sidecar:
             if gpu.available:  # no GPU or no NVML: nothing configured to read, no gpu collector
                 self.collectors.add("gpu", gpu)
         registry.register(self.collectors)
+        failed = cfg.admin.failed_auth   # one budget per process: what it protects is the process's CPU
+        configure_failure_budget(failed.burst, failed.per_minute, failed.max_clients)
+        registry.register(AuthCollector())
         self.admin_app = create_admin_app(cfg.admin, cfg.model, cfg.labels, self.metrics, self.pipeline,
                                           status=self.status, ready=self.ready, pairer=self.pairer)
         # Alert-triggered actions: an Alertmanager webhook receiver on the admin port (POST /v1/alerts).
@@ -143,12 +155,19 @@ class Sidecar:
             warning = cfg.actions.exposure_warning(cfg.admin.listen_address)
             if warning:
                 log.warning(warning)
+        if cfg.write_exposure_warning():  # write endpoints open beyond loopback: said once, at start
+            log.warning(cfg.write_exposure_warning())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
-        self._admin_server: wsgi.Server | None = None
+        self._admin_server: AdminServer | None = None
+        self.connection_stats = ConnectionStats(registry)   # both ports' connection counters
         self.proxy_port: int | None = None
         self.admin_port: int | None = None
         self._stopped = threading.Event()
+        self._draining = threading.Event()
+        self._signalled = threading.Event()
+        self._hurry = threading.Event()  # a second signal: skip the readiness delay
+        self._lost = 0
 
     # --- introspection --------------------------------------------------------------------
 
@@ -159,6 +178,9 @@ class Sidecar:
             up = self.proxy.up_value == 1.0
             checks["upstream"] = "reachable" if up else f"unreachable ({self.cfg.upstream.url})"
             ok = ok and up
+        if self._draining.is_set():  # shutting down: the load balancer must stop sending first
+            checks["shutdown"] = "draining"
+            ok = False
         return ok, checks
 
     def status(self) -> dict[str, Any]:
@@ -235,36 +257,36 @@ class Sidecar:
             loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
+        p = self.cfg.proxy
+        # Header and idle timeouts and a connection limit (aiohttp has neither); loop errors such as
+        # accept() out of descriptors logged once a minute, not once per retry.
+        connections = ConnectionGuard("proxy", header_timeout=p.header_timeout_seconds,
+                                      idle_timeout=p.idle_timeout_seconds, max_connections=p.max_connections,
+                                      stats=self.connection_stats)
+        loop.set_exception_handler(limited_exception_handler("proxy"))
         try:
-            runner = web.AppRunner(proxy.make_app(), access_log=None, handle_signals=False)
+            app = proxy.make_app()
+            app.middlewares.append(connections.middleware)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                   keepalive_timeout=p.idle_timeout_seconds + p.header_timeout_seconds + 1)
             loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, self.cfg.proxy.listen_address, self.cfg.proxy.port,
-                               backlog=1024, reuse_address=True)
-            loop.run_until_complete(site.start())
-            self.proxy_port = runner.addresses[0][1]  # the bound port (proxy.port 0: any free one)
+            server, self.proxy_port = loop.run_until_complete(connections.serve(runner, p.listen_address, p.port))
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             errors.append(exc)
             started.set()
             return
         started.set()
         loop.run_forever()
+        connections.stop()
+        server.close()
         loop.run_until_complete(runner.cleanup())
         loop.close()
 
     def _start_admin(self) -> None:
-        a = self.cfg.admin
-        server = wsgi.Server((a.listen_address, a.port), self.admin_app, numthreads=a.threads,
-                             server_name="inferwatch")
-        if a.tls.enabled:
-            from cheroot.ssl.builtin import BuiltinSSLAdapter
-
-            server.ssl_adapter = BuiltinSSLAdapter(a.tls.cert_file, a.tls.key_file)
-        server.prepare()
-        self.admin_port = server.bind_addr[1]
-        self._admin_server = server
-        thread = threading.Thread(target=server.serve, name="inferwatch-admin", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        malformed = self.metrics.malformed_requests
+        self._admin_server = AdminServer(self.admin_app, self.cfg.admin, self.connection_stats,
+                                         lambda reason: malformed.labels(self.cfg.model.name, reason).inc())
+        self.admin_port = self._admin_server.start()
 
     def _maintain(self, interval: float = 1.0) -> None:
         """Periodic housekeeping: requests whose CloudEvent response never came still carry
@@ -278,41 +300,74 @@ class Sidecar:
                 log.exception("maintenance failed")
                 self.metrics.monitoring_errors.labels(self.cfg.model.name, "maintenance").inc()
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """Shut down without losing what was acknowledged: close both ports (in-flight requests
+        finish and are queued), close the monitoring queue, process what it holds within
+        ``shutdown.drain_timeout_seconds``, then stop the engines and close the logs. Returns the
+        acknowledged events and labels that could not be processed (logged; 0 on a clean stop)."""
         if self._stopped.is_set():
-            return
-        self._stopped.set()
-        if self._loop is not None:
+            return self._lost
+        self._draining.set()
+        self._stopped.set()  # the maintenance thread ends
+        deadline = time.monotonic() + self.cfg.shutdown.drain_timeout_seconds
+        log_errors = self.predlog.errors
+        if self._loop is not None:  # the proxy stops listening and waits for its in-flight requests
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._admin_server is not None:
             self._admin_server.stop()
-        self.pipeline.stop()
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        try:  # CloudEvent requests whose response never came, due now: monitored without outputs
+            version = self.metrics.version_label(self.cfg.model.version, self.cfg.model.version)
+            for paired in self.pairer.expire():
+                self.pipeline.submit_exchange(cloudevent_exchange(paired, version))
+        except Exception:  # noqa: BLE001
+            log.exception("shutdown: flushing expired CloudEvents failed")
+        drained = self.pipeline.shutdown(max(deadline - time.monotonic(), 0.0))
         if self.drift is not None:
             self.drift.stop()
         if self.performance is not None:
             self.performance.stop()
         if self.actions is not None:
             self.actions.stop()
-        for thread in self._threads:
-            thread.join(5)
         self.predlog.close()
         if self.guard is not None:
             self.guard.close()
+        unlogged = self.predlog.errors - log_errors  # lines the drain could not write
+        self._lost = drained.events_lost + drained.labels_lost + unlogged
+        counted = sum(sample.value for family in self.metrics.events.collect() for sample in family.samples
+                      if sample.name.endswith("_total"))
+        if self._lost:
+            log.error("shutdown: %d acknowledged events were not processed (%d events and %d labels not monitored "
+                      "within shutdown.drain_timeout_seconds=%g, %d prediction log lines lost); "
+                      "inferwatch_events_total %d", self._lost, drained.events_lost, drained.labels_lost,
+                      self.cfg.shutdown.drain_timeout_seconds, unlogged, counted)
+        else:
+            log.info("shutdown: queue drained in %.1fs, nothing acknowledged lost; inferwatch_events_total %d",
+                     drained.seconds, counted)
+        return self._lost
 
-    def serve_forever(self) -> None:
-        """Run until SIGTERM/SIGINT (the main thread only waits)."""
+    def serve_forever(self) -> int:
+        """Run until SIGTERM/SIGINT (the main thread only waits), then shut down: /readyz answers
+        503 for ``shutdown.readiness_delay_seconds`` (a second signal cuts it short), then
+        ``stop()``. Returns what ``stop()`` could not process (the exit code's reason)."""
         def on_signal(signum, frame):
-            log.info("signal %s: shutting down", signum)
-            self._stopped_by_signal.set()
+            if self._signalled.is_set():
+                self._hurry.set()
+                return
+            log.info("signal %s: not ready, shutting down in %gs", signum, self.cfg.shutdown.readiness_delay_seconds)
+            self._draining.set()
+            self._signalled.set()
 
-        self._stopped_by_signal = threading.Event()
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         try:
-            while not self._stopped_by_signal.wait(0.5):
+            while not self._signalled.wait(0.5):
                 pass
+            self._hurry.wait(self.cfg.shutdown.readiness_delay_seconds)
         finally:
-            self.stop()
+            lost = self.stop()
+        return lost
 
     def __enter__(self) -> "Sidecar":
         return self.start()

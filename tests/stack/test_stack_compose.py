@@ -49,7 +49,7 @@ def host_port(address: str) -> tuple[str, int]:
 
 def sidecar_config(tmp_path: Path, text: str, name: str = "inferwatch.yaml"):
     path = tmp_path / name
-    path.write_text(text)
+    path.write_text(text.replace("$$", "$"))   # Compose's escape: the sidecar sees one $
     return load_config(path)
 
 
@@ -97,7 +97,8 @@ def test_demo_commands_and_image():
     assert SERVICES["inferwatch"]["pid"] == "service:model"
 
 
-def test_sidecar_config_is_valid_and_agrees_with_ports_and_prometheus(tmp_path):
+def test_sidecar_config_is_valid_and_agrees_with_ports_and_prometheus(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFERWATCH_WRITE_TOKEN", "t")
     (config_ref,) = SERVICES["inferwatch"]["configs"]
     assert SERVICES["inferwatch"]["command"][-1] == config_ref["target"]
     cfg = sidecar_config(tmp_path, COMPOSE["configs"][config_ref["source"]]["content"])
@@ -125,11 +126,12 @@ def test_sidecar_config_is_valid_and_agrees_with_ports_and_prometheus(tmp_path):
     assert re.fullmatch(re.search(r'job=~"(.*)"', selector).group(1), job["job_name"])
 
 
-def test_the_stack_and_inferwatch_demo_monitor_the_model_alike(tmp_path):
+def test_the_stack_and_inferwatch_demo_monitor_the_model_alike(tmp_path, monkeypatch):
     """Outputs (the seed's loan bands), segments and performance are configured the same in the
     compose stack and in `inferwatch demo`, so the dashboards and alerts see the same series."""
     from inferwatch.demo.runner import sidecar_config as demo_sidecar_config
 
+    monkeypatch.setenv("INFERWATCH_WRITE_TOKEN", "t")
     (config_ref,) = SERVICES["inferwatch"]["configs"]
     stack = sidecar_config(tmp_path, COMPOSE["configs"][config_ref["source"]]["content"])
     demo = load_config(demo_sidecar_config(tmp_path, upstream_port=1, proxy_port=2, admin_port=3, model_pid=4,
@@ -297,7 +299,15 @@ def test_kubernetes_example(tmp_path, monkeypatch):
     (mount,) = [m for m in sidecar["volumeMounts"] if m["name"] == "config"]
     assert sidecar["args"][-1] == f"{mount['mountPath']}/inferwatch.yaml"
     monkeypatch.delenv("MODEL_VERSION", raising=False)
-    cfg = sidecar_config(tmp_path, configmap["data"]["inferwatch.yaml"])
+    text = configmap["data"]["inferwatch.yaml"]
+    # the write endpoints take the token of a mounted Secret: the admin port is reachable in the cluster
+    token_path = PurePosixPath(yaml.safe_load(text)["admin"]["write_auth"]["bearer_token_file"])
+    mounts_by_path = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
+    (token_volume,) = [v for v in pod["volumes"] if v["name"] == mounts_by_path[str(token_path.parent)]]
+    assert token_volume["secret"]["secretName"]
+    (tmp_path / "token").write_text("t")
+    cfg = sidecar_config(tmp_path, text.replace(str(token_path), str(tmp_path / "token")))
+    assert cfg.admin.write_auth.enabled and cfg.write_exposure_warning() == ""
     assert cfg.model.name == "loan" and cfg.model.version == "v1"
     assert cfg.reference.enabled   # else no drift is evaluated and the drift alerts can never fire
     assert re.search(cfg.process.match, shlex.join(containers["model"]["command"]))
@@ -394,7 +404,7 @@ def test_kubernetes_pipelines_example(tmp_path, monkeypatch):
     assert not re.fullmatch(sidecars, "alert-actions")   # its ServiceMonitor's job is not taken for a sidecar
 
 
-def test_the_demo_traffic_injects_what_the_guard_alerts_on_long_enough_to_fire(tmp_path):
+def test_the_demo_traffic_injects_what_the_guard_alerts_on_long_enough_to_fire(tmp_path, monkeypatch):
     """The stack's traffic injects a burst of outliers and a renamed column; each lasts longer than its
     alert needs (the rate window, then `for:`), and the burst comes after the warm-up reference is frozen
     (a reference full of outliers would make them normal)."""
@@ -403,6 +413,7 @@ def test_the_demo_traffic_injects_what_the_guard_alerts_on_long_enough_to_fire(t
     from inferwatch.demo.traffic import TrafficGenerator
     from inferwatch.alerting.promql import duration_seconds
 
+    monkeypatch.setenv("INFERWATCH_WRITE_TOKEN", "t")
     (config_ref,) = SERVICES["inferwatch"]["configs"]
     cfg = sidecar_config(tmp_path, COMPOSE["configs"][config_ref["source"]]["content"])
     assert cfg.guard.enabled and cfg.guard.outliers and cfg.reference.warmup_events > 0
@@ -423,3 +434,19 @@ def test_the_demo_traffic_injects_what_the_guard_alerts_on_long_enough_to_fire(t
     assert outliers[1] <= renamed[0]
     events_per_second = defaults["concurrency"] * defaults["rate_per_worker"] * 2.5   # 1-4 rows a request
     assert outliers[0] >= 2 * cfg.reference.warmup_events / events_per_second
+
+
+def test_the_stack_ships_with_write_auth_and_the_traffic_sends_its_token(tmp_path, monkeypatch):
+    """The admin port is published: /v1/events and /v1/labels take a bearer token from the
+    environment, which the traffic service (it posts labels) gets too; nothing to warn about."""
+    from inferwatch.demo.traffic import main as traffic_main  # noqa: F401 - the command it runs
+
+    monkeypatch.setenv("INFERWATCH_WRITE_TOKEN", "s3cret")
+    (config_ref,) = SERVICES["inferwatch"]["configs"]
+    cfg = sidecar_config(tmp_path, COMPOSE["configs"][config_ref["source"]]["content"])
+    assert cfg.admin.write_auth.bearer_token == "s3cret" and cfg.warnings() == []
+    for service in ("inferwatch", "traffic"):
+        value = SERVICES[service]["environment"]["INFERWATCH_WRITE_TOKEN"]
+        assert value.startswith("${INFERWATCH_WRITE_TOKEN:?"), service   # compose refuses to start without it
+    traffic = SERVICES["traffic"]["command"]
+    assert "--labels-token-env" not in traffic    # the default variable: INFERWATCH_WRITE_TOKEN

@@ -20,7 +20,9 @@ lines audit log: what ran, why (the alert and the matchers) and with what result
 
 Templates are plain substitution -- ``{{ model }}``, ``{{ annotations.summary }}``,
 ``{{ fingerprint }}`` -- never evaluation. A JSON body is a YAML mapping whose strings are
-templated and then JSON-encoded, so a label value cannot change the document's structure.
+templated and then JSON-encoded, so a label value cannot change the document's structure; URL
+placeholders are percent-encoded per part, and a command refuses values that would be options
+(``config.templates``). Requests keep no cookies between actions.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
+from http.cookiejar import DefaultCookiePolicy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -40,7 +43,7 @@ import requests
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inferwatch.config import ActionConfig, ActionsConfig, AuditLogConfig
-from inferwatch.config.templates import Matcher, Template, TemplateError, parse_matcher
+from inferwatch.config.templates import Matcher, Template, TemplateError, URLTemplate, parse_matcher, render_argv
 from inferwatch.support.jsonlines import RotatingFile
 
 from .notifications import Alert
@@ -48,7 +51,7 @@ from .notifications import Alert
 log = logging.getLogger("inferwatch.actions")
 
 OUTCOMES = ("success", "failure", "duplicate", "cooldown", "dropped", "template_error")
-WEBHOOK_ERRORS = ("unauthorized", "invalid_json", "invalid_payload", "too_large")
+WEBHOOK_ERRORS = ("unauthorized", "throttled", "invalid_json", "invalid_payload", "too_large")
 ALERT_STATUSES = ("firing", "resolved", "other")
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 OUTPUT_TAIL_BYTES = 2000
@@ -69,7 +72,8 @@ class ActionMetrics:
         self.alerts = Counter("inferwatch_actions_alerts_received", "Alerts received in Alertmanager webhook "
                               "notifications, by status (firing, resolved, other).", ["status"], registry=registry)
         self.webhook_errors = Counter("inferwatch_actions_webhook_errors", "Webhook requests refused: unauthorized, "
-                                      "invalid_json, invalid_payload, too_large.", ["reason"], registry=registry)
+                                      "throttled (429: too many failed basic-auth checks), invalid_json, "
+                                      "invalid_payload, too_large.", ["reason"], registry=registry)
         self.queue_items = Gauge("inferwatch_actions_queue_items", "Actions waiting for a worker.", registry=registry)
         self.queue_capacity = Gauge("inferwatch_actions_queue_capacity_items", "Capacity of the actions queue "
                                     "(max_queue_items).", registry=registry)
@@ -120,11 +124,19 @@ class AuditLog:
 # --- running actions ---------------------------------------------------------------------------
 
 
+def session_without_cookies() -> requests.Session:
+    """A pooled session whose cookie jar refuses every cookie: a cookie one action's endpoint set
+    must not ride along with the next action's request (to the same or another endpoint)."""
+    session = requests.Session()
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return session
+
+
 @dataclass
 class CompiledAction:
     cfg: ActionConfig
     matchers: list[Matcher]
-    url: Template | None
+    url: URLTemplate | None
     headers: dict[str, Template]
     body: Any
     command: list[Template]
@@ -132,7 +144,7 @@ class CompiledAction:
     @classmethod
     def compile(cls, cfg: ActionConfig) -> "CompiledAction":
         http = cfg.http if cfg.http.url else None
-        return cls(cfg, [parse_matcher(m) for m in cfg.matchers], Template(http.url) if http else None,
+        return cls(cfg, [parse_matcher(m) for m in cfg.matchers], URLTemplate(http.url) if http else None,
                    {k: Template(v) for k, v in http.headers.items()} if http else {},
                    Template.compile_tree(http.body) if http else None, [Template(a) for a in cfg.command])
 
@@ -172,7 +184,7 @@ class ActionRunner:
         self.metrics.queue_items.set_function(lambda: self._queue.qsize())
         self.metrics.tracked.set_function(lambda: len(self._episodes) + len(self._cooldowns))
         self.audit = AuditLog(cfg.audit_log, self.metrics)
-        self.session = session or requests.Session()
+        self.session = session or session_without_cookies()
         self.clock = clock
         self._queue: queue.Queue[Task | None] = queue.Queue(cfg.max_queue_items)
         self._lock = threading.Lock()
@@ -248,7 +260,7 @@ class ActionRunner:
                 data = None if body is None else str(body).encode()
             return {"method": action.cfg.http.method, "url": action.url.render(lookup), "headers": headers,
                     "body": data}
-        return {"argv": [t.render(lookup) for t in action.command]}
+        return {"argv": render_argv(action.command, lookup, allow_option_values=action.cfg.allow_option_values)}
 
     # -- running (worker threads) --
 

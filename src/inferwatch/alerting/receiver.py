@@ -2,7 +2,8 @@
 
 ``add_receiver_route`` mounts it on a Flask app (the sidecar's admin port); ``ActionsServer``
 is ``inferwatch actions``: the receiver on its own port, with ``/metrics`` and ``/healthz``.
-Refused requests are counted in ``inferwatch_actions_webhook_errors_total{reason}``; a
+Refused requests are counted in ``inferwatch_actions_webhook_errors_total{reason}`` (``throttled``:
+429 for an address past its failed basic-auth budget, see ``support.auth``); a
 notification whose actions did not all fit on the queue is answered 503, so Alertmanager
 sends it again.
 """
@@ -18,7 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException
 
 from inferwatch.config import ActionsConfig
-from inferwatch.support.auth import check_authorization
+from inferwatch.support.auth import THROTTLED_BODY, AuthCollector, AuthDecision, authenticate
 
 from .actions import ActionRunner
 from .notifications import NotificationError, parse_notification
@@ -36,7 +37,13 @@ def add_receiver_route(app: Flask, runner: ActionRunner, cfg: ActionsConfig, pat
 
     @app.post(path, endpoint="alertmanager_webhook")
     def receive_alerts() -> Response:
-        if not check_authorization(request.headers.get("Authorization"), cfg.auth):
+        decision = authenticate(request.headers.get("Authorization"), cfg.auth, request.remote_addr)
+        if decision is AuthDecision.THROTTLED:   # too many failed basic-auth checks from this address
+            metrics.webhook_errors.labels("throttled").inc()
+            response = _problem(429, THROTTLED_BODY["error"], THROTTLED_BODY["detail"])
+            response.headers["Retry-After"] = "60"
+            return response
+        if decision is not AuthDecision.OK:
             metrics.webhook_errors.labels("unauthorized").inc()
             response = _problem(401, "unauthorized", "missing or invalid credentials in the Authorization header")
             response.headers["WWW-Authenticate"] = 'Bearer realm="inferwatch-actions"'
@@ -91,6 +98,7 @@ class ActionsServer:
         self.cfg = cfg
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.runner = ActionRunner(cfg, self.registry, **runner_kwargs)
+        self.registry.register(AuthCollector())
         self.server = wsgi.Server((cfg.listen_address, cfg.port), create_actions_app(cfg, self.runner, self.registry),
                                   numthreads=4, server_name="inferwatch-actions")
         if cfg.tls.cert_file:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .loader import ConfigError, build, read_yaml
 from .sections import AuthConfig, TLSConfig
-from .templates import Template, TemplateError, parse_matcher
+from .templates import Template, TemplateError, URLTemplate, parse_matcher
 
 
 @dataclass
@@ -35,6 +35,10 @@ class ActionConfig:
     # Exactly one of an HTTP request and a command (an argv list: no shell; items templated).
     http: HTTPActionConfig = field(default_factory=HTTPActionConfig)
     command: list[str] = field(default_factory=list)
+    # A command item that starts with a placeholder whose value starts with "-" would be read as
+    # an option: the action is refused (template_error) unless a literal "--" item comes before
+    # it, or this is true.
+    allow_option_values: bool = False
     # After a run, the action does not run again for alerts with the same cooldown_by label
     # values ([] = the action as a whole) for this long. A failed run does not start a cooldown.
     cooldown_seconds: float = 3600.0
@@ -79,14 +83,14 @@ class ActionsConfig:
     def exposure_warning(self, listen_address: str) -> str:
         """A warning when the receiver, which starts jobs, takes alerts from anyone who can reach a
         non-loopback address; "" otherwise."""
-        if self.auth.enabled or not self.actions or _is_loopback(listen_address):
+        if self.auth.enabled or not self.actions or is_loopback(listen_address):
             return ""
         return (f"actions: the receiver on {listen_address} has no authentication: anyone who reaches it can "
                 f"run {', '.join(a.name for a in self.actions)}; set auth.bearer_token or auth.bearer_token_file "
                 f"(what Alertmanager sends)")
 
 
-def _is_loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
     import ipaddress
 
     if address == "localhost":
@@ -155,7 +159,10 @@ def validate_actions(cfg: ActionsConfig, problems: list[str], prefix: str = "") 
             problem(where, "needs exactly one of http (with a url) and command")
         templates: list[tuple[str, Any]] = [(f"{where}.command[{j}]", arg) for j, arg in enumerate(action.command)]
         if action.http.url:
-            templates.append((f"{where}.http.url", action.http.url))
+            try:
+                URLTemplate(action.http.url)
+            except TemplateError as exc:
+                problem(f"{where}.http.url", str(exc))
             templates += [(f"{where}.http.headers.{k}", v) for k, v in action.http.headers.items()]
             templates.append((f"{where}.http.body", action.http.body))
         for key, value in templates:

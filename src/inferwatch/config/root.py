@@ -6,12 +6,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .actions import ActionsConfig
+from .actions import ActionsConfig, is_loopback
 from .loader import ConfigError, build, read_yaml
 from .sections import (AdminConfig, CloudEventsConfig, DriftConfig, GuardConfig, LabelsConfig, LimitsConfig,
                        LoggingConfig, ModelConfig, PayloadConfig, PerformanceConfig, PredictionLogConfig,
                        PredictionsConfig, ProcessConfig, ProxyConfig, QueueConfig, ReferenceConfig, SegmentsConfig,
-                       ShadowConfig, UpstreamConfig, WindowConfig)
+                       ShadowConfig, ShutdownConfig, UpstreamConfig, WindowConfig)
 from .validate import validate
 
 
@@ -25,6 +25,7 @@ class Config:
     window: WindowConfig = field(default_factory=WindowConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     cloudevents: CloudEventsConfig = field(default_factory=CloudEventsConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     prediction_log: PredictionLogConfig = field(default_factory=PredictionLogConfig)
@@ -40,6 +41,24 @@ class Config:
     # Alert-triggered actions on the admin port (POST /v1/alerts); off while `actions.actions` is empty.
     actions: ActionsConfig = field(default_factory=ActionsConfig)
     source: str = "<defaults>"
+
+    def write_exposure_warning(self) -> str:
+        """A warning when the admin port's write endpoints take events and labels from anyone who
+        can reach a non-loopback address (they feed drift, performance and alerts); "" otherwise."""
+        admin = self.admin
+        if admin.write_auth.enabled or is_loopback(admin.listen_address):
+            return ""
+        paths = ["/v1/events", "/v1/cloudevents", *(["/v1/labels"] if self.labels.enabled else [])]
+        return (f"admin: {', '.join(paths)} on {admin.listen_address}:{admin.port} have no authentication: anyone "
+                f"who reaches the port can push events and labels that move drift, performance and alerts; set "
+                f"admin.write_auth (bearer_token_file or basic_users), or admin.listen_address: 127.0.0.1")
+
+    def warnings(self) -> list[str]:
+        """What `inferwatch check-config` and the start log warn about."""
+        warnings = [self.write_exposure_warning()]
+        if self.actions.actions:
+            warnings.append(self.actions.exposure_warning(self.admin.listen_address))
+        return [w for w in warnings if w]
 
     def summary(self) -> str:
         features = ", ".join(self.payload.feature_names) or "(discovered from traffic)"
@@ -84,9 +103,7 @@ class Config:
         if self.actions.actions:
             names = ", ".join(a.name for a in self.actions.actions)
             lines.append(f"actions:     {names} on the admin port's /v1/alerts (auth: {self.actions.auth_kind()})")
-            warning = self.actions.exposure_warning(self.admin.listen_address)
-            if warning:
-                lines.append(f"WARNING:     {warning}")
+        lines += [f"WARNING:     {warning}" for warning in self.warnings()]
         return "\n".join(lines)
 
 

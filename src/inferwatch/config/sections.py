@@ -27,6 +27,9 @@ class UpstreamConfig:
     timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 5.0
     max_connections: int = 256
+    # Longest wait for one of max_connections to come free (HAProxy's `timeout queue`); the wait
+    # counts against timeout_seconds too.
+    pool_timeout_seconds: float = 30.0
     health_path: str = "/"
     health_interval_seconds: float = 5.0
 
@@ -42,6 +45,13 @@ class ProxyConfig:
     routes: list[str] = field(default_factory=list)
     # Methods whose responses on an inference route are decoded as predictions.
     prediction_methods: list[str] = field(default_factory=lambda: ["POST"])
+    # Client connections (serving/connections.py): a request head must arrive within
+    # header_timeout_seconds; an idle keep-alive connection is closed after idle_timeout_seconds
+    # (longer than cloud load balancers keep theirs, so they never reuse one we closed); past
+    # max_connections the longest-waiting idle one is closed to make room.
+    header_timeout_seconds: float = 10.0
+    idle_timeout_seconds: float = 3630.0
+    max_connections: int = 1024
 
 
 @dataclass
@@ -59,6 +69,16 @@ class AuthConfig:
 
 
 @dataclass
+class FailedAuthConfig:
+    # Failed basic-auth checks (each costs a password hash) a client address may make: a burst,
+    # refilled at per_minute; past it the answer is 429 without hashing. At most max_clients
+    # addresses are remembered (least recently failed forgotten first).
+    burst: int = 10
+    per_minute: float = 10.0
+    max_clients: int = 4096
+
+
+@dataclass
 class TLSConfig:
     cert_file: str = ""
     key_file: str = ""
@@ -73,11 +93,19 @@ class AdminConfig:
     listen_address: str = "0.0.0.0"
     port: int = 9180
     max_body_bytes: int = 16 * 1024 * 1024
+    # Threads for the write endpoints (push, labels, alerts); probes and scrapes never wait for them.
     threads: int = 8
+    # As proxy.*: probes open a new connection each time, Prometheus keeps one alive between scrapes.
+    header_timeout_seconds: float = 10.0
+    idle_timeout_seconds: float = 75.0
+    # A push body must arrive whole within this (else 408).
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 128
     tls: TLSConfig = field(default_factory=TLSConfig)
     # Separate credentials for scraping (/metrics) and for writes (/v1/events, ...).
     metrics_auth: AuthConfig = field(default_factory=AuthConfig)
     write_auth: AuthConfig = field(default_factory=AuthConfig)
+    failed_auth: FailedAuthConfig = field(default_factory=FailedAuthConfig)
 
 
 @dataclass
@@ -128,6 +156,17 @@ class QueueConfig:
     # The bodies and decoded batches waiting for the worker, in bytes; beyond either bound an
     # item is dropped and counted (inferwatch_events_dropped_total{reason="queue_full"}).
     max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass
+class ShutdownConfig:
+    # On SIGTERM /readyz answers 503 for this long first, while everything is still served, so the
+    # load balancer stops sending before the ports close.
+    readiness_delay_seconds: float = 2.0
+    # Then the ports close, in-flight requests finish and the monitoring queue is processed, for at
+    # most this long; what is left is counted, logged, and the exit code is 1. The default and the
+    # delay fit Kubernetes' 30 s terminationGracePeriodSeconds.
+    drain_timeout_seconds: float = 25.0
 
 
 @dataclass

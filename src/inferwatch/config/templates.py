@@ -2,6 +2,12 @@
 
 Parsed when the configuration loads (so a bad matcher or placeholder is a ``file:key: message``
 error) and used by the actions runner; pure string work, no I/O.
+
+Label values come from whoever can make an alert fire, so where a value lands decides what it may
+contain: in a URL every placeholder is percent-encoded for its part (a path segment or the query:
+``../admin?x=`` stays inside its segment), and in a command a value that would start an argument
+with ``-`` (and so be read as an option) is refused unless the action allows it or a literal
+``--`` item comes before it.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import quote
 
 
 # --- matchers ----------------------------------------------------------------------------------
@@ -108,3 +115,74 @@ class Template:
         if isinstance(value, list):
             return [cls.render_tree(v, lookup) for v in value]
         return value
+
+
+# --- URL and command templates -----------------------------------------------------------------
+
+
+def _url_part(literal: str) -> str:
+    """Which part of a URL the text after ``literal`` (the template's literal text so far) is in."""
+    if "#" in literal:
+        return "fragment"
+    if "?" in literal:
+        return "query"
+    scheme_end = literal.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    return "path" if "/" in literal[start:] else "authority"
+
+
+class URLTemplate(Template):
+    """A URL template whose placeholders are percent-encoded for the part of the URL they sit in.
+
+    Every character but unreserved ones (letters, digits, ``-._~``) is encoded, so a value can
+    neither leave its path segment (``/``, ``?``, ``#``) nor add query parameters (``&``, ``=``);
+    a value that is a whole dot segment (``.`` or ``..``) is refused. Placeholders in the scheme,
+    host or port are refused when the configuration loads: a label must not choose where the
+    request (and its configured credentials) goes.
+    """
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.url_parts: list[str] = []
+        literal = ""
+        for placeholder, value in self.parts:
+            if not placeholder:
+                literal += value
+                continue
+            part = _url_part(literal)
+            if part == "authority":
+                raise TemplateError(f"{{{{ {value} }}}} is in the URL's scheme, host or port: placeholders may "
+                                    "only be in the path, the query or the fragment")
+            self.url_parts.append(part)
+
+    def render(self, lookup: Callable[[str], str]) -> str:
+        out: list[str] = []
+        parts = iter(self.url_parts)
+        for placeholder, value in self.parts:
+            if not placeholder:
+                out.append(value)
+                continue
+            text = lookup(value)
+            if next(parts) == "path" and text.strip(".") == "" and text:
+                raise TemplateError(f"{value} = {text!r} would be a dot segment of the URL's path")
+            out.append(quote(text, safe=""))
+        return "".join(out)
+
+
+def render_argv(items: list[Template], lookup: Callable[[str], str], *, allow_option_values: bool = False) -> list[str]:
+    """A command's argv from its templates. An item that begins with a placeholder whose value
+    starts with ``-`` would be read as an option: TemplateError, unless ``allow_option_values``
+    or an earlier literal ``--`` item (the end of options) makes it an operand."""
+    argv: list[str] = []
+    operands = allow_option_values
+    for item in items:
+        text = item.render(lookup)
+        begins_with_value = len(item.parts) > 1 and item.parts[0] == (False, "")
+        if begins_with_value and text.startswith("-") and not operands:
+            name = item.parts[1][1]
+            raise TemplateError(f"{name} = {text[:40]!r} would be an option of the command: put a literal '--' "
+                                "item before it or set allow_option_values: true")
+        if item.parts == [(False, "--")]:
+            operands = True
+        argv.append(text)
+    return argv

@@ -31,10 +31,18 @@ def validate(cfg: Config, problems: list[str]) -> None:
         ("upstream.timeout_seconds", cfg.upstream.timeout_seconds),
         ("upstream.connect_timeout_seconds", cfg.upstream.connect_timeout_seconds),
         ("upstream.max_connections", cfg.upstream.max_connections),
+        ("upstream.pool_timeout_seconds", cfg.upstream.pool_timeout_seconds),
         ("upstream.health_interval_seconds", cfg.upstream.health_interval_seconds),
         ("proxy.max_body_bytes", cfg.proxy.max_body_bytes),
         ("admin.max_body_bytes", cfg.admin.max_body_bytes),
         ("admin.threads", cfg.admin.threads),
+        ("proxy.header_timeout_seconds", cfg.proxy.header_timeout_seconds),
+        ("proxy.idle_timeout_seconds", cfg.proxy.idle_timeout_seconds),
+        ("proxy.max_connections", cfg.proxy.max_connections),
+        ("admin.header_timeout_seconds", cfg.admin.header_timeout_seconds),
+        ("admin.idle_timeout_seconds", cfg.admin.idle_timeout_seconds),
+        ("admin.body_timeout_seconds", cfg.admin.body_timeout_seconds),
+        ("admin.max_connections", cfg.admin.max_connections),
         ("payload.max_decode_bytes", cfg.payload.max_decode_bytes),
         ("window.max_events", cfg.window.max_events),
         ("window.max_age_seconds", cfg.window.max_age_seconds),
@@ -44,6 +52,7 @@ def validate(cfg: Config, problems: list[str]) -> None:
         ("limits.max_categories", cfg.limits.max_categories),
         ("queue.max_items", cfg.queue.max_items),
         ("queue.max_bytes", cfg.queue.max_bytes),
+        ("shutdown.drain_timeout_seconds", cfg.shutdown.drain_timeout_seconds),
         ("cloudevents.max_pending", cfg.cloudevents.max_pending),
         ("cloudevents.ttl_seconds", cfg.cloudevents.ttl_seconds),
         ("prediction_log.max_bytes", cfg.prediction_log.max_bytes),
@@ -65,6 +74,9 @@ def validate(cfg: Config, problems: list[str]) -> None:
     for key, port in (("proxy.port", cfg.proxy.port), ("admin.port", cfg.admin.port)):
         if not 0 <= port <= 65535:
             problems.append(f"{src}:{key}: expected a port number 0-65535, got {port}")
+    if not (math.isfinite(cfg.shutdown.readiness_delay_seconds) and cfg.shutdown.readiness_delay_seconds >= 0):
+        problems.append(f"{src}:shutdown.readiness_delay_seconds: expected seconds >= 0, "
+                        f"got {cfg.shutdown.readiness_delay_seconds}")
     if cfg.proxy.enabled and cfg.proxy.port and cfg.proxy.port == cfg.admin.port:
         problems.append(f"{src}:admin.port: must differ from proxy.port ({cfg.proxy.port})")
     if not cfg.upstream.health_path.startswith("/"):
@@ -109,6 +121,12 @@ def validate(cfg: Config, problems: list[str]) -> None:
     for key, auth in (("admin.metrics_auth", cfg.admin.metrics_auth), ("admin.write_auth", cfg.admin.write_auth),
                       ("actions.auth", cfg.actions.auth)):
         read_token_file(auth, f"{src}:{key}", problems)
+    failed = cfg.admin.failed_auth
+    if failed.burst < 1 or failed.max_clients < 1:
+        problems.append(f"{src}:admin.failed_auth: burst and max_clients must be at least 1, "
+                        f"got {failed.burst} and {failed.max_clients}")
+    if not (math.isfinite(failed.per_minute) and failed.per_minute > 0):
+        problems.append(f"{src}:admin.failed_auth.per_minute: expected a number above 0, got {failed.per_minute}")
     cfg.actions.source = src
     if cfg.actions.actions:
         validate_actions(cfg.actions, problems, "actions.")

@@ -6,6 +6,7 @@ and the applicants' outcomes (repaid or not) sent to the sidecar as delayed labe
 from __future__ import annotations
 
 import heapq
+import os
 import threading
 import time
 
@@ -17,12 +18,13 @@ from .model import FEATURES, generate, repayment_probability
 
 class TrafficGenerator:
     """``labels_url`` (the sidecar's ``/v1/labels``): each row's outcome is drawn from the demo's
-    ground truth and posted ``label_delay`` seconds (uniform between the two) after the prediction."""
+    ground truth and posted ``label_delay`` seconds (uniform between the two) after the prediction,
+    with ``labels_token`` as its bearer token when the sidecar's ``admin.write_auth`` asks for one."""
 
     def __init__(self, url: str, *, duration: float, concurrency: int = 4, rate_per_worker: float = 20.0,
                  drift_at: float = 0.5, outliers_at: float = 0.25, outliers_for: float = 0.1,
                  outlier_share: float = 0.1, rename_at: float = 0.7, seed: int = 11, labels_url: str | None = None,
-                 label_delay: tuple[float, float] = (2.0, 8.0)):
+                 label_delay: tuple[float, float] = (2.0, 8.0), labels_token: str = ""):
         self.url = url
         self.duration = duration
         self.outliers_at, self.outliers_for, self.outlier_share = outliers_at, outliers_for, outlier_share
@@ -35,6 +37,7 @@ class TrafficGenerator:
         self.failed = 0
         self.started = 0.0
         self.labels_url = labels_url
+        self.labels_token = labels_token
         self.label_delay = label_delay
         self.labels_sent = 0
         self._due: list[tuple[float, str, str]] = []  # a heap of (due time, prediction id, label)
@@ -105,6 +108,8 @@ class TrafficGenerator:
 
     def _send_labels(self, url: str) -> None:
         session = requests.Session()
+        if self.labels_token:
+            session.headers["Authorization"] = f"Bearer {self.labels_token}"
         while True:
             stopping = self._stop.wait(0.5) or not any(t.is_alive() for t in self._threads[:-1])
             now = time.monotonic()
@@ -156,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--loop", action="store_true", help="repeat rounds until stopped")
     parser.add_argument("--labels-url", help="the sidecar's /v1/labels: send each row's outcome a few seconds later")
+    parser.add_argument("--labels-token-env", default="INFERWATCH_WRITE_TOKEN", metavar="NAME",
+                        help="environment variable holding the bearer token of the sidecar's admin.write_auth "
+                             "(default INFERWATCH_WRITE_TOKEN; unset: no token)")
     args = parser.parse_args(argv)
     if not 0 <= args.outliers_at <= args.outliers_at + args.outliers_for <= 1 or not 0 <= args.rename_at <= 1:
         parser.error("--outliers-at, --outliers-for and --rename-at are shares of the round: 0 to 1")
@@ -165,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         traffic = TrafficGenerator(args.url, duration=args.duration, concurrency=args.concurrency,
                                    outliers_at=args.outliers_at, outliers_for=args.outliers_for,
                                    rename_at=args.rename_at, seed=11 + round_number,
-                                   labels_url=args.labels_url).start()
+                                   labels_url=args.labels_url,
+                                   labels_token=os.environ.get(args.labels_token_env, "")).start()
         try:
             while traffic.running():
                 time.sleep(1)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import platform
 import threading
-from typing import Iterable
+from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from inferwatch import __version__
+from inferwatch.stats.heavy_hitters import FrequentSlots
 
 NAMESPACE = "inferwatch"
 OTHER = "other"
@@ -37,33 +39,51 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 
 
 class LabelCap:
-    """Admits the first ``limit`` distinct values of a label; the rest become ``other``.
+    """At most ``limit`` values of a label; the rest become ``other``.
 
-    Overflows are counted in ``inferwatch_label_values_capped_total{label}``.
+    The ``reserved`` values (the schema's: the configured model version) always keep their slot;
+    the other slots go by frequency (``FrequentSlots``), so values that stopped arriving give theirs
+    up to values that keep arriving. Overflows are counted in
+    ``inferwatch_label_values_capped_total{label}``, slots taken back in
+    ``inferwatch_label_values_reclaimed_total{label}``; ``on_reclaim`` listeners get the value
+    that lost its slot, to drop what they keep for it (its series, its window).
     """
 
-    def __init__(self, label: str, limit: int, overflow: Counter | None = None, initial: Iterable[str] = ()):
+    def __init__(self, label: str, limit: int, overflow: Counter | None = None, reserved: Iterable[str] = (), *,
+                 reclaimed: Counter | None = None, halve_every: int = 1024):
         self.label = label
         self.limit = limit
-        self._values: set[str] = set(initial)
+        self.slots = FrequentSlots(limit, reserved, halve_every=halve_every)
         self._lock = threading.Lock()
         self._overflow = overflow.labels(label=label) if overflow is not None else None
+        self._reclaimed = reclaimed.labels(label=label) if reclaimed is not None else None
+        self.on_reclaim: list[Callable[[str], None]] = []
 
-    def __call__(self, value: str) -> str:
-        if value in self._values:
+    def __call__(self, value: str, events: int = 1) -> str:
+        if value in self.slots.reserved:  # the common case, lock-free: the configured version
             return value
         with self._lock:
-            if value in self._values:
-                return value
-            if len(self._values) < self.limit:
-                self._values.add(value)
-                return value
+            admitted, victim = self.slots.admit(value, events)
+        if victim is not None:
+            if self._reclaimed is not None:
+                self._reclaimed.inc()
+            for listener in self.on_reclaim:
+                listener(victim)
+        if admitted:
+            return value
         if self._overflow is not None:
             self._overflow.inc()
         return OTHER
 
+    def current(self, label: str) -> str:
+        """``label`` (a value this cap returned earlier) if it still holds its slot, else ``other``:
+        for work queued before a reclaim, so it does not bring the reclaimed value's series back."""
+        slots = self.slots
+        # while slots are free none was ever reclaimed: a label given without the cap stays as it is
+        return label if label == OTHER or label in slots or len(slots) < slots.limit else OTHER
+
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self.slots)
 
 
 def normalize_method(method: str) -> str:
@@ -74,7 +94,7 @@ class Metrics:
     """Every metric the sidecar exports, built on one registry."""
 
     def __init__(self, model: str, registry: CollectorRegistry | None = None, *, max_model_versions: int = 8,
-                 sidecar_process_metrics: bool = True):
+                 reserved_versions: Iterable[str] = (), sidecar_process_metrics: bool = True):
         self.model = model
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -83,7 +103,14 @@ class Metrics:
         self.label_values_capped = Counter(
             "inferwatch_label_values_capped", "Label values replaced by 'other' because the label reached its cap.",
             ["label"], registry=r)
-        self.model_versions = LabelCap("model_version", max_model_versions, self.label_values_capped)
+        self.label_values_reclaimed = Counter(
+            "inferwatch_label_values_reclaimed",
+            "Capped label slots taken back from a value that stopped arriving by a more frequent one.",
+            ["label"], registry=r)
+        # The configured version keeps its slot; the others go by frequency (LabelCap).
+        self.model_versions = LabelCap("model_version", max_model_versions, self.label_values_capped,
+                                       reserved_versions, reclaimed=self.label_values_reclaimed)
+        self.model_versions.on_reclaim.append(self._forget_version)
 
         # --- the serving path -----------------------------------------------------------
         self.requests = Counter(
@@ -104,8 +131,14 @@ class Metrics:
             [*mv, "endpoint"], buckets=SIZE_BUCKETS, registry=r)
         self.upstream_errors = Counter(
             "inferwatch_upstream_errors",
-            "Proxied requests that got no response from the model server, by reason (connection, timeout, ...).",
+            "Proxied requests that got no response from the model server, by reason (connection, reset, protocol, "
+            "timeout, connect_timeout, pool_timeout).",
             [*mv, "reason"], registry=r)
+        self.malformed_requests = Counter(
+            "inferwatch_malformed_requests",
+            "Requests the proxy or admin port refused with 400 because their HTTP could not be parsed, by reason "
+            "(malformed, too_long, method, request_line, url, header, body).",
+            ["model", "reason"], registry=r)
         self.upstream_up = Gauge(
             "inferwatch_upstream_up", "1 if the last health probe of the model server succeeded, else 0.",
             ["model"], registry=r)
@@ -202,6 +235,18 @@ class Metrics:
         if deployed_timestamp is not None:
             self.model_deployed.labels(self.model, version).set(deployed_timestamp)
 
-    def version_label(self, version: str | None, default: str) -> str:
-        return self.model_versions(version or default)
+    def version_label(self, version: str | None, default: str, events: int = 1) -> str:
+        """The capped ``model_version`` label of ``events`` events of ``version`` (or ``default``)."""
+        return self.model_versions(version or default, events)
+
+    def _forget_version(self, version: str) -> None:
+        """A version lost its slot: its series go (they would otherwise pile up, one set per
+        reclaimed slot); if it comes back, it starts from 0 like a new version."""
+        for metric in list(vars(self).values()):
+            if isinstance(metric, MetricWrapperBase) and "model_version" in metric._labelnames:
+                at = metric._labelnames.index("model_version")
+                with metric._lock:
+                    gone = [key for key in metric._metrics if key[at] == version]
+                for key in gone:
+                    metric.remove(*key)
 

@@ -64,7 +64,10 @@ def parse_timestamp(value: Any) -> float:
         except ValueError as exc:
             raise ValueError(f"timestamp {value[:40]!r}: {exc}") from None
         return moment.timestamp() + (float("0." + frac) if frac else 0.0)
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:   # an integer beyond any float: not a time
+        raise ValueError("timestamp is too large to be a Unix time") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"timestamp {value!r} is not a valid Unix time")
     if seconds >= _MAX_SECONDS:

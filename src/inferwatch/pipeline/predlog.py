@@ -1,8 +1,8 @@
 """The prediction log: one JSON line per prediction, for audits and for building training sets.
 
 Metadata is written for every prediction; inputs and outputs only for a share (``sample_rate``)
-chosen by a keyed hash of the prediction id, with the fields named in ``redact`` replaced by
-``"[REDACTED]"``. Keying the choice on the id (not on a fresh random draw per line) means a
+chosen by a keyed hash of the prediction id, with the fields named in ``redact`` (in any case:
+``ssn`` hides ``SSN``, at any depth) replaced by ``"[REDACTED]"``. Keying the choice on the id (not on a fresh random draw per line) means a
 shadow challenger's line for a prediction is sampled exactly when the champion's line is, so
 every sampled answer of one model has the other's beside it to compare. The file
 rotates by size like ``logging.handlers.RotatingFileHandler`` (``path.1`` is the newest
@@ -117,7 +117,8 @@ class PredictionLogger:
             return
         lost = n - len(lines)
         with self._lock:
-            if self._file is None:  # closed meanwhile
+            if self._file is None:  # closed meanwhile (a shutdown whose drain timed out): counted, not silent
+                self.errors += n
                 return
             try:
                 self._file.write(lines)
@@ -180,6 +181,8 @@ class PredictionLogger:
         return lines
 
     def close(self) -> None:
+        """Close the file. Every batch is flushed to the OS as it is written, so what was logged
+        survives the process; a batch arriving later is counted in ``errors``."""
         with self._lock:
             if self._file is not None:
                 self._file.close()

@@ -9,7 +9,9 @@ a number is expected). Numeric NaN/inf sent by a client stay PRESENT with their 
 data-quality checks can tell "null" from "NaN".
 
 Memory is bounded by configuration: ``max_events`` rows x (``max_features`` + ``max_outputs``)
-columns, whatever the traffic. Readers take ``snapshot()``: a consistent copy made under a
+columns, whatever the traffic. The schema's names (``payload.features``, the configured outputs,
+the reference's) keep their columns; the other columns go to the names present in the most
+events (``FrequentSlots``), so junk names cannot take the columns a later real feature needs. Readers take ``snapshot()``: a consistent copy made under a
 short lock, so drift and quality computations never stop ingestion for long.
 """
 
@@ -19,12 +21,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import OTHER
+from inferwatch.stats.heavy_hitters import FrequentSlots
 from inferwatch.ingest.values import INVALID, MISSING, PRESENT, Kind, category_key, infer_kind, to_numeric
 
 MISSING_CODE = -1
@@ -142,16 +145,31 @@ class WindowSnapshot:
         return len(self.timestamps)
 
 
-class ColumnGroup:
-    """The features (or outputs) of a window: a capped, lazily grown set of columns."""
+# Column slots' counts halve every this many rows: a name absent for a few thousand events
+# no longer holds its column against one present in them.
+HALVE_EVERY_ROWS = 1024
 
-    def __init__(self, capacity: int, max_columns: int, max_categories: int, kinds: dict[str, Kind]):
+
+class ColumnGroup:
+    """The features (or outputs) of a window: a capped, lazily grown set of columns.
+
+    The ``reserved`` names (the schema) always get a column; the others compete for the rest by
+    the number of events they are present in (``FrequentSlots``). A name without a column is
+    counted in ``columns_capped`` (once per batch); a column taken back from a name that stopped
+    arriving, in ``columns_reclaimed``."""
+
+    def __init__(self, capacity: int, max_columns: int, max_categories: int, kinds: dict[str, Kind],
+                 reserved: Sequence[str] = (), on_reclaim: Callable[[], None] | None = None):
         self.capacity = capacity
         self.max_columns = max_columns
         self.max_categories = max_categories
         self.kinds = kinds
         self.columns: dict[str, Column] = {}
         self.columns_capped = 0
+        self.columns_reclaimed = 0
+        self.on_reclaim = on_reclaim
+        self.slots = FrequentSlots(max_columns, reserved, halve_every=HALVE_EVERY_ROWS,
+                                   sketch_capacity=max(64, max_columns))
         self.seeds: dict[str, list[str]] = {}  # categories reserved in new columns (Column.reserve)
         # The float64-convertible arrays of the last write's all-number columns (the worker's
         # later stages, e.g. the input guard, reuse them instead of converting the lists again).
@@ -163,20 +181,39 @@ class ColumnGroup:
             if name in self.columns:
                 self.columns[name].reserve(categories)
 
+    def reserve(self, names: Sequence[str]) -> None:
+        """Keep a column for these names from now on (a reference loaded after the start)."""
+        for victim in self.slots.reserve(names):
+            self._reclaim(victim)
+
+    def _reclaim(self, name: str) -> None:
+        if self.columns.pop(name, None) is not None:
+            self.columns_reclaimed += 1
+            if self.on_reclaim is not None:
+                self.on_reclaim()
+
     def write(self, data: dict[str, list[Any]], positions: np.ndarray | slice, take: slice) -> None:
         written = set()
         converted = self.converted = {}
+        slots, held = self.slots, self.slots.held
+        if data:
+            slots.tick(len(next(iter(data.values()))))
         for name, values in data.items():
             column = self.columns.get(name)
             if column is None:
-                if len(self.columns) >= self.max_columns:
-                    self.columns_capped += 1
-                    continue
                 kind = self.kinds.get(name) or infer_kind(values)
                 if kind is None:  # all null so far: nothing to learn the type from yet
                     continue
+                admitted, victim = slots.place(name, len(values) - values.count(None))
+                if victim is not None:
+                    self._reclaim(victim)
+                if not admitted:
+                    self.columns_capped += 1
+                    continue
                 column = self.columns[name] = Column(kind, self.capacity, self.max_categories,
                                                      self.seeds.get(name, ()))
+            elif name in held:  # not the schema's: its column is kept by the events it is present in
+                held[name] += len(values) - values.count(None)
             values = values[take] if take.start else values
             if column.kind == "numeric" and values:
                 # to_numeric's common case inline: all numbers are written as one cast assignment
@@ -207,13 +244,17 @@ class Window:
 
     def __init__(self, model_version: str, capacity: int, max_age_seconds: float, *, max_features: int = 256,
                  max_outputs: int = 32, max_categories: int = 64, feature_kinds: dict[str, Kind] | None = None,
-                 clock=time.time):
+                 reserved_features: Sequence[str] = (), reserved_outputs: Sequence[str] = (),
+                 on_reclaim: Callable[[str], None] | None = None, clock=time.time):
         self.model_version = model_version
         self.capacity = capacity
         self.max_age_seconds = max_age_seconds
         self.clock = clock
-        self.features = ColumnGroup(capacity, max_features, max_categories, dict(feature_kinds or {}))
-        self.outputs = ColumnGroup(capacity, max_outputs, max_categories, {})
+        # on_reclaim("feature" or "output"): a column went to a more frequent name (counted)
+        self.features = ColumnGroup(capacity, max_features, max_categories, dict(feature_kinds or {}),
+                                    reserved_features, on_reclaim and (lambda: on_reclaim("feature")))
+        self.outputs = ColumnGroup(capacity, max_outputs, max_categories, {}, reserved_outputs,
+                                   on_reclaim and (lambda: on_reclaim("output")))
         self.prediction_ids = np.empty(capacity, dtype=object)
         self.timestamps = np.full(capacity, -np.inf)
         self._head = 0  # next write position
@@ -229,6 +270,12 @@ class Window:
         with self._lock:
             self.features.seed(features)
             self.outputs.seed(outputs)
+
+    def reserve_columns(self, features: Sequence[str], outputs: Sequence[str]) -> None:
+        """Keep columns for these names (``ColumnGroup.reserve``)."""
+        with self._lock:
+            self.features.reserve(features)
+            self.outputs.reserve(outputs)
 
     def append(self, batch: EventBatch) -> int:
         """Add a batch; when it holds more rows than the window, only the newest are kept."""
@@ -292,14 +339,16 @@ class WindowStore:
 
     def __init__(self, *, capacity: int, max_age_seconds: float, max_versions: int, max_features: int = 256,
                  max_outputs: int = 32, max_categories: int = 64, feature_kinds: dict[str, Kind] | None = None,
-                 clock=time.time):
+                 reserved_features: Sequence[str] = (), reserved_outputs: Sequence[str] = (),
+                 on_reclaim: Callable[[str], None] | None = None, clock=time.time):
         self._kwargs = dict(capacity=capacity, max_age_seconds=max_age_seconds, max_features=max_features,
                             max_outputs=max_outputs, max_categories=max_categories,
-                            feature_kinds=feature_kinds, clock=clock)
+                            feature_kinds=feature_kinds, on_reclaim=on_reclaim, clock=clock)
         self.max_versions = max_versions
         self._windows: dict[str, Window] = {}
         self._lock = threading.Lock()
         self._seeds: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
+        self._reserved: tuple[list[str], list[str]] = (list(reserved_features), list(reserved_outputs))
 
     def seed_categories(self, features: dict[str, list[str]], outputs: dict[str, list[str]]) -> None:
         """Reserve these categories' codes in every window, present and future (the reference's)."""
@@ -309,6 +358,21 @@ class WindowStore:
         for window in windows:
             window.seed_categories(features, outputs)
 
+    def reserve_columns(self, features: Sequence[str], outputs: Sequence[str]) -> None:
+        """Keep columns for these names in every window, present and future (the reference's)."""
+        with self._lock:
+            self._reserved = (list(dict.fromkeys([*self._reserved[0], *features])),
+                              list(dict.fromkeys([*self._reserved[1], *outputs])))
+            windows = list(self._windows.values())
+        for window in windows:
+            window.reserve_columns(features, outputs)
+
+    def drop(self, model_version: str) -> None:
+        """Forget a version's window: its label slot went to a more frequent version."""
+        with self._lock:
+            if model_version in self._windows:
+                self._windows = {v: w for v, w in self._windows.items() if v != model_version}
+
     def get(self, model_version: str) -> Window:
         """The window of an (already capped) version label."""
         window = self._windows.get(model_version)
@@ -316,7 +380,8 @@ class WindowStore:
             with self._lock:
                 window = self._windows.get(model_version)
                 if window is None:
-                    window = Window(model_version, **self._kwargs)
+                    window = Window(model_version, **self._kwargs, reserved_features=self._reserved[0],
+                                    reserved_outputs=self._reserved[1])
                     window.seed_categories(*self._seeds)
                     self._windows = {**self._windows, model_version: window}
         return window

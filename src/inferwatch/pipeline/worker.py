@@ -11,7 +11,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,6 +21,7 @@ from inferwatch.config import ModelConfig, PayloadConfig, QueueConfig, SegmentsC
 from inferwatch.ingest.events import EventBatch, PayloadError
 from inferwatch.ingest.ground_truth import LabelBatch
 from inferwatch.exposition.metrics import Metrics
+from .handoff import HandoffQueue, QueueClosed
 from .predlog import PredictionLogger
 from .segments import SegmentLabeler
 from .window import WindowStore
@@ -57,96 +57,26 @@ class PushedBatch:
 
 _STOP = object()
 
+
+@dataclass
+class DrainResult:
+    """What a shutdown could not process: acknowledged events and labels, counted and logged."""
+
+    events_lost: int = 0
+    labels_lost: int = 0
+    seconds: float = 0.0
+
 # What a queued item holds, for the queue's byte bound: an exchange its two bodies; a decoded
 # batch about one Python object (a float, a short string, its list slot) per cell; a label its
 # id, value and timestamp.
 CELL_BYTES = 64
 LABEL_BYTES = 160
+# After a drain timed out, how long the worker may take to finish the item in hand.
+ABANDON_GRACE_SECONDS = 2.0
 
 
 def exchange_bytes(exchange: Exchange) -> int:
     return len(exchange.request_body) + len(exchange.response_body or b"")
-
-
-class HandoffQueue:
-    """A bounded queue that producers append to without waking anyone; the worker polls it.
-
-    ``queue.Queue`` notifies a condition on every put. With the proxy's event loop and the
-    worker in one process, that made every request cost GIL hand-offs between two threads
-    (py-spy under wrk: the loop waiting in ``Condition.notify`` and socket writes, throughput
-    a tenth of the upstream's). Here a put is a ``deque.append`` (atomic under the GIL) and the
-    worker takes everything queued at once, sleeping ``poll_seconds`` when there is nothing.
-    The count bound is checked before the append, so concurrent producers may overshoot it by
-    at most one item each. Items also have a size (the bodies they hold): the bytes queued are
-    bounded by ``max_bytes`` too, so a burst of large bodies cannot take memory that a count
-    alone would allow (10,000 items of 8 MiB). That bookkeeping takes an uncontended lock,
-    ~0.1 us, only for items that have a size.
-    """
-
-    def __init__(self, maxsize: int, max_bytes: int = 0, poll_seconds: float = 0.005):
-        self.maxsize = maxsize
-        self.max_bytes = max_bytes  # 0 = no byte bound
-        self.poll_seconds = poll_seconds
-        self._items: deque = deque()
-        self._in_hand = 0  # taken by the worker, not yet processed
-        self._bytes = 0
-        self._bytes_lock = threading.Lock()
-
-    def put_nowait(self, item, nbytes: int = 0) -> None:
-        if len(self._items) >= self.maxsize:
-            raise queue.Full
-        if nbytes and self.max_bytes:
-            with self._bytes_lock:
-                if self._bytes + nbytes > self.max_bytes:
-                    raise queue.Full
-                self._bytes += nbytes
-        else:
-            nbytes = 0
-        self._items.append((item, nbytes))
-
-    def put_always(self, item) -> None:
-        """For the stop marker: never refused."""
-        self._items.append((item, 0))
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._bytes
-
-    def fill(self) -> float:
-        """How full the queue is, 0-1: the larger of its count and byte shares."""
-        by_count = len(self._items) / self.maxsize if self.maxsize else 0.0
-        by_bytes = self._bytes / self.max_bytes if self.max_bytes else 0.0
-        return max(by_count, by_bytes)
-
-    def wait_below(self, fill: float, timeout: float, step: float = 0.002) -> None:
-        """Backpressure for producers that may wait: sleep (releasing the GIL to the worker) while
-        the queue is fuller than ``fill``, at most ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while self.fill() > fill and time.monotonic() < deadline:
-            time.sleep(step)
-
-    def qsize(self) -> int:
-        return len(self._items)
-
-    @property
-    def unfinished_tasks(self) -> int:
-        return len(self._items) + self._in_hand
-
-    def take_all(self, limit: int = 1000) -> list:
-        """Up to ``limit`` items, oldest first; waits (polling) until there is at least one."""
-        items = self._items
-        while not items:
-            time.sleep(self.poll_seconds)
-        taken = [items.popleft() for _ in range(min(len(items), limit))]
-        freed = sum(nbytes for _, nbytes in taken)
-        if freed:
-            with self._bytes_lock:
-                self._bytes -= freed
-        self._in_hand = len(taken)
-        return [item for item, _ in taken]
-
-    def done(self) -> None:
-        self._in_hand -= 1
 
 
 class Pipeline:
@@ -165,6 +95,9 @@ class Pipeline:
         self.model = model.name
         self.default_version = model.version
         self._thread: threading.Thread | None = None
+        self._abandon = threading.Event()
+        self._left_over: list = []  # taken from the queue but not processed when a drain timed out
+        self.unmonitored_after_close = 0  # proxied exchanges answered after the queue closed
         self.processed = 0
         self._counters: dict[tuple[str, str], tuple] = {}
         # Callables (version, batch) run after each window append, in order (the drift engine's bin
@@ -190,10 +123,21 @@ class Pipeline:
         except Exception:  # noqa: BLE001 - counting must not break serving
             pass
 
+    @property
+    def accepting(self) -> bool:
+        """False once shutdown began: push endpoints answer 503 instead of acknowledging."""
+        return not self.queue.closed
+
     def submit_exchange(self, exchange: Exchange) -> bool:
         try:
             self.queue.put_nowait(exchange, exchange_bytes(exchange))
             return True
+        except QueueClosed:
+            # The client has its answer: an exchange refused by a closed queue was served but not
+            # monitored, so the shutdown reports it among what it lost.
+            self.unmonitored_after_close += 1
+            self._count_drop(exchange.model_version, "shutdown")
+            return False
         except queue.Full:
             # Rows are unknown before decoding: a dropped exchange counts as one event.
             self._count_drop(exchange.model_version, "queue_full")
@@ -204,7 +148,7 @@ class Pipeline:
         try:
             self.queue.put_nowait(exchange, exchange_bytes(exchange))
             return True
-        except queue.Full:
+        except (queue.Full, QueueClosed):
             return False
 
     def submit_labels(self, batch: LabelBatch) -> bool:
@@ -213,17 +157,24 @@ class Pipeline:
         try:
             self.queue.put_nowait(batch, LABEL_BYTES * batch.n)
             return True
-        except queue.Full:
+        except (queue.Full, QueueClosed):
             self.metrics.labels_received.labels(
                 self.model, self.metrics.version_label(self.default_version, self.default_version),
                 "dropped").inc(batch.n)
             return False
+
+    def forget_version(self, version: str) -> None:
+        """A version lost its label slot (``LabelCap.on_reclaim``): its cached counters go with its series."""
+        self._counters = {key: c for key, c in self._counters.items() if key[0] != version}
 
     def submit_batch(self, model_version: str, batch: EventBatch) -> bool:
         try:
             self.queue.put_nowait(PushedBatch(model_version, batch),
                                   CELL_BYTES * batch.n * (1 + len(batch.features) + len(batch.outputs)))
             return True
+        except QueueClosed:
+            self._count_drop(model_version, "shutdown", batch.n)
+            return False
         except queue.Full:
             self._count_drop(model_version, "queue_full", batch.n)
             return False
@@ -235,11 +186,55 @@ class Pipeline:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the worker once it reached what is queued now; the queue stays open (tests use
+        this to hold items in it). A shutdown uses ``shutdown()``."""
         if self._thread is None:
             return
         self.queue.put_always(_STOP)
         self._thread.join(timeout)
         self._thread = None
+
+    def shutdown(self, timeout: float) -> DrainResult:
+        """Close the queue, process everything it holds for at most ``timeout`` seconds, stop the
+        worker. What could not be processed in time was acknowledged to its sender: it is counted
+        (``inferwatch_events_dropped_total{reason="drain_timeout"}``) and returned."""
+        start = time.monotonic()
+        self.queue.close()
+        left: list = []
+        thread = self._thread
+        if thread is not None:
+            self.queue.put_always(_STOP)  # after everything acknowledged: the worker reaches it last
+            thread.join(max(timeout, 0.0))
+            if thread.is_alive():
+                self._abandon.set()  # the worker returns after the item in hand
+                thread.join(ABANDON_GRACE_SECONDS)
+            left = self._left_over
+            self._left_over = []
+            self._thread = None
+        if thread is not None and thread.is_alive():  # stuck in an item: what it holds is lost too
+            left.extend([None] * self.queue._in_hand)
+        result = self._count_lost(left + self.queue.discard())
+        result.events_lost += self.unmonitored_after_close  # already counted as dropped (shutdown)
+        result.seconds = time.monotonic() - start
+        return result
+
+    def _count_lost(self, items: list) -> DrainResult:
+        result = DrainResult()
+        version = self.metrics.version_label(self.default_version, self.default_version)
+        for item in items:
+            if isinstance(item, PushedBatch):
+                result.events_lost += item.batch.n
+                self._count_drop(item.model_version, "drain_timeout", item.batch.n)
+            elif isinstance(item, LabelBatch):
+                result.labels_lost += item.n
+                self.metrics.labels_received.labels(self.model, version, "dropped").inc(item.n)
+            elif isinstance(item, Exchange) and not item.challenger:
+                result.events_lost += 1  # rows are unknown before decoding: one exchange, one event
+                self._count_drop(item.model_version, "drain_timeout")
+            elif item is None:  # in the hands of a stuck worker
+                result.events_lost += 1
+                self._count_drop(version, "drain_timeout")
+        return result
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is processed (tests and benchmarks)."""
@@ -249,7 +244,7 @@ class Pipeline:
         return not self.queue.unfinished_tasks
 
     def _run(self) -> None:
-        while True:
+        while not self._abandon.is_set():
             if not self.process_all(self.queue.take_all()):
                 return
 
@@ -265,8 +260,13 @@ class Pipeline:
         """
         pending: list[tuple[str, EventBatch, Exchange]] = []
         try:
-            for item in items:
+            for index, item in enumerate(items):
                 if item is _STOP:
+                    return False
+                if self._abandon.is_set():  # the shutdown's drain timed out: the rest is counted lost
+                    self._left_over = [i for i in items[index:] if i is not _STOP]
+                    for _ in self._left_over:
+                        self.queue.done()
                     return False
                 if isinstance(item, Exchange) and not item.challenger:
                     ready = self._guarded(self._prepare, item)
@@ -396,6 +396,7 @@ class Pipeline:
         order, with their rows (several when the worker merged consecutive ones)."""
         if batch.n == 0:
             return
+        version = self.metrics.model_versions.current(version)  # its slot may be gone since it was queued
         window = self.windows.get(version)
         before_f, before_o = window.features.columns_capped, window.outputs.columns_capped
         window.append(batch)

@@ -14,7 +14,7 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException
 
-from inferwatch.support.auth import check_authorization
+from inferwatch.support.auth import THROTTLED_BODY, AuthDecision, authenticate
 from inferwatch.ingest.cloudevents import CloudEventPairer, PairedExchange
 from inferwatch.config import AdminConfig, AuthConfig, LabelsConfig, ModelConfig
 from inferwatch.ingest.events import PayloadError
@@ -24,6 +24,8 @@ from inferwatch.exposition.metrics import Metrics
 from inferwatch.pipeline.worker import Exchange, Pipeline
 
 
+# Endpoints that acknowledge data into the monitoring queue (503 once shutdown closed it).
+PUSH_PATHS = frozenset({"/v1/events", "/v1/labels", "/v1/cloudevents"})
 # Push bodies wait (up to PUSH_WAIT_SECONDS) while the monitoring queue is fuller than this.
 PUSH_WAIT_ABOVE = 0.1
 PUSH_WAIT_SECONDS = 0.5
@@ -64,8 +66,13 @@ def create_admin_app(admin: AdminConfig, model_config: ModelConfig, labels: Labe
     pairer = pairer if pairer is not None else CloudEventPairer()
 
     def authorized(auth: AuthConfig) -> Response | None:
-        if check_authorization(request.headers.get("Authorization"), auth):
+        decision = authenticate(request.headers.get("Authorization"), auth, request.remote_addr)
+        if decision is AuthDecision.OK:
             return None
+        if decision is AuthDecision.THROTTLED:   # counted in inferwatch_auth_throttled_total
+            response = _problem(429, THROTTLED_BODY["error"], THROTTLED_BODY["detail"])
+            response.headers["Retry-After"] = "60"
+            return response
         response = _problem(401, "unauthorized", "missing or invalid credentials in the Authorization header")
         response.headers["WWW-Authenticate"] = 'Bearer realm="inferwatch", Basic realm="inferwatch"'
         return response
@@ -80,6 +87,25 @@ def create_admin_app(admin: AdminConfig, model_config: ModelConfig, labels: Labe
             return reject("too_large", f"request body exceeds admin.max_body_bytes ({admin.max_body_bytes} bytes)",
                           413)
         return _problem(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
+
+    # Any body is the client's to get wrong: JSON nested deeper than a parser's recursion (on any
+    # route, /v1/alerts too) is a 400 like any other unusable body, never an uncaught 500.
+    @app.errorhandler(RecursionError)
+    def too_deep(exc: RecursionError):
+        return reject("too_deep", "the body is nested too deeply to parse")
+
+    @app.errorhandler(OverflowError)
+    def out_of_range(exc: OverflowError):   # e.g. a 400-digit integer where a number is read as a float
+        return reject("number_out_of_range", "a number in the body is beyond the range of a 64-bit float")
+
+    @app.before_request
+    def shutting_down():
+        # Once shutdown closed the monitoring queue nothing more is acknowledged: the sender retries elsewhere.
+        if request.method == "POST" and request.path in PUSH_PATHS and not pipeline.accepting:
+            response = _problem(503, "shutting_down", "the sidecar is shutting down; retry on another instance")
+            response.headers["Retry-After"] = "1"
+            return response
+        return None
 
     @app.get("/metrics")
     def scrape():
@@ -137,12 +163,16 @@ def create_admin_app(admin: AdminConfig, model_config: ModelConfig, labels: Labe
         try:
             with parse_lock:
                 batches, rejected = parse_events(body, request.headers.get("Content-Type"),
-                                                 max_bytes=admin.max_body_bytes, default_version=default_version)
-        except PayloadError as exc:
-            return reject(exc.reason, exc.detail or str(exc))
+                                                 max_bytes=admin.max_body_bytes, default_version=default_version,
+                                                 content_encoding=request.headers.get("Content-Encoding"))
+        except PayloadError as exc:   # a body too large once decompressed: 413, like one too large as sent
+            return reject(exc.reason, exc.detail or str(exc), 413 if exc.reason == "too_large" else 400)
         version = metrics.version_label(default_version, default_version)
         if rejected:
             metrics.events_dropped.labels(model, version, "invalid").inc(len(rejected))
+        if rejected and not batches:   # nothing usable: a client error, not a success
+            return _problem(400, "invalid_events", f"no valid event among {len(rejected)}: see rejected",
+                            accepted=0, dropped=0, rejected=rejected)
         accepted, dropped = submit_batches(batches)
         counts = {"accepted": accepted, "dropped": dropped, "rejected": rejected}
         if dropped and not accepted:

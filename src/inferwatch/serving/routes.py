@@ -3,12 +3,18 @@
 Labelling by raw path explodes cardinality (prometheus-flask-exporter's lesson), so a path is
 matched against templates: the user's from config, then the known routes of common model
 servers. Anything else is ``other``.
+
+The proxy forwards the request target byte for byte, so the model server applies its own
+normalisation to it; to monitor whatever it serves, a raw path is matched as it came and as
+the most normalising servers see it (``normalise_path``), and an inference match on either
+wins. Matching too widely costs nothing: only 2xx answers become events.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from inferwatch.exposition.metrics import OTHER
 
@@ -57,6 +63,20 @@ def compile_template(template: str) -> re.Pattern[str]:
     return re.compile(f"^{pattern}/?$")
 
 
+def normalise_path(raw_path: str) -> str:
+    """The path a normalising server dispatches on: percent-escapes decoded once (``%3A`` ->
+    ``:``, ``%2e`` -> ``.``), repeated slashes merged, then ``.`` and ``..`` segments removed
+    (RFC 3986 5.2.4; ``..`` never climbs above the root). Query excluded, by the caller."""
+    segments: list[str] = []
+    for segment in unquote(raw_path, errors="replace").split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return "/" + "/".join(segments)
+
+
 @dataclass(frozen=True)
 class Route:
     endpoint: str
@@ -72,16 +92,25 @@ class Router:
         self._cache_size = cache_size
         self._other = Route(OTHER, False)
 
-    def match(self, path: str) -> Route:
-        route = self._cache.get(path)
+    def match(self, raw_path: str) -> Route:
+        """The route of a raw path (as received, percent-escapes and all; no query)."""
+        route = self._cache.get(raw_path)
         if route is not None:
             return route
-        route = self._other
-        for pattern, candidate in self._routes:
-            if pattern.match(path):
-                route = candidate
-                break
+        route = self._match_template(raw_path)
+        if not route.inference:
+            normalised = normalise_path(raw_path)
+            if normalised != raw_path:
+                other = self._match_template(normalised)
+                if other.inference or route is self._other:
+                    route = other
         if len(self._cache) >= self._cache_size:  # bounded: unknown paths must not grow memory
             self._cache.clear()
-        self._cache[path] = route
+        self._cache[raw_path] = route
         return route
+
+    def _match_template(self, path: str) -> Route:
+        for pattern, candidate in self._routes:
+            if pattern.match(path):
+                return candidate
+        return self._other

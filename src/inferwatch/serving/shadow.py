@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import aiohttp
+from yarl import URL
 
 from inferwatch.config import ChallengerConfig, ModelConfig, ShadowConfig
 from inferwatch.ingest.events import EventBatch
@@ -119,7 +120,7 @@ class ShadowMirror:
                 self.queued_bytes[name] += size
 
     async def send(self, ch: ChallengerConfig, req: MirroredRequest) -> None:
-        url = ch.url.rstrip("/") + req.path_qs
+        url = URL(ch.url.rstrip("/") + req.path_qs, encoded=True)  # the target as the client sent it
         headers = dict(req.headers)
         headers[SHADOW_HEADER] = ch.name
         start = time.perf_counter()

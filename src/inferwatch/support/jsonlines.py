@@ -1,7 +1,7 @@
 """JSON lines on disk: a size-rotated file, strict JSON for numpy values and NaN, redaction.
 
 Shared by the prediction log, the input guard's quarantine log and the actions' audit log.
-JSON has no NaN or infinity: such values are written as ``null`` (as JavaScript's
+Redaction matches names case-insensitively. JSON has no NaN or infinity: such values are written as ``null`` (as JavaScript's
 ``JSON.stringify`` does), so every line stays valid JSON for strict parsers.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import json
 import math
 import os
@@ -53,18 +54,33 @@ def dumps(value: Any) -> str:
         return json.dumps(finite(value), allow_nan=False, separators=(",", ":"), default=_default)
 
 
+# Redaction ignores case: `redact: [ssn]` hides SSN, Ssn and ssn alike. A field whose name
+# differs from the configured one only in case is the same personal data, and clients do not
+# agree on case; failing closed (hiding too much) is the safe side.
+
+
+@functools.lru_cache(maxsize=64)
+def _folded(keys: frozenset[str]) -> frozenset[str]:
+    return frozenset(k.casefold() for k in keys)
+
+
+def is_redacted(name: Any, keys: frozenset[str]) -> bool:
+    """Whether a field called ``name`` is hidden by ``keys`` (case-insensitive)."""
+    return bool(keys) and isinstance(name, str) and name.casefold() in _folded(keys)
+
+
 def redact(value: Any, keys: frozenset[str]) -> Any:
-    """Replace values under ``keys`` at any depth of nested objects."""
+    """Replace values under ``keys`` (any case) at any depth of nested objects."""
     if isinstance(value, dict):
-        return {k: REDACTED if k in keys else redact(v, keys) for k, v in value.items()}
+        return {k: REDACTED if is_redacted(k, keys) else redact(v, keys) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, keys) for v in value]
     return value
 
 
 def redact_value(name: str, value: Any, keys: frozenset[str]) -> Any:
-    """A field's value as logged: ``REDACTED`` when its name is in ``keys``, nested keys replaced."""
-    if name in keys:
+    """A field's value as logged: ``REDACTED`` when its name is in ``keys`` (any case), nested keys replaced."""
+    if is_redacted(name, keys):
         return REDACTED
     if keys and isinstance(value, (dict, list)):
         return redact(value, keys)

@@ -25,7 +25,7 @@ from inferwatch.ingest.events import EventBatch
 from inferwatch.ingest.values import category_key
 from inferwatch.stats.outlier import robust_z
 from inferwatch.stats.quality import largest_magnitudes
-from inferwatch.support.jsonlines import REDACTED, dumps, finite
+from inferwatch.support.jsonlines import REDACTED, dumps, finite, is_redacted
 
 from .schema import Schema
 
@@ -330,7 +330,7 @@ def explain_outliers(schema: Schema, check: BatchCheck, rows: np.ndarray, top_fe
     top = largest_magnitudes(z, top_features)
     out = []
     for col, i in enumerate(rows.tolist()):
-        features = [{"feature": names[j], "value": REDACTED if names[j] in redact else finite(float(x[j, col])),
+        features = [{"feature": names[j], "value": REDACTED if is_redacted(names[j], redact) else finite(float(x[j, col])),
                      "robust_z": finite(float(round(z[j, col], 3)))}
                     for j in top[:, col].tolist() if j >= 0]
         out.append({"score": round(float(check.scores[i]), 4), "threshold": schema.threshold, "top_features": features})

@@ -10,52 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from inferwatch.exposition.metrics import OTHER
-
-
-class UnknownNames:
-    """The frequent unknown feature names: a Space-Saving sketch (Metwally et al., 2005) of at most
-    ``capacity`` names with the number of events each was present in.
-
-    A name in the sketch has ``count`` (an overestimate) and ``error`` (how much of it was inherited
-    from the name it evicted), so ``count - error`` events are guaranteed. Any name present in more
-    than (all unknown-name occurrences) / capacity events is in the sketch. A client sending a new
-    random key in every event keeps every one of them at a guaranteed 1: none of them ever looks
-    frequent, and a renamed column (present in every event) stays in the sketch and climbs."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.entries: dict[str, list[int]] = {}  # name -> [count, error]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.entries
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def add(self, name: str, events: int) -> None:
-        entry = self.entries.get(name)
-        if entry is not None:
-            entry[0] += events
-            return
-        if len(self.entries) < self.capacity:
-            self.entries[name] = [events, 0]
-            return
-        victim = min(self.entries, key=lambda k: self.entries[k][0])
-        floor = self.entries.pop(victim)[0]
-        self.entries[name] = [floor + events, floor]
-
-    def guaranteed(self, name: str) -> int:
-        entry = self.entries.get(name)
-        return entry[0] - entry[1] if entry is not None else 0
-
-    def rank(self, name: str, among: Callable[[str], bool]) -> int:
-        """How many names for which ``among`` holds are guaranteed more events than ``name``."""
-        mine = self.guaranteed(name)
-        return sum(1 for other, (c, e) in self.entries.items() if c - e > mine and other != name and among(other))
-
-    def top(self, k: int) -> list[tuple[str, int]]:
-        # a copy first: /v1/status reads while the worker adds
-        return sorted(((n, c - e) for n, (c, e) in list(self.entries.items())), key=lambda t: (-t[1], t[0]))[:k]
+from inferwatch.stats.heavy_hitters import SpaceSaving as UnknownNames
 
 
 class UnknownLabels:
