@@ -322,7 +322,7 @@ def guard_worker_cost(args, reference: Path) -> dict[str, float]:
 
     from inferwatch.config import load_config
     from inferwatch.ingest.push import parse_events
-    from inferwatch.pipeline.worker import PushedBatch
+    from inferwatch.pipeline.items import PushedBatch
     from inferwatch.sidecar import Sidecar
 
     bodies = make_bodies(args.inproc_batches, args.batch, seed=3)

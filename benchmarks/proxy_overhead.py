@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _streaming_row import streaming_phase  # noqa: E402
+from _grpc_row import grpc_phase  # noqa: E402
 from _harness import (  # noqa: E402
     HOST, PYTHON, BenchmarkError, Processes, SidecarProcess, install_signal_handlers, loop_name, machine, median,
     percentile, run_main, start_nginx,
@@ -465,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wrk", action="store_true", help="use the Python client for the throughput phase")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-streaming", action="store_true", help="no SSE time-to-first-byte row")
+    parser.add_argument("--skip-grpc", action="store_true", help="no gRPC ModelInfer row (direct vs the gRPC port)")
     args = parser.parse_args(argv)
 
     if args.role == "_upstream":
@@ -487,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
             out += [""] + latency_phase(args, procs)
         if not args.skip_throughput:
             out += [""] + throughput_phase(args, procs)
+        if not args.skip_streaming:
+            out += [""] + streaming_phase(procs, runs=10 if args.quick else 30)
+        if not args.skip_grpc:
+            out += [""] + grpc_phase(procs, calls=1000 if args.quick else 5000)
     finally:
         procs.close()
     print("\n".join(out))

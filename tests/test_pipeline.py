@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from inferwatch.pipeline.worker import HandoffQueue
+from inferwatch.pipeline.handoff import HandoffQueue
 
 
 def test_put_is_bounded_and_refusal_is_queue_full():
@@ -108,7 +108,7 @@ def _pipeline(tmp_path, name):
 def _exchanges():
     import json
 
-    from inferwatch.pipeline.worker import Exchange
+    from inferwatch.pipeline.items import Exchange
 
     def ex(i, rows, status=200, endpoint="/v1/models/{model}:predict", version="1", body=None):
         request = body if body is not None else json.dumps({"instances": rows}).encode()

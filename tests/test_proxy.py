@@ -148,6 +148,19 @@ def test_large_body_is_forwarded_but_not_decoded(upstream, sidecar_factory):
                       headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 200 and len(r.json()["predictions"]) == 200_000
     assert sidecar.pipeline.drain()
+    # Over proxy.max_monitored_body_bytes (8 MiB): streamed to the model server, never held whole.
+    text = scrape(sidecar)
+    assert sample(text, "inferwatch_unmonitored_bodies_total", body="request", reason="too_large") == 1
+    assert sample(text, "inferwatch_request_size_bytes_sum", endpoint="/v1/models/{model}:predict") == len(body)
+
+
+def test_body_over_decode_limit_but_within_monitoring_cap_is_counted_undecodable(upstream, sidecar_factory):
+    sidecar = sidecar_factory(upstream.url, **{"payload.max_decode_bytes": 1024})
+    body = json.dumps({"instances": [[float(i)] * 12 for i in range(200)]}).encode()
+    r = requests.post(proxy_url(sidecar, "/v1/models/m:predict"), data=body,
+                      headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 200
+    assert sidecar.pipeline.drain()
     assert sample(scrape(sidecar), "inferwatch_payload_errors_total", reason="too_large") == 1
 
 

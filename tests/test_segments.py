@@ -10,7 +10,8 @@ from conftest import registry_samples
 from inferwatch.config import ConfigError, parse_config
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import Metrics
-from inferwatch.pipeline.worker import Pipeline, PushedBatch
+from inferwatch.pipeline.items import PushedBatch
+from inferwatch.pipeline.worker import Pipeline
 from inferwatch.pipeline.segments import MISSING_SEGMENT, SegmentLabeler
 from inferwatch.pipeline.window import Window, WindowStore
 

@@ -129,6 +129,11 @@ class Sidecar:
                                                          self.predlog)
         self.proxy = Proxy(cfg.model, cfg.proxy, cfg.upstream, self.metrics, self.pipeline,
                            mirror) if cfg.proxy.enabled else None
+        self.grpc_proxy: Any = None  # a GrpcProxy when proxy.grpc_port is set
+        if cfg.proxy.enabled and cfg.proxy.grpc_port:  # imported only when on: grpcio's start-up cost
+            from inferwatch.serving.grpc_proxy import GrpcProxy
+
+            self.grpc_proxy = GrpcProxy(cfg.model, cfg.proxy, self.metrics, self.pipeline)
         p = cfg.process
         process_collector = None
         if p.pid or p.pidfile or p.match:
@@ -162,6 +167,7 @@ class Sidecar:
         self._admin_server: AdminServer | None = None
         self.connection_stats = ConnectionStats(registry)   # both ports' connection counters
         self.proxy_port: int | None = None
+        self.grpc_port: int | None = None
         self.admin_port: int | None = None
         self._stopped = threading.Event()
         self._draining = threading.Event()
@@ -197,7 +203,7 @@ class Sidecar:
             "model": {"name": self.cfg.model.name, "version": self.cfg.model.version, "info": self.cfg.model.info},
             "upstream": {"url": self.cfg.upstream.url,
                          "up": bool(self.proxy.up_value) if self.proxy else None},
-            "proxy": {"enabled": self.proxy is not None, "port": self.proxy_port},
+            "proxy": {"enabled": self.proxy is not None, "port": self.proxy_port, "grpc_port": self.grpc_port},
             "queue": {"depth": self.pipeline.queue.qsize(), "capacity": self.pipeline.queue.maxsize,
                       "processed": self.pipeline.processed},
             "windows": windows,
@@ -241,6 +247,8 @@ class Sidecar:
             if errors:
                 raise errors[0]
             self._threads.append(thread)
+        if self.grpc_proxy is not None:
+            self.grpc_port = self.grpc_proxy.start()
         self._start_admin()
         maintenance = threading.Thread(target=self._maintain, name="inferwatch-maintenance", daemon=True)
         maintenance.start()
@@ -252,7 +260,7 @@ class Sidecar:
         try:
             import uvloop  # optional: a faster event loop when installed
 
-            loop = uvloop.new_event_loop()
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         except ImportError:
             loop = asyncio.new_event_loop()
         self._loop = loop
@@ -315,6 +323,8 @@ class Sidecar:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._admin_server is not None:
             self._admin_server.stop()
+        if self.grpc_proxy is not None:  # calls in flight finish (and are queued) within the drain
+            self.grpc_proxy.stop(max(deadline - time.monotonic(), 0.0))
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
         try:  # CloudEvent requests whose response never came, due now: monitored without outputs

@@ -106,6 +106,7 @@ def test_sidecar_config_is_valid_and_agrees_with_ports_and_prometheus(tmp_path, 
     assert host_port(cfg.upstream.url) == ("model", int(SERVICES["model"]["command"][-1]))
     assert f"{cfg.proxy.port}:{cfg.proxy.port}" in SERVICES["inferwatch"]["ports"]
     assert f"{cfg.admin.port}:{cfg.admin.port}" in SERVICES["inferwatch"]["ports"]
+    assert f"{cfg.proxy.grpc_port}:{cfg.proxy.grpc_port}" in SERVICES["inferwatch"]["ports"]
     assert cfg.process.match and re.search(cfg.process.match, " ".join(SERVICES["model"]["command"]))
     traffic = SERVICES["traffic"]["command"]
     assert traffic[:3] == ["python", "-m", "inferwatch.demo.traffic"]
@@ -314,7 +315,7 @@ def test_kubernetes_example(tmp_path, monkeypatch):
     model_port = int(containers["model"]["command"][-1])
     assert host_port(cfg.upstream.url) == ("127.0.0.1", model_port)
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
-    assert ports == {"http": cfg.proxy.port, "metrics": cfg.admin.port}
+    assert ports == {"http": cfg.proxy.port, "metrics": cfg.admin.port, "grpc": cfg.proxy.grpc_port}
 
     service = load_yaml(k8s / "service.yaml")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

@@ -26,6 +26,9 @@ class UpstreamConfig:
     url: str = "http://127.0.0.1:8081"
     timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 5.0
+    # Once the model server has started its answer (head and first bytes within timeout_seconds),
+    # the longest silence between two chunks of it: a stream may last any time while it moves.
+    read_timeout_seconds: float = 30.0
     max_connections: int = 256
     # Longest wait for one of max_connections to come free (HAProxy's `timeout queue`); the wait
     # counts against timeout_seconds too.
@@ -52,6 +55,18 @@ class ProxyConfig:
     header_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 3630.0
     max_connections: int = 1024
+    # The monitoring copy of one body (request or response); past it a response keeps this much,
+    # marked truncated, and a request streams to the model server unmonitored (both counted).
+    max_monitored_body_bytes: int = 8 * 1024 * 1024
+    # All monitoring copies held by requests in flight at once; past it bodies stream through
+    # unmonitored (counted), so memory follows configuration, not traffic (docs/design.md).
+    monitoring_budget_bytes: int = 64 * 1024 * 1024
+    # The gRPC port (serving/grpc_proxy.py): 0 = off. Every call is forwarded unchanged to
+    # grpc_upstream ("host:port", the model server's gRPC port); a message larger than
+    # grpc_max_message_bytes, either way, is refused with RESOURCE_EXHAUSTED (counted).
+    grpc_port: int = 0
+    grpc_upstream: str = ""
+    grpc_max_message_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass

@@ -30,10 +30,14 @@ def validate(cfg: Config, problems: list[str]) -> None:
     for key, value in (
         ("upstream.timeout_seconds", cfg.upstream.timeout_seconds),
         ("upstream.connect_timeout_seconds", cfg.upstream.connect_timeout_seconds),
+        ("upstream.read_timeout_seconds", cfg.upstream.read_timeout_seconds),
         ("upstream.max_connections", cfg.upstream.max_connections),
         ("upstream.pool_timeout_seconds", cfg.upstream.pool_timeout_seconds),
         ("upstream.health_interval_seconds", cfg.upstream.health_interval_seconds),
         ("proxy.max_body_bytes", cfg.proxy.max_body_bytes),
+        ("proxy.max_monitored_body_bytes", cfg.proxy.max_monitored_body_bytes),
+        ("proxy.monitoring_budget_bytes", cfg.proxy.monitoring_budget_bytes),
+        ("proxy.grpc_max_message_bytes", cfg.proxy.grpc_max_message_bytes),
         ("admin.max_body_bytes", cfg.admin.max_body_bytes),
         ("admin.threads", cfg.admin.threads),
         ("proxy.header_timeout_seconds", cfg.proxy.header_timeout_seconds),
@@ -77,6 +81,15 @@ def validate(cfg: Config, problems: list[str]) -> None:
     if not (math.isfinite(cfg.shutdown.readiness_delay_seconds) and cfg.shutdown.readiness_delay_seconds >= 0):
         problems.append(f"{src}:shutdown.readiness_delay_seconds: expected seconds >= 0, "
                         f"got {cfg.shutdown.readiness_delay_seconds}")
+    if not 0 <= cfg.proxy.grpc_port <= 65535:
+        problems.append(f"{src}:proxy.grpc_port: expected a port number 1-65535 or 0 (off), got {cfg.proxy.grpc_port}")
+    elif cfg.proxy.grpc_port:
+        host, sep, upstream_port = cfg.proxy.grpc_upstream.rpartition(":")
+        if not (sep and host and upstream_port.isdigit()):
+            problems.append(f"{src}:proxy.grpc_upstream: the model server's gRPC address as host:port is needed "
+                            f"with proxy.grpc_port, got {cfg.proxy.grpc_upstream!r}")
+        if cfg.proxy.grpc_port in (cfg.proxy.port, cfg.admin.port):
+            problems.append(f"{src}:proxy.grpc_port: must differ from proxy.port and admin.port")
     if cfg.proxy.enabled and cfg.proxy.port and cfg.proxy.port == cfg.admin.port:
         problems.append(f"{src}:admin.port: must differ from proxy.port ({cfg.proxy.port})")
     if not cfg.upstream.health_path.startswith("/"):

@@ -145,6 +145,29 @@ class Metrics:
         self.upstream_probe_duration = Gauge(
             "inferwatch_upstream_probe_duration_seconds", "Duration of the last health probe of the model server.",
             ["model"], registry=r)
+        # Streaming passthrough (serving/proxy.py, serving/streaming.py).
+        self.time_to_first_byte = Histogram(
+            "inferwatch_time_to_first_byte_seconds",
+            "From the request's arrival to the first byte of the model server's answer, in seconds.",
+            [*mv, "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.unmonitored_bodies = Counter(
+            "inferwatch_unmonitored_bodies",
+            "Proxied bodies (body: request, response) not kept whole for monitoring, by reason (too_large: over "
+            "proxy.max_monitored_body_bytes; budget: proxy.monitoring_budget_bytes in use). They were still served.",
+            [*mv, "body", "reason"], registry=r)
+        self.unmonitored_bytes = Counter(
+            "inferwatch_unmonitored_bytes",
+            "Bytes of proxied bodies passed through without a monitoring copy, by body (request, response).",
+            [*mv, "body"], registry=r)
+        self.monitoring_bytes_in_flight = Gauge(
+            "inferwatch_monitoring_bytes_in_flight",
+            "Bytes of monitoring copies held by requests in flight (bounded by proxy.monitoring_budget_bytes).",
+            ["model"], registry=r)
+        self.client_disconnects = Counter(
+            "inferwatch_client_disconnects",
+            "Proxied requests whose client went away before the answer was relayed; the upstream request was "
+            "cancelled.",
+            list(mv), registry=r)
 
         # --- events -------------------------------------------------------------------
         self.predictions = Counter(

@@ -14,7 +14,7 @@ from inferwatch.ingest.cloudevents import CloudEventPairer
 
 from .predlog import PredictionLogger
 from .window import WindowStore
-from .worker import HandoffQueue
+from .handoff import HandoffQueue
 
 
 class StateCollector:

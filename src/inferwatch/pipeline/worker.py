@@ -17,42 +17,19 @@ from typing import Any, Callable
 import numpy as np
 
 from inferwatch.ingest.codecs import decode_exchange
+from inferwatch.ingest.grpc_v2 import decode_grpc_exchange, is_grpc
 from inferwatch.config import ModelConfig, PayloadConfig, QueueConfig, SegmentsConfig
 from inferwatch.ingest.events import EventBatch, PayloadError
 from inferwatch.ingest.ground_truth import LabelBatch
+from inferwatch.ingest.sse import is_event_stream, split_events
 from inferwatch.exposition.metrics import Metrics
 from .handoff import HandoffQueue, QueueClosed
+from .items import CELL_BYTES, LABEL_BYTES, Exchange, PushedBatch, exchange_bytes
 from .predlog import PredictionLogger
 from .segments import SegmentLabeler
 from .window import WindowStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Exchange:
-    """A request/response pair seen by the proxy (or paired from CloudEvents)."""
-
-    model_version: str  # already capped label value
-    endpoint: str
-    status: int
-    prediction_id: str
-    timestamp: float
-    latency_seconds: float
-    request_body: bytes
-    response_body: bytes | None
-    request_content_type: str | None = None
-    response_content_type: str | None = None
-    request_content_encoding: str | None = None
-    response_content_encoding: str | None = None
-    source: str = "proxy"
-    challenger: str = ""  # set: a shadow challenger's answer to the champion's request (inferwatch.shadow)
-
-
-@dataclass
-class PushedBatch:
-    model_version: str  # already capped label value
-    batch: EventBatch
 
 
 _STOP = object()
@@ -66,17 +43,8 @@ class DrainResult:
     labels_lost: int = 0
     seconds: float = 0.0
 
-# What a queued item holds, for the queue's byte bound: an exchange its two bodies; a decoded
-# batch about one Python object (a float, a short string, its list slot) per cell; a label its
-# id, value and timestamp.
-CELL_BYTES = 64
-LABEL_BYTES = 160
 # After a drain timed out, how long the worker may take to finish the item in hand.
 ABANDON_GRACE_SECONDS = 2.0
-
-
-def exchange_bytes(exchange: Exchange) -> int:
-    return len(exchange.request_body) + len(exchange.response_body or b"")
 
 
 class Pipeline:
@@ -360,9 +328,22 @@ class Pipeline:
 
     def _decode(self, item: Exchange, answered: bool) -> EventBatch:
         payload = self.payload_config
+        if is_grpc(item.request_content_type):  # ModelInfer messages from the gRPC port
+            return decode_grpc_exchange(item.request_body, item.response_body if answered else None,
+                                        feature_names=payload.feature_names or None,
+                                        max_bytes=payload.max_decode_bytes)
+        response = item.response_body if answered else None
+        if response is not None and is_event_stream(item.response_content_type):
+            # Server-sent events, split here (never on the request path); no codec reads them
+            # as one JSON body, so the request's features are decoded alone.
+            item.response_events = split_events(response)
+            response = None
+        elif response is not None and item.response_truncated:
+            self.metrics.payload_errors.labels(self.model, item.model_version, "response_truncated").inc()
+            response = None
         return decode_exchange(
             item.request_body,
-            item.response_body if answered else None,
+            response,
             request_content_type=item.request_content_type,
             response_content_type=item.response_content_type,
             request_content_encoding=item.request_content_encoding,

@@ -21,7 +21,8 @@ from inferwatch.ingest.events import PayloadError
 from inferwatch.ingest.push import parse_events
 from inferwatch.ingest.ground_truth import parse_labels
 from inferwatch.exposition.metrics import Metrics
-from inferwatch.pipeline.worker import Exchange, Pipeline
+from inferwatch.pipeline.items import Exchange
+from inferwatch.pipeline.worker import Pipeline
 
 
 # Endpoints that acknowledge data into the monitoring queue (503 once shutdown closed it).

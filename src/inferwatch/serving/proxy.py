@@ -11,6 +11,8 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -20,11 +22,13 @@ from yarl import URL
 
 from inferwatch.config import ModelConfig, ProxyConfig, UpstreamConfig
 from inferwatch.exposition.metrics import OTHER, Metrics, normalize_method
-from inferwatch.pipeline.worker import Exchange, Pipeline
+from inferwatch.pipeline.items import Exchange
+from inferwatch.pipeline.worker import Pipeline
 from .connections import ProtocolLog
 from .failures import Throttle, exception_text, failure_detail, held_note, upstream_failure
 from .routes import Router
 from .shadow import MirroredRequest, ShadowMirror
+from .streaming import BodyTooLarge, ByteBudget, Deadline, MonitorCopy, RequestBody
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +87,38 @@ def origin_form(target: str) -> str | None:
 
 
 class UpstreamResponse(web.Response):
-    """The model server's answer; ``absent`` names the headers of ADDED_BY_AIOHTTP it did not
-    send, removed again by ``drop_added_headers`` after aiohttp added them."""
+    """The model server's answer, whole; ``absent`` names the headers of ADDED_BY_AIOHTTP it did
+    not send, removed again by ``drop_added_headers`` after aiohttp added them."""
 
     absent: tuple[str, ...] = ()
 
 
+class UpstreamStream(web.StreamResponse):
+    """The model server's answer, relayed chunk by chunk as it arrives; ``absent`` as above."""
+
+    absent: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Relay:
+    """One proxied request on its way: what the metrics and the exchange need at the end."""
+
+    endpoint: str
+    method: str
+    prediction_id: str
+    monitored: bool
+    status: int = 0
+    size: int = 0  # response bytes relayed
+    first_byte: float = 0.0  # perf_counter of the answer's first bytes
+    upstream_headers: Any = None
+    failure: str | None = None  # the upstream failed mid-stream: the upstream_errors reason
+    client_gone: bool = False
+    copy: MonitorCopy | None = None  # the response's monitoring copy
+
+
 async def drop_added_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """``on_response_prepare``: runs after aiohttp set its default headers, before they are sent."""
-    if isinstance(response, UpstreamResponse):
+    if isinstance(response, (UpstreamResponse, UpstreamStream)):
         for name in response.absent:
             response.headers.popall(name, None)
 
@@ -120,7 +147,7 @@ class Proxy:
         self.prediction_methods = frozenset(m.upper() for m in config.prediction_methods)
         self.session: aiohttp.ClientSession | None = None
         # Labelled children cached per endpoint, and per (endpoint, method, code): all bounded.
-        self._observers_by_endpoint: dict[str, tuple[Histogram, Histogram, Histogram]] = {}
+        self._observers_by_endpoint: dict[str, tuple[Histogram, Histogram, Histogram, Histogram]] = {}
         self._request_counters: dict[tuple[str, str, int], Counter] = {}
         self._in_flight = metrics.requests_in_flight.labels(self.model, self.version)
         self.up = metrics.upstream_up.labels(self.model)
@@ -132,8 +159,11 @@ class Proxy:
         # the pool wait, bounded and counted apart (reason pool_timeout) from connect and read.
         self._slots: asyncio.Semaphore | None = None
         self._pool_timeout = min(upstream.pool_timeout_seconds, upstream.timeout_seconds)
-        self._timeout = aiohttp.ClientTimeout(total=upstream.timeout_seconds,
-                                              sock_connect=upstream.connect_timeout_seconds)
+        # No total: the proxy bounds the wait for an answer to start and the gaps within it.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=upstream.connect_timeout_seconds)
+        # Monitoring copies held by requests in flight (streaming.py), exported as a gauge.
+        self.budget = ByteBudget(config.monitoring_budget_bytes)
+        metrics.monitoring_bytes_in_flight.labels(self.model).set_function(lambda: self.budget.used)
         self._failure_log = Throttle()
 
     # --- lifecycle (called on the event loop) ------------------------------------------------
@@ -216,12 +246,12 @@ class Proxy:
 
     # --- the request path -----------------------------------------------------------------
 
-    def _observers(self, endpoint: str) -> tuple[Histogram, Histogram, Histogram]:
+    def _observers(self, endpoint: str) -> tuple[Histogram, Histogram, Histogram, Histogram]:
         children = self._observers_by_endpoint.get(endpoint)
         if children is None:
             m, labels = self.metrics, (self.model, self.version, endpoint)
             children = (m.request_duration.labels(*labels), m.request_size.labels(*labels),
-                        m.response_size.labels(*labels))
+                        m.response_size.labels(*labels), m.time_to_first_byte.labels(*labels))
             self._observers_by_endpoint[endpoint] = children
         return children
 
@@ -244,81 +274,205 @@ class Proxy:
             return error_response(400, "bad_request_target", "the request target must be a path", prediction_id)
         route = self.router.match(target.partition("?")[0])
         method = request.method
+        monitored = route.inference and method in self.prediction_methods
+        body = RequestBody(self.config.max_monitored_body_bytes if monitored else 0, self.budget,
+                           self.config.max_body_bytes)
+        exchange = _Relay(route.endpoint, method, prediction_id, monitored)
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            self._count(route.endpoint, method, 413)
-            return error_response(413, "request_too_large",
-                                  f"request body exceeds proxy.max_body_bytes ({self.config.max_body_bytes})",
-                                  prediction_id)
-        headers = upstream_request_headers(request, prediction_id)
+            try:
+                await body.read(request)
+            except BodyTooLarge:
+                return self._too_large(exchange)
+            if body.reason is not None and monitored:
+                self._skipped(exchange, "request", body.reason, 0)
+                exchange.monitored = False
+            return await self._forward(request, target, body, exchange)
+        finally:  # whatever happened (cancelled too), the copies go back to the budget; twice is a no-op
+            body.release()
+            if exchange.copy is not None:
+                exchange.copy.release()
+
+    async def _forward(self, request: web.Request, target: str, body: RequestBody, ex: "_Relay") -> web.StreamResponse:
+        headers = upstream_request_headers(request, ex.prediction_id)
+        if body.monitored is None and request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)  # streamed in the client's framing
         slots = self._slots
         assert slots is not None, "the proxy has not started"
+        loop = asyncio.get_running_loop()
         self._in_flight.inc()
         start = time.perf_counter()
+        u = self.upstream_config
+        copy: MonitorCopy | None = None
+        response: web.StreamResponse | None = None
         try:
-            timeout = self._timeout
-            if slots.locked():  # every connection busy: the pool wait, bounded on its own
+            # timeout_seconds bounds the wait for the answer to start (pool, connect, head and
+            # first bytes); after that only read_timeout_seconds between chunks (a stream moves).
+            async with Deadline(loop.time() + u.timeout_seconds) as deadline:
+                if slots.locked():  # every connection busy: the pool wait, bounded on its own
+                    try:
+                        await asyncio.wait_for(slots.acquire(), self._pool_timeout)
+                    except asyncio.TimeoutError:
+                        return self._failed(ex.endpoint, ex.method, ex.prediction_id, 504, "pool_timeout")
+                else:
+                    await slots.acquire()  # free: returns at once
                 try:
-                    await asyncio.wait_for(slots.acquire(), self._pool_timeout)
-                except asyncio.TimeoutError:
-                    return self._failed(route.endpoint, method, prediction_id, 504, "pool_timeout")
-                # what is left of timeout_seconds for connecting and the answer
-                left = self.upstream_config.timeout_seconds - (time.perf_counter() - start)
-                timeout = aiohttp.ClientTimeout(total=max(left, 0.001), sock_connect=timeout.sock_connect)
-            else:
-                await slots.acquire()  # free: returns at once
-            try:
-                async with self.client.request(method, URL(self.upstream_url + target, encoded=True),
-                                                headers=headers, data=body if body else None,
-                                                allow_redirects=False, timeout=timeout) as upstream:
-                    response_body = await upstream.read()
-                    status, reason, upstream_headers = upstream.status, upstream.reason, upstream.headers
-            finally:
-                slots.release()
+                    async with self.client.request(ex.method, URL(self.upstream_url + target, encoded=True),
+                                                    headers=headers, data=body.data(),
+                                                    allow_redirects=False) as upstream:
+                        ex.first_byte = time.perf_counter()
+                        length = upstream.content_length
+                        if length is not None and length <= self.config.max_monitored_body_bytes \
+                                and self.budget.take(length):
+                            # small and whole: answered as one response, as before streaming
+                            copy = ex.copy = MonitorCopy(length, self.budget)
+                            copy.kept = length
+                            first = await upstream.read()
+                            copy.chunks.append(first)
+                            deadline.reschedule(None)
+                            return await self._answer(request, body, ex, upstream, copy, start)
+                        first = await upstream.content.readany()
+                        deadline.reschedule(None)
+                        if ex.monitored:
+                            copy = ex.copy = MonitorCopy(self.config.max_monitored_body_bytes, self.budget)
+                        response = await self._start_stream(request, ex, upstream)
+                        chunk = first
+                        while chunk:
+                            ex.size += len(chunk)
+                            if copy is not None:
+                                copy.add(chunk)
+                            try:
+                                await response.write(chunk)
+                            except ConnectionError:  # the client went away: the upstream request ends here
+                                ex.client_gone = True
+                                upstream.close()  # closes its connection (never back to the pool)
+                                break
+                            deadline.reschedule(loop.time() + u.read_timeout_seconds)
+                            chunk = await upstream.content.readany()
+                            deadline.reschedule(None)
+                finally:
+                    slots.release()
         except (asyncio.TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
-            code, failure = upstream_failure(exc)
-            return self._failed(route.endpoint, method, prediction_id, code, failure, exc)
+            if body.size > self.config.max_body_bytes:
+                return self._too_large(ex)
+            if response is None:
+                code, failure = upstream_failure(exc)
+                if copy is not None:
+                    copy.release()
+                return self._failed(ex.endpoint, ex.method, ex.prediction_id, code, failure, exc)
+            # Mid-stream: the bytes sent stay sent; the client sees the stream cut, never completed.
+            ex.failure = "read_timeout" if isinstance(exc, asyncio.TimeoutError) else upstream_failure(exc)[1]
+            if request.transport is not None:
+                request.transport.close()
         finally:
             self._in_flight.dec()
-        latency = time.perf_counter() - start
+        assert response is not None
+        try:
+            if ex.client_gone:
+                self.metrics.client_disconnects.labels(self.model, self.version).inc()
+            elif ex.failure is None:
+                await response.write_eof()
+        except ConnectionError:
+            self.metrics.client_disconnects.labels(self.model, self.version).inc()
+            ex.client_gone = True
+        self._observe(request, body, ex, copy, start)
+        return response
 
-        response = UpstreamResponse(status=status, reason=reason, body=response_body,
-                                    headers=forward_headers(upstream_headers, {PREDICTION_ID_HEADER: prediction_id}))
-        absent = tuple(name for name in ADDED_BY_AIOHTTP if name not in upstream_headers)
+    async def _start_stream(self, request: web.Request, ex: "_Relay", upstream: aiohttp.ClientResponse
+                            ) -> web.StreamResponse:
+        response = UpstreamStream(status=upstream.status, reason=upstream.reason,
+                                  headers=forward_headers(upstream.headers, {PREDICTION_ID_HEADER: ex.prediction_id}))
+        response.absent = tuple(name for name in ADDED_BY_AIOHTTP if name not in upstream.headers)
+        if upstream.content_length is not None:  # framing as the upstream chose: length or chunked
+            response.content_length = upstream.content_length
+        ex.status = upstream.status
+        ex.upstream_headers = upstream.headers
+        await response.prepare(request)
+        return response
+
+    async def _answer(self, request: web.Request, body: RequestBody, ex: "_Relay", upstream: aiohttp.ClientResponse,
+                      copy: MonitorCopy, start: float) -> web.StreamResponse:
+        """A small answer read whole (within the caps): sent as one response, as before streaming;
+        its bytes stay on the budget until written."""
+        ex.status = upstream.status
+        ex.upstream_headers = upstream.headers
+        ex.size = copy.kept
+        response = UpstreamResponse(status=upstream.status, reason=upstream.reason, body=copy.chunks[0],
+                                    headers=forward_headers(upstream.headers,
+                                                            {PREDICTION_ID_HEADER: ex.prediction_id}))
+        absent = tuple(name for name in ADDED_BY_AIOHTTP if name not in upstream.headers)
         if absent:
             response.absent = absent
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:
+            ex.client_gone = True
+            self.metrics.client_disconnects.labels(self.model, self.version).inc()
+        if not ex.monitored:
+            copy.release()
+        self._observe(request, body, ex, copy if ex.monitored else None, start)
+        return response
+
+    def _observe(self, request: web.Request, body: RequestBody, ex: "_Relay", copy: MonitorCopy | None,
+                 start: float) -> None:
+        """Metrics and the exchange for the pipeline, once the answer is relayed (or cut)."""
+        latency = time.perf_counter() - start
         try:  # fail open: nothing below may change the response
-            self._count(route.endpoint, method, status)
-            duration, req_size, resp_size = self._observers(route.endpoint)
+            if ex.failure is not None:
+                self.metrics.upstream_errors.labels(self.model, self.version, ex.failure).inc()
+            self._count(ex.endpoint, ex.method, ex.status)
+            duration, req_size, resp_size, ttfb = self._observers(ex.endpoint)
             duration.observe(latency)
-            req_size.observe(len(body))
-            resp_size.observe(len(response_body))
+            if ex.first_byte:
+                ttfb.observe(ex.first_byte - start)
+            req_size.observe(body.size)
+            resp_size.observe(ex.size)
+            if copy is not None and copy.reason is not None:
+                self._skipped(ex, "response", copy.reason, copy.skipped)
             # Requests the model server refused are decoded too (their payload problems count),
             # but only 2xx answers become events.
-            if route.inference and method in self.prediction_methods:
+            if ex.monitored and copy is not None and body.monitored is not None and not ex.client_gone:
+                headers = ex.upstream_headers
                 self.pipeline.submit_exchange(Exchange(
                     model_version=self.version,
-                    endpoint=route.endpoint,
-                    status=status,
-                    prediction_id=prediction_id,
+                    endpoint=ex.endpoint,
+                    status=ex.status,
+                    prediction_id=ex.prediction_id,
                     timestamp=time.time(),
                     latency_seconds=latency,
-                    request_body=body,
-                    response_body=response_body,
+                    request_body=body.monitored,
+                    response_body=copy.body(),
                     request_content_type=request.headers.get("Content-Type"),
-                    response_content_type=upstream_headers.get("Content-Type"),
+                    response_content_type=headers.get("Content-Type"),
                     request_content_encoding=request.headers.get("Content-Encoding"),
-                    response_content_encoding=upstream_headers.get("Content-Encoding"),
+                    response_content_encoding=headers.get("Content-Encoding"),
+                    response_truncated=copy.truncated or ex.failure is not None,
                 ))
                 if self.mirror is not None:  # a copy for each challenger, after the champion answered
                     self.mirror.offer(MirroredRequest(
-                        method, target, headers, body, prediction_id, self.version, route.endpoint,
+                        ex.method, origin_form(request.raw_path) or "/", upstream_request_headers(request, ex.prediction_id),
+                        body.monitored, ex.prediction_id, self.version, ex.endpoint,
                         request.headers.get("Content-Type"), request.headers.get("Content-Encoding")))
         except Exception:  # noqa: BLE001
             log.exception("monitoring failed on the request path")
             self.metrics.monitoring_errors.labels(self.model, "proxy").inc()
-        return response
+        finally:
+            if copy is not None:
+                copy.release()  # the queue's byte bound holds the copy from here on
+
+    def _skipped(self, ex: "_Relay", which: str, reason: str, nbytes: int) -> None:
+        try:
+            self.metrics.unmonitored_bodies.labels(self.model, self.version, which, reason).inc()
+            if nbytes:
+                self.metrics.unmonitored_bytes.labels(self.model, self.version, which).inc(nbytes)
+        except Exception:  # noqa: BLE001
+            self.metrics.monitoring_errors.labels(self.model, "proxy").inc()
+
+    def _too_large(self, ex: "_Relay") -> web.Response:
+        self._count(ex.endpoint, ex.method, 413)
+        return error_response(413, "request_too_large",
+                              f"request body exceeds proxy.max_body_bytes ({self.config.max_body_bytes})",
+                              ex.prediction_id)
 
     def _failed(self, endpoint: str, method: str, prediction_id: str, status: int, reason: str,
                 exc: BaseException | None = None) -> web.Response:

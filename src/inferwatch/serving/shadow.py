@@ -39,7 +39,7 @@ from inferwatch.config import ChallengerConfig, ModelConfig, ShadowConfig
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.ingest.values import as_number
-from inferwatch.pipeline.worker import Exchange
+from inferwatch.pipeline.items import Exchange
 from inferwatch.pipeline.predlog import PredictionLogger
 
 log = logging.getLogger(__name__)
