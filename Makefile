@@ -22,7 +22,16 @@ $(STAMP): pyproject.toml
 system-deps:
 	scripts/install-system-deps.sh prometheus prometheus-alertmanager prometheus-pushgateway
 
-demo: $(STAMP)
+# The demo needs the package alone (no test extras); pip shows its progress.
+DEMO_STAMP := $(VENV)/.demo-stamp
+
+$(DEMO_STAMP): pyproject.toml
+	@echo "make demo: installing inferwatch into $(VENV) (first run: about a minute)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --progress-bar on -e .
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	-scripts/install-system-deps.sh --optional prometheus prometheus-alertmanager
 	$(VENV)/bin/inferwatch demo $(DEMO_ARGS)
 

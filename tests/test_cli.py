@@ -66,3 +66,19 @@ def test_run_with_bad_config_exits_2(tmp_path):
     path.write_text("upstream: {url: 42}\n")
     result = run("run", "--config", str(path))
     assert result.returncode == 2 and "upstream.url" in result.stderr
+
+
+def test_check_config_on_an_actions_file_points_to_the_actions_check(tmp_path):
+    """The shipped actions file needs INFERWATCH_ACTIONS_TOKEN: recognised by its shape all the same."""
+    result = run("check-config", "--config", "examples/actions.yaml")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "examples/actions.yaml: this is an actions file (for `inferwatch actions`), not a sidecar configuration; "
+        "check it with: inferwatch actions --config examples/actions.yaml --check"]
+    path = tmp_path / "actions.yaml"
+    path.write_text("port: 9190\nworkers: 2\nmax_queue_items: 10\n")
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 2 and "inferwatch actions --config" in result.stderr
+    # the sidecar's own actions section is not mistaken for one
+    path.write_text("actions:\n  actions: [{name: retrain, matchers: [a=b], command: [true]}]\n")
+    assert run("check-config", "--config", str(path)).returncode == 0

@@ -117,7 +117,7 @@ def test_seldon_without_ce_id_uses_requestid():
 
 
 def test_kserve_transformer_and_predictor_do_not_cross_pair():
-    pairer = CloudEventPairer()
+    pairer = CloudEventPairer(components=None)  # both monitored: pairing keeps them apart
     same_id = "req-1"
     assert pairer.add(kserve_headers("request", same_id, **{"Ce-Component": "transformer"}), b'{"raw": 1}') is None
     assert pairer.add(kserve_headers("request", same_id, **{"Ce-Component": "predictor"}), KSERVE_REQ) is None

@@ -83,3 +83,42 @@ def test_top_level_must_be_mapping():
 def test_booleans_are_not_numbers():
     with pytest.raises(ConfigError, match="proxy.port: expected integer, got True"):
         parse_config({"proxy": {"port": True}}, "x.yaml")
+
+
+def _problems(path, text):
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.problems
+
+
+def test_a_misspelt_key_suggests_the_close_match(tmp_path):
+    path = tmp_path / "c.yaml"
+    problems = _problems(path, "window: {max_evnts: 5}\nupstreem: {url: 'http://m:8000'}\n")
+    assert f"{path}:window.max_evnts: unknown key, did you mean 'max_events'?" in problems
+    assert f"{path}:upstreem: unknown key, did you mean 'upstream'?" in problems
+    # nothing close: every key, as before
+    (far,) = _problems(path, "proxy: {zzz: 1}\n")
+    assert far.startswith(f"{path}:proxy.zzz: unknown key (expected one of ") and "port" in far
+
+
+def test_a_url_or_port_left_empty_is_an_error_not_the_default(tmp_path):
+    path = tmp_path / "c.yaml"
+    assert _problems(path, "upstream: {url: }\n") == [
+        f"{path}:upstream.url: has no value (give one, or remove the key for the default 'http://127.0.0.1:8081')"]
+    assert _problems(path, "proxy:\n  port:\n") == [
+        f"{path}:proxy.port: has no value (give one, or remove the key for the default 8080)"]
+    # an empty section, or an optional value whose default is empty, still means the default
+    path.write_text("drift:\nadmin: {write_auth: }\nupstream: {url: 'http://m:8000'}\n")
+    assert load_config(path).upstream.url == "http://m:8000"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("upstream: {url: 'http://m:99999'}", "upstream.url"),
+    ("upstream: {url: 'http://m:0'}", "upstream.url"),
+    ("shadow: {challengers: [{name: c, url: 'http://c:70000'}]}", "shadow.challengers[0].url"),
+])
+def test_a_url_port_out_of_range_is_an_error(tmp_path, text, key):
+    path = tmp_path / "c.yaml"
+    problems = _problems(path, text + "\n")
+    assert any(p.startswith(f"{path}:{key}: expected a port number 1-65535 in the URL") for p in problems), problems

@@ -4,9 +4,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from inferwatch.demo.model import LoanModel, generate
-from inferwatch.demo.runner import histogram_quantile
+from inferwatch.demo.runner import COLUMNS, dataset, histogram_quantile, summary_row, table_row
 
 
 def free_ports(n):
@@ -34,6 +35,14 @@ def test_histogram_quantile_matches_prometheus_interpolation():
     assert abs(histogram_quantile(0.75, buckets) - 0.15) < 1e-12
 
 
+def table(stdout: str) -> list[dict[str, str]]:
+    """The demo's live table as rows of header -> cell (headers and cells are single words)."""
+    lines = stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:2] == ["t(s)", "shift"])
+    headers = lines[at].split()
+    return [dict(zip(headers, line.split())) for line in lines[at + 1:] if line.strip()[:1].isdigit()]
+
+
 def test_demo_runs_end_to_end():
     proxy, admin, upstream, challenger = free_ports(4)
     result = subprocess.run(
@@ -43,11 +52,83 @@ def test_demo_runs_end_to_end():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "drifts after 3s" in result.stdout
     assert ", 0 failed," in result.stdout
-    last_row = [line for line in result.stdout.splitlines() if line.strip()[:1].isdigit()][-1].split()
-    requests_sent, in_window, labels_matched = float(last_row[2]), float(last_row[7]), float(last_row[15])
-    assert requests_sent > 50 and in_window > 50 and labels_matched > 0   # delayed labels were joined
-    assert 0.0 <= float(last_row[19]) <= 1.0   # the challenger was mirrored to and compared (v2 agree)
+    last_row = table(result.stdout)[-1]
+    assert float(last_row["reqs"]) > 50 and float(last_row["window"]) > 50
+    assert float(last_row["labels"]) > 0   # delayed labels were joined
+    assert 0.0 <= float(last_row["agree"]) <= 1.0   # the challenger was mirrored to and compared
     assert int(re.search(r"(\d+) labels sent", result.stdout).group(1)) > 0
+    # fits 120 columns, and the legend is printed once
+    assert max(len(line) for line in result.stdout.splitlines()) <= 120, result.stdout
+    assert result.stdout.count("Columns:") == 1
+
+
+def test_the_dataset_cell_says_why_it_drifted():
+    """"DRIFTED" while shift is 0.00 read as a bug: the cell names the cause."""
+    drifted = {"features_evaluated": 7.0, "dataset_drifted": 1.0}
+    assert dataset(drifted, shift=0.0, injected="outliers") == "DRIFT:outliers"
+    assert dataset(drifted, shift=0.4, injected="outliers") == "DRIFT:shift"
+    assert dataset({**drifted, "dataset_drifted": 0.0}, shift=0.0, injected="outliers") == "ok"
+    assert dataset({"features_evaluated": 0.0, "dataset_drifted": 0.0}) == "warm-up"
+    assert all(len(dataset(drifted, 0.0, cause)) <= width for cause in ("outliers", "renamed", "")
+               for header, width in COLUMNS if header == "dataset")
+
+
+def test_a_row_of_extreme_values_still_fits_120_columns():
+    s = {"requests": 999999.0, "errors": 999.0, "p50_ms": 999.9, "p99_ms": 9999.9, "events_in_window": 99999.0,
+         "dropped": 9999.0, "drifted_features": 10.0, "features_evaluated": 10.0, "dataset_drifted": 1.0,
+         "failed_ratio": 1.0, "outlier_ratio": 0.999, "schema_changes": 1.0, "labels": 999999.0,
+         "accuracy": 1.0, "estimated_accuracy": float("nan"), "challenger_accuracy": 0.5, "agreement": 1.0}
+    assert len(summary_row(9999.0, 1.0, s, "outliers")) <= 120
+    assert len(table_row([header for header, _ in COLUMNS])) <= 120
+
+
+def printed_links(stdout: str) -> list[str]:
+    """Every URL the demo printed as a link (a POST target is named after "POST", not linked)."""
+    return [url for url in re.findall(r"(?<!POST )(https?://[^\s)]+)", stdout)]
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
+    """The process's stdout up to (and including) the line containing ``marker``."""
+    import threading
+
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if marker in line:
+                break
+    finally:
+        timer.cancel()
+    return "".join(seen)
+
+
+def test_keep_leaves_every_printed_link_up_until_ctrl_c():
+    import signal
+
+    import requests
+
+    proxy, admin, upstream, challenger = free_ports(4)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferwatch", "demo", "--duration", "4", "--no-stack", "--keep",
+         "--proxy-port", str(proxy), "--admin-port", str(admin), "--upstream-port", str(upstream),
+         "--challenger-port", str(challenger)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = read_until(process, "until Ctrl-C", 120)
+        assert "until Ctrl-C" in out, out
+        links = printed_links(out)
+        assert len(links) >= 5, out
+        for url in links:   # the traffic is over, and every link still answers
+            assert requests.get(url, timeout=10).status_code == 200, url
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with pytest.raises(requests.ConnectionError):   # everything stopped with it
+        requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=5)
 
 
 def test_the_demo_traffic_injects_outliers_and_a_schema_change_the_guard_finds():

@@ -192,7 +192,7 @@ def test_an_unreachable_gateway_never_changes_the_block(gateway, capsys):
     assert run.pushed == []
     err = capsys.readouterr().err
     assert "cannot push the job's start to the Pushgateway at http://gateway:9091 (" in err
-    assert "cannot push the job's result" in err and "the job itself is not affected" in err
+    assert "the job itself is not affected" in err and len(err.splitlines()) == 1   # one line per run
 
 
 def test_a_refused_counter_read_still_pushes_the_result(gateway, capsys):
@@ -220,5 +220,5 @@ def test_a_closed_port_is_reported_not_raised(capsys):
         value = "ran"
     assert value == "ran" and run.pushed == []
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2, err   # the start, the result: one line each (one timeout at most per push)
+    assert len(err) == 1, err   # one line per run (the README's promise), though both pushes failed
     assert all("the job itself is not affected" in line for line in err)

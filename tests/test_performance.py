@@ -198,14 +198,47 @@ def test_multiclass_with_capped_classes():
     engine.add_labels(LabelBatch(ids, truth, [None] * len(ids)))
     engine.evaluate_all()
     assert engine.classes.names == ["cat", "dog", "bird", "fish", "other"]
-    capped = ["other" if v == "emu" else v for v in truth], ["other" if v == "emu" else v for v in pred]
-    got = engine.results[("1", "")].metrics
-    assert got["accuracy"] == pytest.approx(skm.accuracy_score(*capped))
-    assert got["f1_macro"] == pytest.approx(skm.f1_score(*capped, average="macro"))
+    got = engine.results[("1", "")].metrics   # the real classes decide, the cap names the exports only
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(truth, pred))
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(truth, pred, average="macro"))
     assert "precision" not in got and "roc_auc" not in got  # not a binary problem
     text = scrape_registry(metrics)
     assert sample(text, "inferwatch_confusion_matrix_total", actual="other", predicted="other") == 5
     assert sample(text, "inferwatch_label_values_capped_total", label="class") == 10  # every emu, predicted or actual
+
+
+@pytest.mark.parametrize("case", ["every_prediction_wrong", "every_prediction_right", "a_mix"])
+def test_classes_beyond_the_cap_are_compared_as_themselves(case):
+    """40 classes, max_classes 20: two different classes beyond the cap both export as `other`,
+    but a prediction of c{k} for the truth c{k+1} is still wrong (scikit-learn: accuracy 0.0;
+    comparing the capped labels gave 0.525)."""
+    rng = np.random.default_rng(16)
+    n = 400
+    truth_k = np.arange(n) % 40
+    pred_k = {"every_prediction_wrong": (truth_k + 39) % 40, "every_prediction_right": truth_k,
+              "a_mix": np.where(rng.random(n) < 0.6, truth_k, rng.integers(0, 40, n))}[case]
+    truth, pred = [f"c{k}" for k in truth_k], [f"c{k}" for k in pred_k]
+    engine, windows, metrics = make_engine(task="classification", max_classes=20)
+    ids = [f"q{i}" for i in range(n)]
+    feed(engine, windows, {"prediction": pred}, ids)
+    engine.add_labels(LabelBatch(ids, truth, [None] * n))
+    engine.evaluate_all()
+    got = engine.results[("1", "")].metrics
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(truth, pred))
+    for name in ("precision", "recall", "f1"):
+        want = getattr(skm, f"{name}_score")(truth, pred, average="macro", zero_division=0)
+        assert got[f"{name}_macro"] == pytest.approx(want), name
+    if case != "a_mix":
+        assert got["accuracy"] == (1.0 if case == "every_prediction_right" else 0.0)
+    # The cap still bounds what is exported: 20 tracked classes, then `other`.
+    assert len(engine.classes) == 21 and engine.classes.names[-1] == "other"
+    cells = [(a, p) for (_, a, p) in engine.confusion]
+    assert {a for a, _ in cells} | {p for _, p in cells} <= set(engine.classes.names)
+    assert sample(scrape_registry(metrics), "inferwatch_confusion_matrix_total", actual="other",
+                  predicted="other") > 0
+    # A shadow comparison asks the same question: two classes beyond the cap do not agree.
+    assert engine.class_of("c38", math.nan)[0] != engine.class_of("c39", math.nan)[0]
+    assert engine.class_of("c39", math.nan)[0] == engine.class_of("c39", 0.2)[0] >= 0
 
 
 def test_a_multiclass_window_holding_two_classes_gets_no_positive_class_figures():

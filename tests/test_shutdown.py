@@ -212,7 +212,7 @@ def test_readiness_fails_first_on_sigterm(tmp_path, upstream):
         run.kill()
 
 
-def test_drain_that_cannot_finish_exits_nonzero_and_counts_the_loss(tmp_path, upstream):
+def test_a_drain_cut_short_accounts_for_every_acknowledged_event(tmp_path, upstream):
     config = _config(tmp_path, upstream.url, drain_timeout_seconds=0.05, readiness_delay_seconds=0)
     run = Run(config)
     load = Load(run, pushers=3, batch=500, proxiers=2, instances=1)  # one row a request: counted exactly
@@ -222,15 +222,21 @@ def test_drain_that_cannot_finish_exits_nonzero_and_counts_the_loss(tmp_path, up
     finally:
         load.finish()
         run.kill()
-    assert code != 0, "a lossy shutdown must not exit 0"
-    match = re.search(r"(\d+) acknowledged events were not processed", run.log)
-    assert match, run.log[-3000:]
-    lost = int(match.group(1))
     logged = set(_logged_ids(tmp_path / "predictions.jsonl"))
     acked = load.acked
-    assert lost > 0
-    # What the log says was lost is exactly what is missing from the prediction log.
-    assert len(acked - logged) == lost, (len(acked), len(logged), lost)
+    match = re.search(r"(\d+) acknowledged events were not processed", run.log)
+    # Whether a backlog is left after 0.05 s depends on how far behind the worker was at the
+    # signal (on a quiet machine it usually is; under load it may have caught up). Either way the
+    # account must be exact: exit 0 only when nothing acknowledged is missing, and otherwise the
+    # logged count is exactly what is missing from the prediction log. (In process, the lossy path
+    # is forced: test_what_a_drain_cannot_reach_is_counted_and_returned.)
+    if code == 0:
+        assert match is None and not acked - logged, (len(acked - logged), run.log[-3000:])
+    else:
+        assert match, run.log[-3000:]
+        lost = int(match.group(1))
+        assert lost > 0
+        assert len(acked - logged) == lost, (len(acked), len(logged), lost)
 
 
 # --- the parts, in process ---------------------------------------------------------------------

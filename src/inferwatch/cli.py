@@ -87,6 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         sidecar.start()
     except OSError as exc:
         print(f"inferwatch: cannot listen: {exc}", file=sys.stderr)
+        # nothing ran: the usual shutdown summary would bury the one line that matters
+        logging.getLogger("inferwatch.sidecar").setLevel(logging.WARNING)
         sidecar.stop()
         return 1
     proxy = f"http://{cfg.proxy.listen_address}:{sidecar.proxy_port} -> {cfg.upstream.url}" if sidecar.proxy else "off"
@@ -123,7 +125,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_actions_file(path: str | None) -> bool:
+    """Whether ``path`` holds an actions file (``inferwatch actions``), not a sidecar's configuration:
+    a list of actions at the top level, or only keys of the actions file some of which the sidecar's
+    file does not have. Read without ${ENV} so an unset token does not hide the shape."""
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from inferwatch.config import ActionsConfig
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if path else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    if not isinstance(data, dict) or not data:
+        return False
+    if isinstance(data.get("actions"), list):
+        return True
+    actions_keys = {f.name for f in dataclasses.fields(ActionsConfig)}
+    sidecar_keys = {f.name for f in dataclasses.fields(Config)}
+    return set(data) <= actions_keys and not set(data) <= sidecar_keys
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if _is_actions_file(args.config):
+        print(f"{args.config}: this is an actions file (for `inferwatch actions`), not a sidecar configuration; "
+              f"check it with: inferwatch actions --config {args.config} --check", file=sys.stderr)
+        return 2
     cfg = _load(args)
     if cfg is None:
         return 2
@@ -137,7 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(duration=args.duration, proxy_port=args.proxy_port, admin_port=args.admin_port,
                     upstream_port=args.upstream_port, challenger_port=args.challenger_port,
-                    with_stack=not args.no_stack)
+                    with_stack=not args.no_stack, keep=args.keep)
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
@@ -312,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--challenger-port", type=int, default=8082, metavar="N",
                       help="the challenger model server that gets shadow traffic (default 8082)")
     demo.add_argument("--no-stack", action="store_true", help="do not start Prometheus/Alertmanager even if present")
+    demo.add_argument("--keep", action="store_true",
+                      help="after the traffic, keep every server (and printed link) up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
 
     hp = sub.add_parser("hash-password", help="hash a password for admin.*_auth.basic_users",

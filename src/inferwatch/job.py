@@ -18,8 +18,9 @@ leaves the previous success in place. Two concurrent runs with the same ``job`` 
 can lose an increment (use a distinct ``--instance``); a Pushgateway restarted without
 persistence restarts the counters at 0, which Prometheus's ``rate``/``increase`` read as a reset.
 
-Monitoring never fails the job: when the Pushgateway is unreachable (or answers an error) a line
-on stderr says so and the command's exit code is returned unchanged. When only the read-back of
+Monitoring never fails the job: when the Pushgateway is unreachable (or answers an error) one line
+on stderr per run says so (the first failure; later ones in the same run add nothing) and the
+command's exit code is returned unchanged. When only the read-back of
 the counters fails, the result is pushed without them (they keep their last values).
 
 ``JobRun`` is the same as a context manager, and ``monitored_job`` as a decorator, for Python code.
@@ -199,8 +200,12 @@ class JobRun:
         self.clock = clock
         self.started_at: float | None = None
         self.pushed: list[str] = []   # "start" / "end": what reached the Pushgateway (for tests and callers)
+        self.warned = False   # one line on stderr per run, however many pushes fail
 
     def _warn(self, what: str, exc: BaseException, consequence: str = "") -> None:
+        if self.warned:
+            return
+        self.warned = True
         verb = "read the job's" if consequence else "push the job's"
         _print_warning(f"inferwatch job {self.options.name}: cannot {verb} {what} "
                        f"{'from' if consequence else 'to'} the Pushgateway at {self.options.pushgateway} "

@@ -35,6 +35,9 @@ from inferwatch.pipeline.window import WindowStore
 
 log = logging.getLogger(__name__)
 
+# After the drain, how long to wait for the proxy's last in-flight answers (counted, not monitored).
+LATE_ANSWERS_GRACE_SECONDS = 2.0
+
 
 class Sidecar:
     def __init__(self, cfg: Config, registry: CollectorRegistry | None = None):
@@ -56,7 +59,9 @@ class Sidecar:
         # a version that lost its label slot to a more frequent one: its window and cached counters go
         self.metrics.model_versions.on_reclaim += [self.windows.drop, self.pipeline.forget_version]
         self.pairer = CloudEventPairer(max_pending=cfg.cloudevents.max_pending,
-                                       ttl_seconds=cfg.cloudevents.ttl_seconds)
+                                       ttl_seconds=cfg.cloudevents.ttl_seconds,
+                                       components=cfg.cloudevents.components or None,
+                                       endpoint_versions=cfg.cloudevents.endpoint_versions)
         registry = self.metrics.registry
         # Every custom collector runs inside this one, registered below: one that raises loses
         # only its own families, never the scrape.
@@ -281,6 +286,12 @@ class Sidecar:
             server, self.proxy_port = loop.run_until_complete(connections.serve(runner, p.listen_address, p.port))
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             errors.append(exc)
+            try:  # the proxy's client session and startup tasks closed: no warnings after the error line
+                loop.run_until_complete(runner.cleanup())
+            except Exception:  # noqa: BLE001 - setup itself failed: nothing more to close
+                pass
+            self._loop = None   # stop() has no loop to stop
+            loop.close()
             started.set()
             return
         started.set()
@@ -303,7 +314,8 @@ class Sidecar:
         while not self._stopped.wait(interval):
             try:
                 for paired in self.pairer.expire():
-                    self.pipeline.submit_exchange(cloudevent_exchange(paired, version))
+                    self.pipeline.submit_exchange(cloudevent_exchange(paired, version if paired.model_version is None
+                        else self.metrics.version_label(paired.model_version, version)))
             except Exception:  # noqa: BLE001
                 log.exception("maintenance failed")
                 self.metrics.monitoring_errors.labels(self.cfg.model.name, "maintenance").inc()
@@ -330,10 +342,18 @@ class Sidecar:
         try:  # CloudEvent requests whose response never came, due now: monitored without outputs
             version = self.metrics.version_label(self.cfg.model.version, self.cfg.model.version)
             for paired in self.pairer.expire():
-                self.pipeline.submit_exchange(cloudevent_exchange(paired, version))
+                self.pipeline.submit_exchange(cloudevent_exchange(paired, version if paired.model_version is None
+                    else self.metrics.version_label(paired.model_version, version)))
         except Exception:  # noqa: BLE001
             log.exception("shutdown: flushing expired CloudEvents failed")
         drained = self.pipeline.shutdown(max(deadline - time.monotonic(), 0.0))
+        # A proxied request still in flight when the drain ended is answered to its client but can
+        # no longer be monitored: wait briefly for such answers so they are counted among the lost.
+        for thread in self._threads:
+            thread.join(LATE_ANSWERS_GRACE_SECONDS)
+        late = self.pipeline.unmonitored_after_close - drained.unmonitored
+        drained.events_lost += late
+        drained.unmonitored += late
         if self.drift is not None:
             self.drift.stop()
         if self.performance is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -34,9 +35,26 @@ def test_rule_files_are_the_rendered_set():
                                             "inferwatch-ops.yml", "inferwatch-recording.yml"]
 
 
-def test_promtool_check_rules():
-    result = run(tool("promtool"), "check", "rules", *map(str, RULE_FILES))
+LINT = ("--lint=all", "--lint-fatal")   # users read "FAILED" on a lint warning: none is shipped
+
+
+def test_promtool_check_rules_lint_clean():
+    result = run(tool("promtool"), "check", "rules", *LINT, *map(str, RULE_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAILED" not in result.stdout + result.stderr
+
+
+def test_rules_of_one_alert_name_differ_in_their_labels():
+    """Several rules of one name (a floor per metric, a burn rate per severity) carry a label that
+    tells them apart, the one the alert's series already has."""
+    seen: dict[tuple, str] = {}
+    for rule in alert_rules():
+        key = (rule["alert"], tuple(sorted(rule["labels"].items())))
+        assert key not in seen, f"two {rule['alert']} rules with the labels {rule['labels']}"
+        seen[key] = rule["expr"]
+    floors = [r for r in alert_rules() if r["alert"] == "InferwatchModelPerformanceDegraded"]
+    assert {r["labels"]["metric"] for r in floors} == set(load_thresholds(THRESHOLDS).alerts
+                                                           .InferwatchModelPerformanceDegraded.floors)
 
 
 def test_promtool_unit_tests_of_every_rule_file():
@@ -78,8 +96,9 @@ def test_rules_command_via_the_console_script():
 def test_rules_check_fails_on_a_stale_render_and_render_fixes_it(tmp_path, capsys):
     thresholds = tmp_path / "thresholds.yaml"
     shutil.copy(THRESHOLDS, thresholds)
+    shutil.copytree(REPO / "grafana" / "dashboards", tmp_path / "dashboards")
     args = ["--thresholds", str(thresholds), "--output-dir", str(tmp_path / "rules"),
-            "--prometheusrule", str(tmp_path / "prometheusrule.yaml")]
+            "--prometheusrule", str(tmp_path / "prometheusrule.yaml"), "--dashboards", str(tmp_path / "dashboards")]
     assert cli_main(["rules", "render", *args]) == 0
     assert cli_main(["rules", "check", *args]) == 0
     thresholds.write_text(thresholds.read_text().replace("threshold_seconds: 0.5", "threshold_seconds: 2"))
@@ -91,6 +110,57 @@ def test_rules_check_fails_on_a_stale_render_and_render_fixes_it(tmp_path, capsy
     assert cli_main(["rules", "render", *args]) == 0
     assert cli_main(["rules", "check", *args]) == 0
     assert "threshold: 2s for 15m" in (tmp_path / "rules" / "inferwatch-ops.yml").read_text()
+
+
+def _dashboard_args(tmp_path):
+    thresholds = tmp_path / "thresholds.yaml"
+    shutil.copy(THRESHOLDS, thresholds)
+    shutil.copytree(REPO / "grafana" / "dashboards", tmp_path / "dashboards")
+    return thresholds, ["--thresholds", str(thresholds), "--output-dir", str(tmp_path / "rules"),
+                        "--prometheusrule", "", "--dashboards", str(tmp_path / "dashboards")]
+
+
+def _constants(path):
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
+    return {v["name"]: v["query"] for v in dashboard["templating"]["list"] if v["type"] == "constant"}
+
+
+def test_changed_thresholds_render_the_dashboards_constants(tmp_path, capsys):
+    """prometheus/thresholds.yaml is the one file to edit: objective and prices reach the dashboards."""
+    thresholds, args = _dashboard_args(tmp_path)
+    assert cli_main(["rules", "render", *args]) == 0
+    text = thresholds.read_text()
+    for old, new in (("objective: 0.95", "objective: 0.99"), ("cpu_hour_price: 0.05", "cpu_hour_price: 0.08"),
+                     ("currency: USD", "currency: EUR")):
+        assert old in text
+        text = text.replace(old, new)
+    thresholds.write_text(text)
+    capsys.readouterr()
+    assert cli_main(["rules", "check", *args]) == 1
+    out = capsys.readouterr()
+    assert "inferwatch-overview.json (rendered)" in out.out and '"query": "0.99"' in out.out
+    assert cli_main(["rules", "render", *args]) == 0
+    overview = tmp_path / "dashboards" / "inferwatch-overview.json"
+    assert _constants(overview)["slo_objective"] == "0.99"
+    assert _constants(overview)["cpu_hour_price"] == "0.08"
+    slo_panel = next(p for p in json.loads(overview.read_text())["panels"] if p["title"] == "Within latency SLO")
+    assert slo_panel["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 0.99
+    assert '"currencyEUR"' in overview.read_text() and '"currencyUSD"' not in overview.read_text()
+    assert cli_main(["rules", "check", *args]) == 0
+
+
+def test_rules_check_catches_a_stale_dashboard(tmp_path, capsys):
+    """A dashboard edited by hand (or left behind) with an old constant fails `rules check`."""
+    _, args = _dashboard_args(tmp_path)
+    assert cli_main(["rules", "render", *args]) == 0
+    assert cli_main(["rules", "check", *args]) == 0
+    overview = tmp_path / "dashboards" / "inferwatch-overview.json"
+    overview.write_text(overview.read_text().replace('"query": "0.05"', '"query": "0.04"'))
+    capsys.readouterr()
+    assert cli_main(["rules", "check", *args]) == 1
+    out = capsys.readouterr()
+    assert '-        "query": "0.04"' in out.out and '+        "query": "0.05"' in out.out
+    assert "1 generated file(s) differ" in out.err
 
 
 def test_metric_bounds_and_kubernetes_labels_are_the_users_own_keys(tmp_path):
@@ -147,7 +217,7 @@ def test_performance_ceilings_render_alerts_that_fire_and_stay_silent(tmp_path):
     thresholds.write_text(THRESHOLDS.read_text().replace("    ceilings: {}", "    ceilings: {rmse: 12.5}"))
     rules = tmp_path / "rules"
     assert cli_main(["rules", "render", "--thresholds", str(thresholds), "--output-dir", str(rules),
-                     "--prometheusrule", str(tmp_path / "prometheusrule.yaml")]) == 0
+                     "--prometheusrule", str(tmp_path / "prometheusrule.yaml"), "--dashboards", ""]) == 0
     assert 'metric="rmse"} > 12.5' in (rules / "inferwatch-ml.yml").read_text()
     (rules / "ceiling.test.yml").write_text(CEILING_TEST)
     result = run(tool("promtool"), "test", "rules", "ceiling.test.yml", cwd=rules, timeout=120)
@@ -331,10 +401,11 @@ def test_per_model_budgets_and_user_keyed_thresholds_render_and_evaluate(tmp_pat
         "  InferwatchModelPerformanceDegraded: {floors: {f1: 0.6}, ceilings: {rmse: 12.5}}\n")
     rules = tmp_path / "rules"
     assert cli_main(["rules", "render", "--thresholds", str(thresholds), "--output-dir", str(rules),
-                     "--prometheusrule", str(tmp_path / "prometheusrule.yaml")]) == 0, capsys.readouterr()
+                     "--prometheusrule", str(tmp_path / "prometheusrule.yaml"), "--dashboards", ""]) == 0, \
+        capsys.readouterr()
     ml = (rules / "inferwatch-ml.yml").read_text()
     assert 'metric="f1"' in ml and 'metric="rmse"' in ml and 'metric="accuracy"' not in ml
-    result = run(tool("promtool"), "check", "rules", *map(str, sorted(rules.glob("*.yml"))))
+    result = run(tool("promtool"), "check", "rules", *LINT, *map(str, sorted(rules.glob("*.yml"))))
     assert result.returncode == 0, result.stdout + result.stderr
 
     def cpu(model, cores):

@@ -33,6 +33,18 @@ def test_multiclass_metrics_match_sklearn(data, k, n):
     assert "precision" not in got or len(set(t) | set(p)) <= 2
 
 
+def test_many_classes_cost_the_classes_present_not_their_square():
+    """Classes are coded densely over those present (thousands when the window holds thousands
+    of distinct classes): the metrics read the confusion matrix's diagonal and margins only."""
+    rng = np.random.default_rng(16)
+    k, n = 5000, 20_000
+    t = rng.integers(0, k, n)
+    p = np.where(rng.random(n) < 0.5, t, rng.integers(0, k, n))
+    got = classification_metrics(t, p, k)
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(t, p), rel=RTOL)
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(t, p, average="macro", zero_division=0), rel=RTOL)
+
+
 @settings(max_examples=200, deadline=None)
 @given(data=st.data(), n=st.integers(1, 200), k=st.integers(3, 5))
 def test_positive_class_figures_only_when_every_class_present_is_negative_or_positive(data, n, k):

@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable
 
+from inferwatch.config.loader import unknown_key
+
 
 @dataclass(frozen=True)
 class Check:
@@ -111,7 +113,7 @@ def checked_mapping(data: dict[str, Any], cls: Any, path: str, problems: list[st
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
         if key not in names:
-            problems.append(f"{source}:{where}: unknown key (expected one of {', '.join(sorted(names))})")
+            problems.append(f"{source}:{where}: {unknown_key(key, names)}")
         elif value is not None:   # None: the default
             value = _checked(value, hints[names[key]], where, problems, source)
             if value is not None:

@@ -7,9 +7,11 @@
 - ``prometheus/rules/inferwatch-data.yml``: the data team's (drift, payload errors, drift freshness, the guard);
 - ``prometheus/rules/inferwatch-ml.yml``: the ML team's (prediction drift, model quality, outputs);
 - ``prometheus/rules/inferwatch-jobs.yml``: training and data jobs (team from the job's ``team`` label);
-- ``examples/kubernetes/prometheusrule.yaml``: the same groups as a PrometheusRule.
+- ``examples/kubernetes/prometheusrule.yaml``: the same groups as a PrometheusRule;
+- ``grafana/dashboards/*.json``: only the numbers the thresholds own (``alerting.dashboards``).
 
-``check`` renders in memory and exits 1 when a committed file differs (CI runs it).
+``check`` renders in memory and exits 1 when a committed file differs (CI runs it), a dashboard
+holding an old objective or price included.
 
 Adding an alert is one more entry in its team's group (``inferwatch.alerting.rules``) and its
 thresholds with their defaults (``inferwatch.alerting.thresholds``, and the shipped thresholds
@@ -28,6 +30,7 @@ import yaml
 
 from inferwatch.config.loader import ConfigError
 
+from .dashboards import render_dashboards
 from .rules.data import DATA
 from .rules.jobs import JOBS
 from .rules.ml import ML
@@ -74,8 +77,9 @@ def prometheusrule(t: Thresholds, groups: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
-def render(t: Thresholds, output_dir: Path, prometheusrule_path: Path | None) -> dict[Path, str]:
-    """Every generated file and its content."""
+def render(t: Thresholds, output_dir: Path, prometheusrule_path: Path | None,
+           dashboards_dir: Path | None = None) -> dict[Path, str]:
+    """Every generated file and its content (the dashboards: with the thresholds' numbers set)."""
     files: dict[Path, str] = {}
     all_groups: list[dict[str, Any]] = []
     for filename, build in RULE_FILES.items():
@@ -84,6 +88,8 @@ def render(t: Thresholds, output_dir: Path, prometheusrule_path: Path | None) ->
         files[output_dir / filename] = GENERATED_HEADER + dump_yaml({"groups": groups})
     if prometheusrule_path is not None:
         files[prometheusrule_path] = GENERATED_HEADER + dump_yaml(prometheusrule(t, all_groups))
+    if dashboards_dir is not None:
+        files.update(render_dashboards(t, dashboards_dir))
     return files
 
 
@@ -97,7 +103,8 @@ def _outputs(args: argparse.Namespace) -> dict[Path, str] | None:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return None
-    return render(t, Path(args.output_dir), Path(args.prometheusrule) if args.prometheusrule else None)
+    return render(t, Path(args.output_dir), Path(args.prometheusrule) if args.prometheusrule else None,
+                  Path(args.dashboards) if args.dashboards else None)
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
@@ -132,7 +139,7 @@ def add_rules_parser(sub: argparse._SubParsersAction) -> None:
     rules = sub.add_parser(
         "rules", help="render the Prometheus rules from prometheus/thresholds.yaml, or check them",
         description="render: write the recording and alerting rules (and the Kubernetes PrometheusRule) from "
-                    "the thresholds file. check: exit 1 when the files on disk differ from a fresh render.")
+                    "the thresholds file, and set the thresholds' numbers in the Grafana dashboards. check: exit 1 when the files on disk differ from a fresh render.")
     rules.add_argument("action", choices=("render", "check"))
     rules.add_argument("--thresholds", default="prometheus/thresholds.yaml", metavar="FILE",
                        help="thresholds file (default prometheus/thresholds.yaml)")
@@ -141,4 +148,7 @@ def add_rules_parser(sub: argparse._SubParsersAction) -> None:
     rules.add_argument("--prometheusrule", default="examples/kubernetes/prometheusrule.yaml", metavar="FILE",
                        help="the Kubernetes PrometheusRule to write, '' for none "
                             "(default examples/kubernetes/prometheusrule.yaml)")
+    rules.add_argument("--dashboards", default="grafana/dashboards", metavar="DIR",
+                       help="the Grafana dashboards whose SLO, price and alert-threshold numbers follow the "
+                            "thresholds file, '' for none (default grafana/dashboards)")
     rules.set_defaults(func=cmd_rules)

@@ -8,6 +8,7 @@ the alert thresholds) loads through here.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import typing
@@ -143,6 +144,22 @@ def coerce(value: Any, tp: Any, key: str, problems: list[str], source: str) -> A
     raise TypeError(f"unsupported config type {tp}")
 
 
+def unknown_key(key: Any, names: typing.Iterable[str]) -> str:
+    """The message for a key no field has: the close match when there is one (a typo), else every key."""
+    names = sorted(names)
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key, did you mean {close[0]!r}?"
+    return f"unknown key (expected one of {', '.join(names)})"
+
+
+def _default(cls: Any, name: str) -> Any:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return None if f.default is dataclasses.MISSING else f.default
+    return None
+
+
 def build(cls: Any, data: dict[str, Any], prefix: str, problems: list[str], source: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
@@ -150,9 +167,15 @@ def build(cls: Any, data: dict[str, Any], prefix: str, problems: list[str], sour
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            problems.append(f"{source}:{path}: unknown key (expected one of {', '.join(sorted(names))})")
+            problems.append(f"{source}:{path}: {unknown_key(key, names)}")
             continue
-        if value is None:  # `key:` with nothing after it means the default
+        if value is None:  # `key:` with nothing after it means the default ...
+            default = _default(cls, key)
+            if hints[key] in (str, int, float) and default not in (None, "", 0):
+                # ... except where a default would stand in silently for a value the user meant
+                # to give (`upstream: {url: }` must not proxy to the default address)
+                problems.append(f"{source}:{path}: has no value (give one, or remove the key for the "
+                                f"default {default!r})")
             continue
         coerced = coerce(value, hints[key], path, problems, source)
         if coerced is not None:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-CODECS = ("auto", "kserve_v1", "open_inference_v2", "mlflow", "records")
+CODECS = ("auto", "kserve_v1", "open_inference_v2", "seldon_v1", "mlflow", "records")
 
 
 @dataclass
@@ -190,6 +190,11 @@ class CloudEventsConfig:
     # first half waits here for the second, bounded in count and time.
     max_pending: int = 10_000
     ttl_seconds: float = 60.0
+    # KServe ce-component values monitored; others (a transformer's raw inputs) are dropped
+    # and counted. Empty: every component.
+    components: list[str] = field(default_factory=lambda: ["predictor"])
+    # A KServe ce-endpoint other than "default" (a canary) is its own model_version.
+    endpoint_versions: bool = True
 
 
 @dataclass
@@ -350,8 +355,8 @@ class LabelsConfig:
 
 @dataclass
 class PerformanceConfig:
-    # What the model does: "auto" decides on the first label (class-like values, i.e. strings,
-    # booleans and integers on both sides, mean classification; anything else regression).
+    # What the model does: "auto" decides from the configured outputs, else on the first label
+    # from the reference profile and the values seen (monitors/performance/task.py).
     task: Literal["auto", "classification", "regression"] = "auto"
     # The output holding the predicted class or value ("" = "prediction" when present, else the
     # first output) and, for binary classifiers, the one holding the positive class's probability.
@@ -368,7 +373,8 @@ class PerformanceConfig:
     interval_seconds: float = 60.0
     # Fewer labelled events in the window: no performance series (too noisy to publish).
     min_events: int = 30
-    # Distinct classes tracked (confusion matrix, macro averages); the rest are "other".
+    # Distinct classes exported (confusion matrix cells); the rest are "other". The metrics
+    # compare the real classes, so the cap never makes two classes a hit.
     max_classes: int = 20
     # Adjusted R²: the model's number of features (0 = the features seen in the window).
     feature_count: int = 0

@@ -17,6 +17,20 @@ if TYPE_CHECKING:
     from .root import Config
 
 
+def http_url_problem(text: str) -> str | None:
+    """Why ``text`` is not an http(s) URL a client can open (a port out of range included), or None."""
+    url = urlparse(text)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        return f"expected an http(s) URL, got {text!r}"
+    try:
+        port = url.port   # raises on a port outside 0-65535 or not a number
+    except ValueError:
+        port = 0
+    if port == 0:
+        return f"expected a port number 1-65535 in the URL, got {text!r}"
+    return None
+
+
 def validate(cfg: Config, problems: list[str]) -> None:
     src = cfg.source
 
@@ -24,9 +38,8 @@ def validate(cfg: Config, problems: list[str]) -> None:
         if value <= 0:
             problems.append(f"{src}:{key}: must be greater than 0, got {value!r}")
 
-    url = urlparse(cfg.upstream.url)
-    if url.scheme not in ("http", "https") or not url.netloc:
-        problems.append(f"{src}:upstream.url: expected an http(s) URL, got {cfg.upstream.url!r}")
+    if upstream_problem := http_url_problem(cfg.upstream.url):
+        problems.append(f"{src}:upstream.url: {upstream_problem}")
     for key, value in (
         ("upstream.timeout_seconds", cfg.upstream.timeout_seconds),
         ("upstream.connect_timeout_seconds", cfg.upstream.connect_timeout_seconds),
@@ -81,6 +94,8 @@ def validate(cfg: Config, problems: list[str]) -> None:
     if not (math.isfinite(cfg.shutdown.readiness_delay_seconds) and cfg.shutdown.readiness_delay_seconds >= 0):
         problems.append(f"{src}:shutdown.readiness_delay_seconds: expected seconds >= 0, "
                         f"got {cfg.shutdown.readiness_delay_seconds}")
+    if any(not str(c).strip() for c in cfg.cloudevents.components):
+        problems.append(f"{src}:cloudevents.components: an empty name (list ce-component values, e.g. predictor)")
     if not 0 <= cfg.proxy.grpc_port <= 65535:
         problems.append(f"{src}:proxy.grpc_port: expected a port number 1-65535 or 0 (off), got {cfg.proxy.grpc_port}")
     elif cfg.proxy.grpc_port:
@@ -172,9 +187,8 @@ def _validate_shadow(cfg: Config, problems: list[str]) -> None:
         if ch.name in names:
             problems.append(f"{src}:{key}.name: duplicate challenger {ch.name!r}")
         names.add(ch.name)
-        url = urlparse(ch.url)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            problems.append(f"{src}:{key}.url: expected an http(s) URL, got {ch.url!r}")
+        if url_problem := http_url_problem(ch.url):
+            problems.append(f"{src}:{key}.url: {url_problem}")
         elif ch.url.rstrip("/") == cfg.upstream.url.rstrip("/"):
             problems.append(f"{src}:{key}.url: is the champion (upstream.url); a challenger must be another server")
 

@@ -8,6 +8,7 @@ sidecar's shadow traffic.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -78,9 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(variant_model(args.variant), delay_seconds=args.delay,
                      version="v1" if args.variant == "champion" else "v2", approve_from=APPROVE_FROM[args.variant])
     server = wsgi.Server((args.host, args.port), app, numthreads=16, server_name=f"loan-model-{args.variant}")
+    try:
+        server.prepare()   # binds: a taken port is one line and exit 1, not a traceback
+    except OSError as exc:
+        print(f"demo model server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     print(f"demo model server on http://{args.host}:{args.port}/v1/models/{MODEL_NAME}:predict", flush=True)
     try:
-        server.start()
+        server.serve()
     except KeyboardInterrupt:
         server.stop()
     return 0

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .model import CATEGORICAL, NUMERIC
 from .model_server import MODEL_NAME
-from .stack import start_demo_stack
+from .stack import link_line, start_demo_stack
 from .traffic import TrafficGenerator
 
 
@@ -139,10 +140,47 @@ def drifted(summary: dict[str, float]) -> str:
     return f"{summary['drifted_features']:.0f}/{summary['features_evaluated']:.0f}"
 
 
-def dataset(summary: dict[str, float]) -> str:
+def dataset(summary: dict[str, float], shift: float = 0.0, injected: str = "") -> str:
+    """The dataset's drift decision with its likely cause: "DRIFT:shift" once the population moves,
+    else the last injection seen ("DRIFT:outliers": a burst of outliers moves the window's
+    distributions too, and stays in the window after the burst)."""
     if not summary["features_evaluated"]:
         return "warm-up"
-    return "DRIFTED" if summary["dataset_drifted"] else "ok"
+    if not summary["dataset_drifted"]:
+        return "ok"
+    cause = "shift" if shift > 0 else injected
+    return f"DRIFT:{cause}" if cause else "DRIFTED"
+
+
+# The live table: (header, width) of each column; 120 columns at most, explained once by LEGEND.
+COLUMNS = (("t(s)", 4), ("shift", 5), ("reqs", 6), ("5xx", 4), ("p50ms", 6), ("p99ms", 6), ("window", 6),
+           ("drop", 4), ("drifted", 7), ("dataset", 14), ("bad", 5), ("outl", 5), ("schema", 7), ("labels", 6),
+           ("acc", 4), ("est", 4), ("v2acc", 5), ("agree", 5))
+LEGEND = """\
+Columns: t(s) seconds since the start; shift how far the applicants have drifted (0-1); reqs requests
+  through the sidecar; 5xx errors; p50ms/p99ms latency; window events held for drift; drop events dropped;
+  drifted features drifted/evaluated; dataset the dataset's drift decision and its cause (shift, or the
+  injected outliers/renamed column); bad share of events failing a data quality check; outl share of
+  outliers; schema a renamed column seen; labels outcomes joined; acc accuracy on labels; est accuracy
+  estimated without labels (CBPE); v2acc the challenger's accuracy; agree champion/challenger agreement."""
+
+
+def percent(value: float) -> str:
+    """A share in at most 5 characters ("100.0%" would widen the table)."""
+    return "100%" if value >= 0.9995 else f"{value:.1%}"
+
+
+def table_row(cells: list[str]) -> str:
+    return " ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, COLUMNS))
+
+
+def summary_row(elapsed: float, shift: float, s: dict[str, float], injected: str) -> str:
+    return table_row([
+        f"{elapsed:.0f}", f"{shift:.2f}", f"{s['requests']:.0f}", f"{s['errors']:.0f}", f"{s['p50_ms']:.1f}",
+        f"{s['p99_ms']:.1f}", f"{s['events_in_window']:.0f}", f"{s['dropped']:.0f}", drifted(s),
+        dataset(s, shift, injected), percent(s["failed_ratio"]), percent(s["outlier_ratio"]),
+        "CHANGED" if s["schema_changes"] else "ok", f"{s['labels']:.0f}", ratio(s["accuracy"]),
+        ratio(s["estimated_accuracy"]), ratio(s["challenger_accuracy"]), ratio(s["agreement"])])
 
 
 # What the demo model answers: the approval probability in the seed's business bands (shares
@@ -195,7 +233,10 @@ def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_
 
 
 def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int = 9180, upstream_port: int = 8081,
-             challenger_port: int = 8082, with_stack: bool = True, report_every: float = 5.0) -> int:
+             challenger_port: int = 8082, with_stack: bool = True, report_every: float = 5.0,
+             keep: bool = False) -> int:
+    """Run the demo for ``duration`` seconds and stop everything; with ``keep``, stop the traffic
+    but leave the servers (and their links) up until Ctrl-C."""
     workdir = Path(tempfile.mkdtemp(prefix="inferwatch-demo-"))
     processes: list[subprocess.Popen] = []
     python = sys.executable
@@ -225,11 +266,17 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
             print(f"the sidecar did not start; see {workdir / 'sidecar.log'}", file=sys.stderr)
             return 1
         wait_http(f"http://127.0.0.1:{admin_port}/readyz", 10)
-        print(f"Model server: http://127.0.0.1:{upstream_port}/v1/models/{MODEL_NAME}:predict")
-        print(f"Challenger:   http://127.0.0.1:{challenger_port}/ (loan-v2: gets a copy of every request)")
-        print(f"Sidecar:      http://127.0.0.1:{proxy_port}/v1/models/{MODEL_NAME}:predict (proxy)")
-        print(f"Metrics:      http://127.0.0.1:{admin_port}/metrics   status: http://127.0.0.1:{admin_port}/v1/status")
-        print(f"Work files:   {workdir} (config, logs, prediction and quarantine logs)")
+        model_url = f"/v1/models/{MODEL_NAME}"
+        for line in (
+                link_line("Model server", f"http://127.0.0.1:{upstream_port}{model_url}",
+                          f"(POST {model_url}:predict)"),
+                link_line("Challenger", f"http://127.0.0.1:{challenger_port}/", "(loan-v2: a copy of every request)"),
+                link_line("Sidecar", f"http://127.0.0.1:{proxy_port}{model_url}",
+                          f"(the proxy: POST {model_url}:predict)"),
+                link_line("Metrics", f"http://127.0.0.1:{admin_port}/metrics"),
+                link_line("Status", f"http://127.0.0.1:{admin_port}/v1/status")):
+            print(line)
+        print(f"{'Work files:':<14}{workdir} (config, logs, prediction and quarantine logs)")
         stack = None
         if with_stack:
             stack = start_demo_stack(workdir, admin_port)
@@ -241,39 +288,47 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
               f"outcomes arrive as labels 2-8s after each decision.")
         print(f"Injected: a burst of outliers at {duration * traffic.outliers_at:g}-"
               f"{duration * (traffic.outliers_at + traffic.outliers_for):g}s, and `income` renamed "
-              f"`annual_income` from {duration * traffic.rename_at:g}s (a schema change). The outliers also move "
-              f"the window's distributions: drift shows from the burst, before the population shifts.")
-        print(f"{'time':>6} {'shift':>6} {'requests':>9} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'predictions':>11} {'in window':>9} {'dropped':>7} {'drifted':>8} {'dataset':>8} "
-              f"{'inject':>8} {'bad ev.':>7} {'outliers':>8} {'schema':>6} "
-              f"{'labels':>7} {'accuracy':>8} {'est.acc':>7} {'v2 acc':>6} {'v2 agree':>8}")
+              f"`annual_income` from {duration * traffic.rename_at:g}s (a schema change).\n"
+              f"The outliers also move the window's distributions: drift shows from the burst, before the "
+              f"population shifts.")
+        print(LEGEND)
+        print(table_row([header for header, _ in COLUMNS]))
         start = time.monotonic()
+        injected = ""   # the last injection seen: the likely cause of drift while shift is 0
         while traffic.running():
             time.sleep(min(report_every, max(0.1, duration - (time.monotonic() - start))))
+            if traffic.phase() != "-":
+                injected = traffic.phase()
             try:
                 s = summarize(requests.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).text)
             except requests.RequestException as exc:
                 print(f"cannot scrape the sidecar: {exc}")
                 continue
-            print(f"{time.monotonic() - start:6.0f} {traffic.shift():6.2f} {s['requests']:9.0f} {s['errors']:7.0f} "
-                  f"{s['p50_ms']:7.1f} {s['p99_ms']:7.1f} {s['predictions']:11.0f} {s['events_in_window']:9.0f} "
-                  f"{s['dropped']:7.0f} {drifted(s):>8} {dataset(s):>8} {traffic.phase():>8} "
-                  f"{s['failed_ratio']:7.1%} {s['outlier_ratio']:8.1%} "
-                  f"{'CHANGED' if s['schema_changes'] else 'ok':>6} {s['labels']:7.0f} {ratio(s['accuracy']):>8} "
-                  f"{ratio(s['estimated_accuracy']):>7} {ratio(s['challenger_accuracy']):>6} "
-                  f"{ratio(s['agreement']):>8}", flush=True)
+            print(summary_row(time.monotonic() - start, traffic.shift(), s, injected), flush=True)
             if time.monotonic() - start >= duration:
                 break
         traffic.stop()
         if stack is not None:
             try:
                 series = prometheus_series(stack.query)
-                print(f"\nPrometheus ({stack.prometheus_url}) holds: "
-                      + ", ".join(f"{what} {n}" for what, n in series.items()) + " series.")
+                print()
+                print(textwrap.fill(f"Prometheus ({stack.prometheus_url}) holds: "
+                                    + ", ".join(f"{what} {n}" for what, n in series.items()) + " series.",
+                                    width=120, subsequent_indent="  ", break_on_hyphens=False))
             except Exception as exc:  # noqa: BLE001 - the summary is a courtesy; the demo ran
                 print(f"\nPrometheus could not be queried: {exc}")
         print(f"\nDone: {traffic.sent} requests sent, {traffic.failed} failed, {traffic.labels_sent} labels sent. "
               f"Work files are in {workdir}.")
+        if keep:
+            print("Still running (--keep): every link above answers until Ctrl-C.", flush=True)
+            try:
+                while all(process.poll() is None for process in processes):
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                print("\nStopping.")
+                return 0
+            print("A demo process ended; stopping the rest.", file=sys.stderr)
+            return 1
         return 0
     except KeyboardInterrupt:
         return 130

@@ -434,6 +434,31 @@ class MonitoringStack:
 # --- the demo -----------------------------------------------------------------------------------------
 
 
+def answers(url: str, timeout: float = 3.0) -> bool:
+    """True when a GET of ``url`` succeeds (2xx or 3xx): the demo prints only links that work."""
+    try:
+        return requests.get(url, timeout=timeout).status_code < 400
+    except requests.RequestException:
+        return False
+
+
+# Prometheus's alerts page: upstream builds (React UI), then Debian's (classic UI only), then the API.
+PROMETHEUS_ALERT_PAGES = ("/alerts", "/classic/alerts", "/api/v1/alerts")
+
+
+def first_answering(base: str, paths: tuple[str, ...]) -> str | None:
+    """The first of ``base + path`` that answers: UIs move between versions (Debian's Prometheus
+    2.42 serves its alerts page at /classic/alerts, upstream builds at /alerts)."""
+    return next((base + path for path in paths if answers(base + path)), None)
+
+
+def link_line(label: str, url: str | None, note: str = "") -> str:
+    """One "Label: URL   note" line, the URL checked by a GET first."""
+    if url is None or not answers(url):
+        return f"{label + ':':<14}{url or '(no page answered)'}   (did not answer a GET: not a link)"
+    return f"{label + ':':<14}{url}{'   ' + note if note else ''}"
+
+
 def start_demo_stack(workdir: Path, admin_port: int, *, prometheus_port: int = 9090,
                      alertmanager_port: int = 9093, max_for: str = "10s") -> MonitoringStack | None:
     """For ``inferwatch demo``: Prometheus (and Alertmanager when installed) on the usual ports when
@@ -452,7 +477,10 @@ def start_demo_stack(workdir: Path, admin_port: int, *, prometheus_port: int = 9
         print(f"Prometheus: not started: {exc}")
         stack.stop()
         return None
-    print(f"Prometheus:   {stack.prometheus_url}/alerts   (rules of prometheus/rules/, `for:` at most {max_for})")
+    print(link_line("Prometheus", first_answering(stack.prometheus_url, PROMETHEUS_ALERT_PAGES),
+                    f"(rules of prometheus/rules/, `for:` at most {max_for})"))
     if stack.alertmanager_url:
-        print(f"Alertmanager: {stack.alertmanager_url}/#/alerts   (shipped routes; receivers -> this terminal)")
+        ui = first_answering(stack.alertmanager_url, ("/",))   # its UI's alerts view is the #/alerts fragment
+        print(link_line("Alertmanager", f"{ui}#/alerts" if ui else f"{stack.alertmanager_url}/api/v2/alerts",
+                        "(shipped routes; receivers -> this terminal)"))
     return stack

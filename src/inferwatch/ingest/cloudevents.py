@@ -13,7 +13,14 @@ inference payload. Structured mode (``application/cloudevents+json`` with ``data
   graph node.
 
 Halves are paired on (service, component or model id, request id), so a transformer and its
-predictor logging the same request id do not steal each other's halves.
+predictor logging the same request id do not steal each other's halves. Only the components in
+``cloudevents.components`` (default ``predictor``) are monitored: a transformer's raw inputs are
+not the predictor's features, so its events are counted (``ignored``) and dropped. An event of
+a KServe endpoint other than ``default`` (``ce-endpoint: canary``) is its own model version,
+named after the endpoint, while ``cloudevents.endpoint_versions`` is on.
+
+Seldon's ``io.seldon.serving.feedback`` events are not halves: they carry the truth of a request
+and become labels (``ground_truth.parse_feedback``).
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from typing import Any
 from .bodies import media_type
 from .events import PayloadError
 
-__all__ = ["CloudEventPairer", "PairedExchange", "parse_cloudevent", "CloudEvent", "REQUEST_TYPES", "RESPONSE_TYPES"]
+__all__ = ["CloudEventPairer", "PairedExchange", "parse_cloudevent", "CloudEvent", "REQUEST_TYPES", "RESPONSE_TYPES",
+           "FEEDBACK_TYPES"]
 
 REQUEST_TYPES = frozenset({"org.kubeflow.serving.inference.request", "io.seldon.serving.inference.request"})
 RESPONSE_TYPES = frozenset({"org.kubeflow.serving.inference.response", "io.seldon.serving.inference.response"})
 # Forks and older releases keep the suffix but change the prefix (e.g. KFServing builds).
+FEEDBACK_TYPES = frozenset({"io.seldon.serving.feedback", "org.kubeflow.serving.feedback"})
 _REQUEST_SUFFIX = ".inference.request"
 _RESPONSE_SUFFIX = ".inference.response"
 _STRUCTURED = "application/cloudevents+json"
@@ -44,7 +53,7 @@ _STRUCTURED = "application/cloudevents+json"
 class CloudEvent:
     """One half of an exchange."""
 
-    kind: str  # "request" or "response"
+    kind: str  # "request", "response" or "feedback"
     event_id: str  # the pairing id: ce-requestid when present, else ce-id
     type: str
     source: str
@@ -79,15 +88,21 @@ class PairedExchange:
     component: str | None = None
     endpoint: str | None = None
     source: str | None = None
+    # The version its events are windowed under when it is not the model's own: a KServe
+    # endpoint other than "default" (a canary), with cloudevents.endpoint_versions on.
+    model_version: str | None = None
 
 
 def _kind(ce_type: str) -> str:
+    if ce_type in FEEDBACK_TYPES:
+        return "feedback"
     if ce_type in REQUEST_TYPES or ce_type.endswith(_REQUEST_SUFFIX):
         return "request"
     if ce_type in RESPONSE_TYPES or ce_type.endswith(_RESPONSE_SUFFIX):
         return "response"
     raise PayloadError(
-        "invalid_event", f"unknown CloudEvent type {ce_type!r} (expected an inference request or response)"
+        "invalid_event",
+        f"unknown CloudEvent type {ce_type!r} (expected an inference request or response, or Seldon feedback)"
     )
 
 
@@ -174,8 +189,13 @@ class CloudEventPairer:
         ttl_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         max_pending_bytes: int = 256 * 1024 * 1024,
+        components: tuple[str, ...] | list[str] | None = ("predictor",),
+        endpoint_versions: bool = True,
     ):
         self.max_pending = max_pending
+        # None: every component; an event without ce-component (Seldon) is always monitored.
+        self.components = None if components is None else frozenset(components)
+        self.endpoint_versions = endpoint_versions
         self.ttl_seconds = ttl_seconds
         self.max_pending_bytes = max_pending_bytes
         self._clock = clock
@@ -190,6 +210,7 @@ class CloudEventPairer:
         self.evicted_full = 0
         self.expired = 0
         self.duplicates = 0  # a second half of the same kind replaced a pending one
+        self.ignored = 0  # halves of a component that is not monitored (cloudevents.components)
 
     def __len__(self) -> int:
         with self._lock:
@@ -206,7 +227,19 @@ class CloudEventPairer:
 
     def add(self, headers: Mapping[str, str], body: bytes) -> PairedExchange | None:
         """Add one half; returns the exchange when this completes one, else None."""
-        event = parse_cloudevent(headers, body)
+        return self.add_event(parse_cloudevent(headers, body))
+
+    def monitored(self, event: CloudEvent) -> bool:
+        return self.components is None or event.component is None or event.component in self.components
+
+    def add_event(self, event: CloudEvent) -> PairedExchange | None:
+        """Add one parsed half (see ``add``); a feedback event is not a half (``PayloadError``)."""
+        if event.kind == "feedback":
+            raise PayloadError("invalid_event", "a feedback CloudEvent is a label, not a request or response half")
+        if not self.monitored(event):
+            with self._lock:
+                self.ignored += 1
+            return None
         key = event.key
         with self._lock:
             now = self._clock()
@@ -218,7 +251,7 @@ class CloudEventPairer:
                 if other.kind != event.kind:
                     self.paired += 1
                     request, response = (other, event) if other.kind == "request" else (event, other)
-                    return _exchange(request, response)
+                    return self._versioned(_exchange(request, response))
                 self.duplicates += 1
             self._pending[key] = (now, event)
             self._pending_bytes += len(event.body)
@@ -249,10 +282,17 @@ class CloudEventPairer:
             self._pending_bytes -= len(event.body)
             self.expired += 1
             if event.kind == "request":
-                self._unanswered.append(_exchange(event, None))
+                self._unanswered.append(self._versioned(_exchange(event, None)))
                 self._unanswered_bytes += len(event.body)
                 while len(self._unanswered) > self.max_pending or self._unanswered_bytes > self.max_pending_bytes:
                     self._unanswered_bytes -= len(self._unanswered.popleft().request_body)
+
+
+    def _versioned(self, exchange: PairedExchange) -> PairedExchange:
+        endpoint = exchange.endpoint
+        if self.endpoint_versions and endpoint and endpoint != "default":
+            exchange.model_version = endpoint
+        return exchange
 
 
 def _exchange(request: CloudEvent, response: CloudEvent | None) -> PairedExchange:

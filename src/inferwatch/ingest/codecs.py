@@ -9,6 +9,8 @@ that JSON to columns.
 Codec detection (``detect_codec``) looks at the request only, first match wins:
 
 1. ``{"inputs": [{"name": ..., "shape"/"datatype"/"data": ...}, ...]}``  -> ``open_inference_v2``
+   ``{"data": {"names"?, "ndarray"/"tensor"}, "meta"?}``, ``{"jsonData"|"strData"|"binData": ...}``
+   (only SeldonMessage fields)                                           -> ``seldon_v1`` (``seldon``)
 2. ``{"dataframe_split": ...}``, ``{"dataframe_records": ...}`` or the MLflow 1.x
    pandas-split object ``{"columns": [...], "data": [[...]]}``         -> ``mlflow``
 3. ``{"instances": ...}`` or any other ``{"inputs": ...}``               -> ``kserve_v1``
@@ -26,6 +28,9 @@ Row conventions:
 * A column whose every value is a flat list of one length is expanded into ``<name>_<k>``
   (class probabilities, small vectors): drift metrics need scalars.
 
+An OIP v2 output tensor's ``datatype`` is a hint for the output monitor (``batch.output_kinds``):
+INT/UINT/BOOL/BYTES outputs are classes; ``predictions.outputs`` still decides when it names one.
+
 Responses are decoded by shape: OIP v2 ``outputs`` tensors, ``predictions``, TF Serving
 ``outputs``, or a bare list/scalar (one prediction per row). A scalar prediction is the output
 ``prediction``, a list ``prediction_0, prediction_1, ...``, an object one output per key. With
@@ -35,104 +40,25 @@ with the ``records`` codec a flat list of scalars answering one row is that row'
 
 from __future__ import annotations
 
+import re
 from itertools import chain
 from math import prod
 from typing import Any
 
 from inferwatch.config import CODECS
 from .bodies import decompress, load_json, media_type, parse_json
-from .events import EventBatch, PayloadError, matrix_to_columns, rows_to_columns
+from .columns import CONTAINER_TYPES as _CONTAINER_TYPES, CONTAINERS as _CONTAINERS, DICT_TYPES as _DICT
+from .columns import LIST_TYPES as _LIST, columnar as _columnar, decode_rows as _rows, default_names as _names
+from .columns import expand_vectors as _expand_vectors, positional as _positional
+from .events import EventBatch, PayloadError, rows_to_columns
+from . import seldon
 
 # The body helpers live in ``bodies``; they stay importable from here.
-__all__ = ["decode_exchange", "detect_codec", "load_json", "parse_json", "decompress", "media_type"]
+__all__ = ["decode_exchange", "detect_codec", "v2_request_id", "load_json", "parse_json", "decompress", "media_type"]
 
-_CONTAINERS = (list, dict)
-# Type checks over whole lists go through set(map(type, ...)), which runs in C.
-_CONTAINER_TYPES = frozenset({list, dict})
-_LIST = {list}
-_DICT = {dict}
-
-
-# --- shared column helpers -----------------------------------------------------------------
-
-
-def _names(width: int, names: list[str] | None, prefix: str) -> list[str]:
-    given = list(names[:width]) if names else []
-    return given + [f"{prefix}{i}" for i in range(len(given), width)]
-
-
-def _positional(rows: list[Any], names: list[str] | None, prefix: str = "f") -> dict[str, list[Any]]:
-    """Positional rows to columns; ``zip`` transposes in C when every row is a list of one width."""
-    types = set(map(type, rows))
-    if types == _LIST:
-        widths = set(map(len, rows))
-        if len(widths) == 1:
-            (width,) = widths
-            return dict(zip(_names(width, names, prefix), map(list, zip(*rows))))
-    elif not types & _CONTAINER_TYPES:
-        return {_names(1, names, prefix)[0]: list(rows)}
-    return matrix_to_columns(rows, names, prefix)
-
-
-def _expand_vectors(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """Split a column of equal-length flat lists into ``<name>_<k>`` columns."""
-    out: dict[str, list[Any]] = {}
-    for name, column in columns.items():
-        first = column[0] if column else None
-        if (
-            type(first) is list
-            and first
-            and not isinstance(first[0], _CONTAINERS)
-            and set(map(type, column)) == _LIST
-            and len(set(map(len, column))) == 1
-        ):
-            for k, values in enumerate(zip(*column)):
-                out[f"{name}_{k}"] = list(values)
-        else:
-            out[name] = column
-    return out
-
-
-def _rows(value: Any, names: list[str] | None, *, flat_list_is_row: bool) -> tuple[int, dict[str, list[Any]]]:
-    """Rows (records or positional) to ``(n, columns)``."""
-    if isinstance(value, dict):
-        return 1, _expand_vectors(rows_to_columns([value]))
-    if not isinstance(value, list):
-        # A bare scalar: one row with one positional feature.
-        return 1, {_names(1, names, "f")[0]: [value]}
-    if not value:
-        return 0, {}
-    types = set(map(type, value))
-    if dict in types:
-        if types != _DICT:
-            raise PayloadError("unknown_format", "rows mix objects and non-objects")
-        return len(value), _expand_vectors(rows_to_columns(value))
-    if flat_list_is_row and list not in types:
-        return 1, _positional([value], names)
-    return len(value), _expand_vectors(_positional(value, names))
-
-
-def _columnar(value: dict[str, Any], n: int | None = None) -> tuple[int, dict[str, list[Any]]]:
-    """``{name: [v0, v1, ...]}`` (batch dimension first) to ``(n, columns)``.
-
-    Scalars are one row each, so ``{"a": 1, "b": 2}`` is one row.
-    """
-    if not value:
-        return (n or 0), {}
-    columns: dict[str, list[Any]] = {}
-    lengths = set()
-    for name, column in value.items():
-        if type(column) is not list:
-            column = [column]
-        columns[name] = column
-        lengths.add(len(column))
-    if len(lengths) != 1:
-        raise PayloadError("shape_mismatch", f"columns have different lengths {sorted(lengths)}")
-    (rows,) = lengths
-    if n is not None and rows != n:
-        raise PayloadError("row_count_mismatch", f"{rows} rows for {n} requested")
-    return rows, _expand_vectors(columns)
-
+# OIP v2 datatypes whose values are classes, not measurements (the rest: FP16/32/64, BF16).
+CLASS_DATATYPES = frozenset({"BOOL", "BYTES", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
+                             "UINT64"})
 
 # --- Open Inference Protocol v2 tensors ----------------------------------------------------
 
@@ -155,13 +81,15 @@ def _looks_like_tensors(value: Any) -> bool:
     return type(first) is dict and "name" in first and ("datatype" in first or "shape" in first or "data" in first)
 
 
-def _tensors(tensors: Any, names: list[str] | None) -> tuple[int, dict[str, list[Any]]]:
+def _tensors(tensors: Any, names: list[str] | None,
+             kinds: dict[str, str] | None = None) -> tuple[int, dict[str, list[Any]]]:
     """OIP v2 tensors to ``(n, columns)``: the first dimension is the row, the rest are flattened.
 
     A lone [N, F] tensor gives F columns named by ``names`` or ``<tensor>_<j>``; each [N] or
     [N, 1] tensor gives one column named after the tensor. Flat row-major data is split into
     columns by slicing (``flat[j::F]``), which copies in C like a numpy reshape would, and
-    keeps the JSON values (ints stay ints, BYTES stay strings).
+    keeps the JSON values (ints stay ints, BYTES stay strings). ``kinds``, when given, gets
+    ``"class"`` for each column of a class datatype (``CLASS_DATATYPES``).
     """
     if type(tensors) is not list:
         raise PayloadError("unknown_format", "tensors must be a list")
@@ -199,6 +127,8 @@ def _tensors(tensors: Any, names: list[str] | None) -> tuple[int, dict[str, list
         else:
             for j, col_name in enumerate(col_names):
                 columns[col_name] = flat[j::width]
+        if kinds is not None and str(tensor.get("datatype", "")).upper() in CLASS_DATATYPES:
+            kinds.update(dict.fromkeys(col_names, "class"))
     return (n or 0), columns
 
 
@@ -214,6 +144,8 @@ def detect_codec(request_obj: Any) -> str:
         inputs = request_obj.get("inputs")
         if _looks_like_tensors(inputs):
             return "open_inference_v2"
+        if seldon.is_seldon_message(request_obj):
+            return "seldon_v1"
         if "dataframe_split" in request_obj or "dataframe_records" in request_obj:
             return "mlflow"
         if "columns" in request_obj and "data" in request_obj and set(request_obj) <= {"columns", "data", "index"}:
@@ -308,6 +240,8 @@ def _decode_request(
         return _tensors(obj["inputs"], names)
     if codec == "mlflow":
         return _mlflow_request(obj, names)
+    if codec == "seldon_v1":
+        return seldon.message_columns(obj, names)
     if codec == "kserve_v1":
         return _kserve_request(obj, names)
     if not isinstance(obj, _CONTAINERS):
@@ -349,20 +283,26 @@ def _predictions(preds: Any, n: int, *, lenient: bool, columnar: bool) -> dict[s
 
 
 def _decode_response(
-    obj: Any, n: int, codec: str, auto: bool, output_path: str
+    obj: Any, n: int, codec: str, auto: bool, output_path: str, kinds: dict[str, str]
 ) -> tuple[dict[str, list[Any]], str | None]:
-    """Output columns (N values each) and the model version the response names, if any."""
+    """Output columns (N values each) and the model version the response names, if any; ``kinds``
+    gets the class hints of OIP v2 output datatypes."""
     version = None
     if type(obj) is dict and obj.get("model_version") not in (None, ""):
         version = str(obj["model_version"])
     if output_path:
         return _predictions(_locate(obj, output_path), n, lenient=True, columnar=False), version
+    if codec == "seldon_v1":
+        rows, columns = seldon.message_columns(obj, None, prefix="prediction_")
+        if rows != n:
+            raise PayloadError("row_count_mismatch", f"{rows} Seldon output rows for {n} input rows")
+        return columns, None
     if type(obj) is dict:
         outputs = obj.get("outputs")
         if codec == "open_inference_v2" or _looks_like_tensors(outputs):
             if "outputs" not in obj:
                 raise PayloadError("missing_field", "expected 'outputs' tensors")
-            rows, columns = _tensors(outputs, None)
+            rows, columns = _tensors(outputs, None, kinds)
             if rows != n:
                 raise PayloadError("row_count_mismatch", f"{rows} output rows for {n} input rows")
             return columns, version
@@ -417,8 +357,38 @@ def decode_exchange(
         return batch
     try:
         response = load_json(response_body, response_content_type, response_content_encoding, max_bytes)
-        outputs, version = _decode_response(response, n, resolved, codec == "auto", output_path)
-        return EventBatch(n=n, features=features, outputs=outputs, model_version=version)
+        kinds: dict[str, str] = {}
+        outputs, version = _decode_response(response, n, resolved, codec == "auto", output_path, kinds)
+        return EventBatch(n=n, features=features, outputs=outputs, model_version=version, output_kinds=kinds)
     except PayloadError as exc:
         batch.errors.append(exc.reason)
         return batch
+
+
+# --- the OIP v2 request id, on the request path ---------------------------------------------
+
+# A top-level "id" among the fields before the first nested value ('{' or '['), where the
+# Open Inference clients write it (tritonclient, KServe's InferRequest, MLServer's
+# InferenceRequest all put it first). Reading only that prefix keeps the request path
+# O(prefix), never a parse of the tensors.
+_ID_FIELD = re.compile(rb'[{,]\s*"id"\s*:\s*"((?:[^"\\\x00-\x1f]){1,256})"')
+_ID_SCAN_BYTES = 4096
+
+
+def v2_request_id(body: bytes | None) -> str | None:
+    """The ``id`` of an Open Inference v2 JSON request, when it is a top-level field written
+    before the tensors (``None`` otherwise: compressed, not JSON, no id, or after ``inputs``)."""
+    if not body:
+        return None
+    head = body[:_ID_SCAN_BYTES].lstrip()
+    if not head.startswith(b"{"):
+        return None
+    nested = [i for i in (head.find(b"{", 1), head.find(b"[", 1)) if i > 0]
+    prefix = head[:min(nested)] if nested else head
+    match = _ID_FIELD.search(prefix)
+    if match is None:
+        return None
+    try:
+        return match.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None

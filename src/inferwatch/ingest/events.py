@@ -51,6 +51,9 @@ class EventBatch:
     # Reasons (PayloadError.REASONS) for parts that could not be decoded while the rest could,
     # e.g. a response body that is not JSON under a request whose features decoded fine.
     errors: list[str] = field(default_factory=list)
+    # Output name -> "class" where the payload says so (an OIP v2 INT/UINT/BOOL/BYTES tensor); a
+    # hint for outputs ``predictions.outputs`` does not name.
+    output_kinds: dict[str, str] = field(default_factory=dict)
     # Segment label values per segment feature (``segments.SegmentLabeler``), one per row; the
     # worker fills them before the batch reaches observers (drift counters, outputs, joins).
     segments: dict[str, Any] = field(default_factory=dict)

@@ -4,6 +4,10 @@ Labels arrive late and separately (on the admin port) and name their prediction 
 module only checks and columnises them; the worker hands each batch to the performance monitor,
 which joins it to the waiting predictions (``inferwatch.monitors.performance``). "Label" here is
 the true answer of a prediction, not a Prometheus label.
+
+Seldon Core's feedback (``POST /api/v1.0/feedback``, logged as an ``io.seldon.serving.feedback``
+CloudEvent) is ground truth too: ``parse_feedback`` turns its ``truth`` message into labels of
+the request it names.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .events import PayloadError
+from .seldon import feedback_puid, message_columns
 
 _NUMBER = (int, float)
 
@@ -93,4 +98,46 @@ def parse_labels(body: bytes, max_batch: int) -> tuple[LabelBatch, list[dict[str
     return batch, rejected
 
 
-__all__ = ["LabelBatch", "parse_labels"]
+def _truth_labels(columns: dict[str, list[Any]], n: int) -> list[Any]:
+    """One truth column is the label; several (a one-hot or a probability row, as Seldon's own
+    multiclass feedback servers read it) give the index of the largest, like ``argmax``."""
+    if len(columns) == 1:
+        return next(iter(columns.values()))
+    rows = list(zip(*columns.values())) if columns else [()] * n
+    labels: list[Any] = []
+    for row in rows:
+        if not row or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
+            raise PayloadError("unknown_format", "feedback truth: a row of several values must be numbers (one-hot)")
+        labels.append(max(range(len(row)), key=row.__getitem__))
+    return labels
+
+
+def parse_feedback(body: bytes, request_id: str | None, max_batch: int) -> LabelBatch:
+    """A Seldon ``Feedback`` (``{"request", "response", "truth", "reward"}``) to the labels of the
+    prediction it answers: ``response.meta.puid`` when the client kept it, else ``request_id``
+    (the CloudEvent's ``ce-requestid``: the ``Seldon-Puid`` the feedback was sent with). A truth of
+    N rows labels ``<id>-0 .. <id>-(N-1)``, the ids the request's N events were given."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError("invalid_json", f"feedback: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise PayloadError("unknown_format", "feedback: expected a Seldon Feedback object")
+    if data.get("truth") in (None, {}):
+        raise PayloadError("missing_field", "feedback.truth: required (a reward alone is no label)")
+    pid = feedback_puid(data) or request_id
+    if not pid:
+        raise PayloadError("missing_field", "feedback: no response.meta.puid and no ce-requestid to join by")
+    n, columns = message_columns(data["truth"], None)
+    if n > max_batch:
+        raise PayloadError("too_large", f"feedback.truth: {n} labels exceed labels.max_batch ({max_batch})")
+    labels = _truth_labels(columns, n)
+    for label in labels:
+        problem = _label_value_problem(label)
+        if problem:
+            raise PayloadError("unknown_format", f"feedback.truth: {problem}")
+    ids = [pid] if n == 1 else [f"{pid}-{i}" for i in range(n)]
+    return LabelBatch(ids, list(labels), [None] * n)
+
+
+__all__ = ["LabelBatch", "parse_labels", "parse_feedback"]

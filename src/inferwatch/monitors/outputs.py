@@ -1,7 +1,9 @@
 """What the model answers: class counts, score and value histograms, business bands, unreasonable outputs.
 
 Each model output is a ``class``, a ``score`` or a ``value`` (``predictions.outputs`` in the
-configuration; outputs not listed are typed from their first values when ``predictions.auto``).
+configuration; outputs not listed are typed from their first values when ``predictions.auto``,
+or by the payload's hint: an Open Inference v2 INT/UINT/BOOL/BYTES tensor is a class, so
+MLServer's ``predict`` answering 0/1 as INT64 counts classes, not a value histogram).
 The worker calls ``OutputMonitor.observe`` with every windowed batch; each output column is
 handled in a few vectorised passes (one ``to_numeric``, one ``searchsorted`` + ``bincount`` for
 the histogram, one for the bands, one comparison matrix for the range rules), and the results
@@ -190,13 +192,13 @@ class OutputMonitor:
                 for name, spec in self.specs.items():
                     self._state(main_version, name, spec)
 
-    def _spec(self, name: str, values: list[Any]) -> CompiledOutput | None:
+    def _spec(self, name: str, values: list[Any], hint: str | None = None) -> CompiledOutput | None:
         spec = self.specs.get(name)
         if spec is not None or not self.auto:
             return spec
         if len(self.specs) >= self.max_outputs:  # the window counts capped output columns
             return None
-        kind = infer_kind(values)
+        kind = "categorical" if hint == "class" else infer_kind(values)
         if kind is None:
             return None
         spec = CompiledOutput.build(name, OutputSpec(type="class" if kind == "categorical" else "value"),
@@ -225,8 +227,9 @@ class OutputMonitor:
 
     def _observe(self, version: str, batch: EventBatch) -> None:
         overflow = 0
+        hints = batch.output_kinds
         for name, values in batch.outputs.items():
-            spec = self._spec(name, values)
+            spec = self._spec(name, values, hints.get(name))
             if spec is None:
                 continue
             with self.lock:

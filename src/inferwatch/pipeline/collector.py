@@ -66,6 +66,7 @@ class StateCollector:
             "inferwatch_cloudevents", "CloudEvents received from payload loggers, by outcome.", labels=["outcome"])
         received.add_metric(["paired"], pairer.paired)
         received.add_metric(["duplicate"], pairer.duplicates)
+        received.add_metric(["ignored"], pairer.ignored)
         yield received
         if self.predlog.enabled:
             lines = CounterMetricFamily("inferwatch_prediction_log_lines", "Lines written to the prediction log.")

@@ -41,6 +41,7 @@ class DrainResult:
 
     events_lost: int = 0
     labels_lost: int = 0
+    unmonitored: int = 0  # of events_lost: proxied exchanges answered after the queue closed
     seconds: float = 0.0
 
 # After a drain timed out, how long the worker may take to finish the item in hand.
@@ -182,7 +183,8 @@ class Pipeline:
         if thread is not None and thread.is_alive():  # stuck in an item: what it holds is lost too
             left.extend([None] * self.queue._in_hand)
         result = self._count_lost(left + self.queue.discard())
-        result.events_lost += self.unmonitored_after_close  # already counted as dropped (shutdown)
+        result.unmonitored = self.unmonitored_after_close  # already counted as dropped (shutdown)
+        result.events_lost += result.unmonitored
         result.seconds = time.monotonic() - start
         return result
 
@@ -462,4 +464,5 @@ def merge_batches(batches: list[EventBatch]) -> EventBatch:
         prediction_ids=[i for b in batches for i in b.ensure_ids()],
         timestamps=[t for b in batches for t in b.ensure_timestamps()],
         source=first.source,
+        output_kinds=first.output_kinds,
     )

@@ -5,7 +5,9 @@ uniform row sample of ``sample_size`` rows kept by smallest random keys, capped 
 counters, a KMV distinct-count sketch), then ``freeze`` fixes the bin edges from the sample and,
 when the input had more rows than the sample, ``count_bins`` over a second pass gives exact
 reference bin counts. ``build_profile`` does it all for in-memory columns (warm-up references);
-``readers.build_profile_from_file`` drives the builder over a file.
+``readers.build_profile_from_file`` drives the builder over a file. With a binary label, the
+sample also keeps each row's label, and every score output (numeric, within [0, 1]) gets a
+calibration map fitted on the sampled rows (``stats.calibration``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from inferwatch.ingest.values import Kind, category_key, infer_text_kind, to_flo
 from inferwatch.stats import (
     MahalanobisModel, PCAModel, correlation_matrix, entropy, median_abs_deviation, quantile_edges, summary_statistics,
 )
-from .format import CategoricalProfile, NumericProfile, ReferenceProfile, Role
+from inferwatch.stats.calibration import fit_calibration
+from .format import CategoricalProfile, NumericProfile, ReferenceProfile, Role, ScoreCalibration
 
 DEFAULT_SAMPLE_SIZE = 10_000
 DEFAULT_BINS = 10
@@ -121,6 +124,11 @@ class ProfileBuilder:
         # The row sample: the sample_size rows with the smallest random keys (uniform without replacement).
         self._keys = np.empty(0)
         self._sample = np.empty((0, len(self.numeric)))
+        # The sampled rows' labels (category keys), beside the sample, for the calibration maps.
+        labels = list(self.columns.get("label", {}))
+        scored = any(role == "output" for role, _ in self.numeric)
+        self._label = labels[0] if len(labels) == 1 and scored else None
+        self._label_sample = np.empty(0, dtype=object)
         self._edges: dict[tuple[str, str], np.ndarray] | None = None
         self._bin_counts: dict[tuple[str, str], np.ndarray] = {}
 
@@ -143,10 +151,18 @@ class ProfileBuilder:
                 self._categories[key].update(values)
         keys = np.concatenate((self._keys, self.rng.random(n)))
         rows = np.concatenate((self._sample, matrix))
+        labels = self._label_sample
+        if self._label is not None:
+            values = chunk.get(self._label)
+            chunk_labels = np.empty(n, dtype=object)
+            if values is not None:
+                chunk_labels[:] = [category_key(v) for v in values]
+            labels = np.concatenate((labels, chunk_labels))
         if keys.size > self.sample_size:
             keep = np.argpartition(keys, self.sample_size - 1)[: self.sample_size]
             keys, rows = keys[keep], rows[keep]
-        self._keys, self._sample = keys, rows
+            labels = labels[keep] if self._label is not None else labels
+        self._keys, self._sample, self._label_sample = keys, rows, labels
 
     @property
     def needs_second_pass(self) -> bool:
@@ -218,8 +234,48 @@ class ProfileBuilder:
             idx = [self.numeric.index(("feature", n)) for n in usable]
             profile.outlier_features = usable
             profile.outlier = MahalanobisModel.fit(self._sample[:, idx])
+        profile.calibration = self._calibration()
         profile.hash = profile.to_dict()["hash"]
         return profile
+
+
+    def _calibration(self) -> ScoreCalibration | None:
+        """Calibration maps of the score outputs against a binary label, on the sampled rows.
+
+        The positive class is ``1`` (or ``true``) when the label is 0/1 (or boolean), else the
+        class whose rows score higher on average (a score is the positive class's probability).
+        """
+        if self._label is None:
+            return None
+        labelled = np.array([k is not None for k in self._label_sample], dtype=bool)
+        classes = sorted(set(self._label_sample[labelled].tolist()))
+        if len(classes) != 2:
+            return None
+        maps = {}
+        positive_by_output: dict[str, str] = {}
+        for j, (role, name) in enumerate(self.numeric):
+            score = self._sample[:, j]
+            rows = labelled & np.isfinite(score)
+            s, y = score[rows], self._label_sample[rows]
+            if role != "output" or s.size == 0 or s.min() < 0.0 or s.max() > 1.0 or np.unique(s).size <= 2:
+                continue  # not a probability-like score (a 0/1 class output is not calibrated)
+            positive = _positive_class(classes, s, y)
+            fitted = fit_calibration(s, y == positive)
+            if fitted is not None:
+                maps[name], positive_by_output[name] = fitted, positive
+        if not maps:
+            return None
+        # One positive class for the section: the first score's; a score that disagrees is dropped.
+        positive = next(iter(positive_by_output.values()))
+        return ScoreCalibration(self._label, positive,
+                                {n: m for n, m in maps.items() if positive_by_output[n] == positive})
+
+
+def _positive_class(classes: list[str], score: np.ndarray, label: np.ndarray) -> str:
+    if classes in (["0", "1"], ["false", "true"]):
+        return classes[1]
+    means = [float(score[label == c].mean()) for c in classes]
+    return classes[int(np.argmax(means))]
 
 
 def count_rows(chunk: dict[str, Any]) -> int:

@@ -5,7 +5,9 @@ the reference count in each bin, mean/std/min/max/quantiles/missing ratio and a 
 sample (for the exact-sample tests KS and Wasserstein); per categorical column: the counts of
 the top-K categories plus ``other``, and the cardinality; across the numeric features: the
 correlation matrix and a PCA fit, and the input guard's Mahalanobis outlier model. Model
-outputs and the label are profiled the same way. The format is JSON, versioned and
+outputs and the label are profiled the same way; when the label is binary, each score output
+gets a calibration map fitted on the reference (the ``calibration`` section), so performance
+estimated without labels survives uncalibrated scores. The format is JSON, versioned and
 content-hashed; docs/reference-profile.md documents it. ``builder`` makes profiles, ``readers``
 makes them from files.
 """
@@ -26,12 +28,16 @@ import numpy as np
 from inferwatch.exposition.metrics import OTHER  # the bucket of categories outside the top-K
 from inferwatch.ingest.values import Kind
 from inferwatch.stats import MahalanobisModel, PCAModel
+from inferwatch.stats.calibration import CalibrationMap
 
 FORMAT = "inferwatch-reference-profile"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Version 2 added, compatibly, the numeric statistic ``mad`` and the ``outlier`` section (the input
-# guard's Mahalanobis model with its reference score tail); version 1 files are still read.
-READABLE_VERSIONS = (1, 2)
+# guard's Mahalanobis model with its reference score tail); version 3, the ``calibration`` section
+# (score -> probability maps for CBPE). Older files are still read: no calibration, so estimates
+# from them are uncalibrated, as before.
+READABLE_VERSIONS = (1, 2, 3)
+CALIBRATION_VERSION = 1  # of the calibration section's own layout
 SAMPLE_ENCODING = "base64-float64-le"
 Role = Literal["feature", "output", "label"]
 
@@ -92,6 +98,33 @@ ColumnProfile = NumericProfile | CategoricalProfile
 
 
 @dataclass
+class ScoreCalibration:
+    """The ``calibration`` section: a map per score output (by its output name), fitted on the
+    reference rows against ``label == positive_class`` (a category key)."""
+
+    label: str
+    positive_class: str
+    maps: dict[str, CalibrationMap] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": CALIBRATION_VERSION, "label": self.label, "positive_class": self.positive_class,
+                "outputs": {name: m.to_dict() for name, m in self.maps.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreCalibration:
+        if data.get("version") != CALIBRATION_VERSION:
+            raise ValueError(f"unsupported calibration section version {data.get('version')!r} "
+                             f"(this inferwatch reads version {CALIBRATION_VERSION})")
+        maps = {}
+        for name, m in dict(data.get("outputs", {})).items():
+            try:
+                maps[str(name)] = CalibrationMap.from_dict(m)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"calibration of output {name!r}: {e}") from None
+        return cls(str(data["label"]), str(data["positive_class"]), maps)
+
+
+@dataclass
 class ReferenceProfile:
     features: dict[str, ColumnProfile] = field(default_factory=dict)
     outputs: dict[str, ColumnProfile] = field(default_factory=dict)
@@ -102,6 +135,7 @@ class ReferenceProfile:
     pca: PCAModel | None = None
     outlier_features: list[str] = field(default_factory=list)
     outlier: MahalanobisModel | None = None
+    calibration: ScoreCalibration | None = None  # None: estimates from this profile are uncalibrated
     rows: int = 0
     version: int = FORMAT_VERSION  # of the file it was read from (a built profile is the current one)
     source: str = ""
@@ -131,6 +165,7 @@ class ReferenceProfile:
             "outlier": None if self.outlier is None else {"method": "mahalanobis",
                                                           "features": list(self.outlier_features),
                                                           **self.outlier.to_dict()},
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
         data["hash"] = content_hash(data)
         return data
@@ -149,6 +184,7 @@ class ReferenceProfile:
         corr = data.get("correlation")
         pca = data.get("pca")
         outlier = data.get("outlier")
+        calibration = data.get("calibration")
         if outlier and outlier.get("method") != "mahalanobis":
             raise ValueError(f"unknown outlier method {outlier.get('method')!r} in the reference profile")
         return cls(
@@ -161,6 +197,7 @@ class ReferenceProfile:
             pca=PCAModel.from_dict({k: v for k, v in pca.items() if k != "features"}) if pca else None,
             outlier_features=list(outlier["features"]) if outlier else [],
             outlier=MahalanobisModel.from_dict(outlier) if outlier else None,
+            calibration=ScoreCalibration.from_dict(calibration) if calibration else None,
             version=int(data["version"]),
             rows=int(data.get("rows", 0)),
             source=str(data.get("source", "")),
@@ -196,6 +233,8 @@ class ReferenceProfile:
             total += self.pca.components.nbytes + self.pca.mean.nbytes * 2
         if self.outlier is not None:
             total += self.outlier.whitening.nbytes + self.outlier.reference_tail.nbytes + self.outlier.mean.nbytes * 2
+        if self.calibration is not None:
+            total += sum(m.knots_x.nbytes + m.knots_y.nbytes for m in self.calibration.maps.values())
         return int(total)
 
     def describe(self) -> str:
@@ -203,8 +242,11 @@ class ReferenceProfile:
             n = sum(1 for c in group.values() if c.kind == "numeric")
             return f"{len(group)} ({n} numeric, {len(group) - n} categorical)"
 
+        calibrated = ", ".join(f"{n} ({m.method})" for n, m in self.calibration.maps.items()) \
+            if self.calibration is not None else ""
         return (f"{self.rows} rows; features {kinds(self.features)}; outputs {kinds(self.outputs)}; "
-                f"label {', '.join(self.label) or 'none'}; hash {self.hash[:12]}")
+                f"label {', '.join(self.label) or 'none'}; calibrated scores {calibrated or 'none'}; "
+                f"hash {self.hash[:12]}")
 
 
 def _floats(a: np.ndarray) -> list:

@@ -15,11 +15,11 @@ from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException
 
 from inferwatch.support.auth import THROTTLED_BODY, AuthDecision, authenticate
-from inferwatch.ingest.cloudevents import CloudEventPairer, PairedExchange
+from inferwatch.ingest.cloudevents import CloudEventPairer, PairedExchange, parse_cloudevent
 from inferwatch.config import AdminConfig, AuthConfig, LabelsConfig, ModelConfig
 from inferwatch.ingest.events import PayloadError
 from inferwatch.ingest.push import parse_events
-from inferwatch.ingest.ground_truth import parse_labels
+from inferwatch.ingest.ground_truth import parse_feedback, parse_labels
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.pipeline.items import Exchange
 from inferwatch.pipeline.worker import Pipeline
@@ -217,13 +217,26 @@ def create_admin_app(admin: AdminConfig, model_config: ModelConfig, labels: Labe
 
     def receive_cloudevent():
         try:
-            paired = pairer.add(dict(request.headers), request.get_data())
+            event = parse_cloudevent(dict(request.headers), request.get_data())
+            if event.kind == "feedback":  # Seldon's feedback: the truth of a request, as labels
+                return receive_feedback(event.body, event.event_id)
+            paired = pairer.add_event(event)
         except PayloadError as exc:
             return reject(exc.reason, exc.detail or str(exc))
         if paired is None:
             return jsonify({"accepted": 0, "pending": True}), 202
-        version = metrics.version_label(default_version, default_version)
+        version = metrics.version_label(paired.model_version or default_version, default_version)
         ok = pipeline.submit_exchange(cloudevent_exchange(paired, version))
         return jsonify({"accepted": 1 if ok else 0, "pending": False}), 200 if ok else 429
+
+    def receive_feedback(body: bytes, request_id: str):
+        if not labels.enabled:
+            return _problem(404, "labels_disabled", "Seldon feedback is ground truth: set labels.enabled: true")
+        batch = parse_feedback(body, request_id, labels.max_batch)
+        if not pipeline.submit_labels(batch):
+            response = _problem(429, "queue_full", "monitoring queue is full; retry later")
+            response.headers["Retry-After"] = "1"
+            return response
+        return jsonify({"accepted": batch.n, "rejected": []}), 202
 
     return app

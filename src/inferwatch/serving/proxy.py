@@ -26,7 +26,8 @@ from inferwatch.pipeline.items import Exchange
 from inferwatch.pipeline.worker import Pipeline
 from .connections import ProtocolLog
 from .failures import Throttle, exception_text, failure_detail, held_note, upstream_failure
-from .routes import Router
+from inferwatch.ingest.codecs import v2_request_id
+from .routes import V2_INFER_ROUTES, Router
 from .shadow import MirroredRequest, ShadowMirror
 from .streaming import BodyTooLarge, ByteBudget, Deadline, MonitorCopy, RequestBody
 
@@ -286,6 +287,10 @@ class Proxy:
             if body.reason is not None and monitored:
                 self._skipped(exchange, "request", body.reason, 0)
                 exchange.monitored = False
+            if body.monitored is not None and route.endpoint in V2_INFER_ROUTES \
+                    and PREDICTION_ID_HEADER not in request.headers:
+                # The client's own v2 request id joins its labels (a bounded prefix scan, no parse).
+                exchange.prediction_id = v2_request_id(body.monitored) or prediction_id
             return await self._forward(request, target, body, exchange)
         finally:  # whatever happened (cancelled too), the copies go back to the budget; twice is a no-op
             body.release()

@@ -29,9 +29,12 @@ INFERENCE_ROUTES = (
     "/invocations",  # MLflow, SageMaker
     "/predict",
     "/predictions/{model}",  # TorchServe
-    "/api/v1.0/predictions",  # Seldon Core v1
+    "/api/v1.0/predictions",  # Seldon Core v1 (the executor, in the pod)
+    "/seldon/{namespace}/{deployment}/api/v1.0/predictions",  # Seldon Core v1 through its ingress
     "/score",  # Azure ML
 )
+# Open Inference v2 JSON infer routes: a top-level request ``id`` there is the prediction id.
+V2_INFER_ROUTES = frozenset({"/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"})
 # Known non-inference routes, labelled by template but not decoded.
 OTHER_KNOWN_ROUTES = (
     "/v1/models/{model}",
@@ -48,6 +51,8 @@ OTHER_KNOWN_ROUTES = (
     "/ready",
     "/readyz",
     "/metadata",
+    "/api/v1.0/feedback",  # Seldon Core v1 feedback: labels come as its payload logger's CloudEvents
+    "/seldon/{namespace}/{deployment}/api/v1.0/feedback",
     "/version",
     "/",
 )

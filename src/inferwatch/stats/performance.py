@@ -1,6 +1,6 @@
 """Model performance statistics: predictions and labels in, numbers out.
 
-Classification inputs are integer class codes (``0 .. k-1``, the caller's bounded vocabulary),
+Classification inputs are integer class codes (``0 .. k-1``, the classes present, densely coded),
 binary scores are the probability of the positive class; regression inputs are floats. Every
 function is vectorised (``np.bincount``, one sort for ROC-AUC) and agrees with scikit-learn's
 function of the same name on the same data (tests/stats/test_stats_performance.py); scikit-learn
@@ -11,7 +11,11 @@ target for R²) are NaN, never exceptions; a ratio with a zero denominator is 0,
 ``estimate_binary_performance`` is confidence-based performance estimation (CBPE): with
 calibrated scores, a prediction of the positive class with score p is right with probability p,
 so the expected confusion matrix, and from it accuracy, precision, recall and F1, follow from
-the scores alone, before any label arrives.
+the scores alone, before any label arrives; ROC-AUC is expected the same way, each row a positive
+with weight p and a negative with weight 1 - p, ranked by the model's own score. Scores that are
+not calibrated are first mapped by ``inferwatch.stats.calibration`` (the ``probability``
+argument). ``estimate_standard_errors`` says how far the realised metrics would spread around
+those expectations: their standard deviation over label sets drawn from the probabilities.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "precision_ma
 REGRESSION_METRICS = ("rmse", "mae", "mape", "r2", "adjusted_r2")
 PERFORMANCE_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
 #: What CBPE estimates without labels (``inferwatch_estimated_performance``).
-ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1")
+ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -43,7 +47,9 @@ __all__ = [
     "adjusted_r2",
     "confident_error_rate",
     "estimate_binary_performance",
+    "estimate_standard_errors",
     "expected_confusion",
+    "expected_roc_auc",
 ]
 
 _NAN = float("nan")
@@ -75,9 +81,13 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
     t = np.asarray(y_true, dtype=np.int64).ravel()
     if t.size == 0:
         return {}
-    cm = confusion_matrix(t, y_pred, n_classes)
-    tp = np.diag(cm).astype(np.float64)
-    actual, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    p = np.asarray(y_pred, dtype=np.int64).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.size} != {p.size}")
+    # The diagonal and the margins of the confusion matrix, without the k x k matrix itself:
+    # O(n + k), so a window with thousands of distinct classes stays cheap.
+    tp = np.bincount(t[t == p], minlength=n_classes).astype(np.float64)
+    actual, predicted = np.bincount(t, minlength=n_classes), np.bincount(p, minlength=n_classes)
     precision, recall = _ratio(tp, predicted), _ratio(tp, actual)
     f1 = _ratio(2 * tp, actual + predicted)
     present = (actual + predicted) > 0
@@ -197,22 +207,101 @@ def expected_confusion(score: np.ndarray, predicted_positive: np.ndarray) -> tup
 
 
 def estimate_binary_performance(score: np.ndarray, predicted_positive: np.ndarray | None = None,
-                                threshold: float = 0.5) -> dict[str, float]:
-    """CBPE: accuracy, precision, recall and F1 expected from calibrated scores alone.
+                                threshold: float = 0.5, probability: np.ndarray | None = None) -> dict[str, float]:
+    """CBPE: accuracy, precision, recall, F1 and ROC-AUC expected from the scores alone.
 
-    ``predicted_positive`` is the model's decision per row (default ``score >= threshold``).
-    NaN scores are ignored; no scores: ``{}``.
+    ``predicted_positive`` is the model's decision per row (default ``score >= threshold``);
+    ``probability`` the calibrated probability of the positive class per row (default: the
+    score itself, taken as calibrated). Rows with a NaN score or probability are ignored; none
+    left: ``{}``. ROC-AUC is left out when the expected count of either class is zero.
     """
-    p = np.asarray(score, dtype=np.float64).ravel()
-    pos = (p >= threshold) if predicted_positive is None else np.asarray(predicted_positive, dtype=bool).ravel()
-    keep = np.isfinite(p)
-    p, pos = np.clip(p[keep], 0.0, 1.0), pos[keep]
+    s = np.asarray(score, dtype=np.float64).ravel()
+    pos = (s >= threshold) if predicted_positive is None else np.asarray(predicted_positive, dtype=bool).ravel()
+    p = s if probability is None else np.asarray(probability, dtype=np.float64).ravel()
+    keep = np.isfinite(s) & np.isfinite(p)
+    s, p, pos = s[keep], np.clip(p[keep], 0.0, 1.0), pos[keep]
     if p.size == 0:
         return {}
     tp, fp, fn, tn = expected_confusion(p, pos)
-    return {
+    out = {
         "accuracy": (tp + tn) / p.size,
         "precision": tp / (tp + fp) if tp + fp > 0 else 0.0,
         "recall": tp / (tp + fn) if tp + fn > 0 else 0.0,
         "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0,
     }
+    auc = expected_roc_auc(s, p)
+    if math.isfinite(auc):
+        out["roc_auc"] = auc
+    return out
+
+
+def expected_roc_auc(score: np.ndarray, probability: np.ndarray) -> float:
+    """The ROC-AUC expected when row i is positive with probability ``probability[i]``,
+    independently, ranked by ``score`` (ties half): the expected Mann-Whitney count over the
+    expected number of (positive, negative) pairs of distinct rows. NaN when that is zero."""
+    s = np.asarray(score, dtype=np.float64).ravel()
+    q = np.clip(np.asarray(probability, dtype=np.float64).ravel(), 0.0, 1.0)
+    neg = 1.0 - q
+    if s.size < 2:
+        return _NAN
+    values, group = np.unique(s, return_inverse=True)
+    neg_by_value = np.bincount(group, weights=neg, minlength=values.size)
+    below = np.cumsum(neg_by_value) - neg_by_value  # expected negatives scored strictly lower
+    tied = neg_by_value[group] - neg  # expected negatives with the same score, the row itself left out
+    pairs = float(q.sum() * neg.sum() - np.dot(q, neg))
+    if pairs <= 0:
+        return _NAN
+    return float(np.dot(q, below[group] + 0.5 * tied) / pairs)
+
+
+#: Label sets drawn for ``estimate_standard_errors``: the standard error's own relative error is
+#: about 1 / sqrt(2 * draws), 5% at 200.
+ESTIMATE_DRAWS = 200
+_DRAW_CELLS = 2_000_000  # draws x rows held at once (16 MB of float64), so memory stays bounded
+
+
+def estimate_standard_errors(score: np.ndarray, probability: np.ndarray, predicted_positive: np.ndarray,
+                             draws: int = ESTIMATE_DRAWS, seed: int = 0,
+                             reference_rows: int | None = None) -> dict[str, float]:
+    """The standard error of each CBPE estimate: the standard deviation of the realised
+    accuracy, precision, recall, F1 and ROC-AUC of these rows over ``draws`` label sets drawn
+    with ``P(positive) = probability`` (a fixed seed, so the same window gives the same figure).
+    It is the spread the realised metric has around the estimate when the probabilities are
+    right. With ``reference_rows`` (the rows a calibration map was fitted on) the map's own
+    sampling error is added as if the window's rows had been the reference's: the variance
+    times ``1 + n / reference_rows`` (the map averages reference labels the way the realised
+    metric averages the window's). NaN rows are ignored."""
+    s = np.asarray(score, dtype=np.float64).ravel()
+    q = np.asarray(probability, dtype=np.float64).ravel()
+    pos = np.asarray(predicted_positive, dtype=bool).ravel()
+    keep = np.isfinite(s) & np.isfinite(q)
+    s, q, pos = s[keep], np.clip(q[keep], 0.0, 1.0), pos[keep].astype(np.float64)
+    n = s.size
+    if n < 2 or draws < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    ranks = rankdata(s)
+    predicted = float(pos.sum())
+    samples: dict[str, list[np.ndarray]] = {m: [] for m in ESTIMATED_METRICS}
+    step = max(1, _DRAW_CELLS // n)
+    for start in range(0, draws, step):
+        y = (rng.random((min(step, draws - start), n)) < q).astype(np.float64)
+        positives = y.sum(axis=1)
+        tp = y @ pos
+        fp, fn = predicted - tp, positives - tp
+        tn = (n - predicted) - fn
+        samples["accuracy"].append((tp + tn) / n)
+        samples["precision"].append(tp / predicted if predicted > 0 else np.zeros_like(tp))
+        samples["recall"].append(_ratio(tp, positives))
+        samples["f1"].append(_ratio(2 * tp, 2 * tp + fp + fn))
+        pairs = positives * (n - positives)
+        u = y @ ranks - positives * (positives + 1) / 2.0
+        samples["roc_auc"].append(np.divide(u, pairs, out=np.full_like(u, np.nan), where=pairs > 0))
+    inflation = math.sqrt(1.0 + n / reference_rows) if reference_rows else 1.0
+    out = {}
+    for metric, chunks in samples.items():
+        values = np.concatenate(chunks)
+        values = values[np.isfinite(values)]
+        if values.size >= 2:
+            out[metric] = float(np.std(values, ddof=1)) * inflation
+    return out

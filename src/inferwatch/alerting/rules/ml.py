@@ -46,6 +46,7 @@ ML = AlertGroup("inferwatch-ml.alerts", "ml", (
                      "threshold: ${metric} ${op} ${bound} with at least ${min_events} labelled predictions, "
                      "for ${for}."),
         each=_bounds,
+        item_labels=("metric",),
     ),
     # Only sidecars that accept labels and have served the version for the whole window (labels
     # lag predictions, so a young sidecar has none matched yet).

@@ -71,6 +71,9 @@ class AlertRule:
     # One rule per item (burn-rate alerts, metric bounds): each item's own values, which may
     # set `severity` and `for` too.
     each: Callable[[Thresholds], list[Params]] | None = None
+    # Item values that become labels of the rule, so rules of one name stay distinct (promtool's
+    # lint fails on two rules with the same name and labels); the series carries the same value.
+    item_labels: tuple[str, ...] = ()
     # A severity of its own, not from the thresholds (the watchdog's `none`).
     severity: str | None = None
 
@@ -90,7 +93,8 @@ class AlertRule:
                 "alert": self.name,
                 "expr": expr,
                 "for": params["for"],
-                "labels": {"severity": self.severity or params["severity"], "team": team},
+                "labels": {"severity": self.severity or params["severity"], "team": team,
+                           **{label: str(params[label]) for label in self.item_labels}},
                 "annotations": {"summary": self.summary, "description": description,
                                 "runbook_url": t.runbook_url(self.name)},
             })

@@ -115,6 +115,15 @@ class DriftCollector(EngineCollector[DriftEngine]):
         if profile is not None:
             info.add_metric([model, profile.hash, e.store.type, profile.source, str(profile.rows)], 1.0)
         yield info
+        unseen = GaugeMetricFamily("inferwatch_reference_columns_unseen",
+                                   "Reference columns of a kind (feature, output) never seen in traffic after "
+                                   "drift.min_events events that brought others: not evaluated (/v1/status says "
+                                   "which).", labels=["model", "kind"])
+        coverage = e.coverage
+        if coverage is not None:
+            for kind in ("feature", "output"):
+                unseen.add_metric([model, kind], float(coverage.unseen(kind)))
+        yield unseen
         if e.store.type == "warmup":
             yield GaugeMetricFamily("inferwatch_reference_warmup_events",
                                     "Production events collected toward the warm-up reference, of "

@@ -22,6 +22,7 @@ from inferwatch.reference import CategoricalProfile, ReferenceProfile, Reference
 
 from ..background import BackgroundWorker
 from .counters import BinCounters
+from .coverage import ColumnCoverage
 from .evaluate import Evaluator
 from .prepared import PreparedReference
 from .results import VersionResult
@@ -58,6 +59,7 @@ class DriftEngine(BackgroundWorker):
         self.counters: dict[str, BinCounters] = {}
         self.errors = 0
         self.evaluations = 0
+        self.coverage: ColumnCoverage | None = None   # reference columns the traffic never brings
         self._counters_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,6 +95,7 @@ class DriftEngine(BackgroundWorker):
                                         if isinstance(col, CategoricalProfile)}
                                        for group in (profile.features, profile.outputs)))
         self.evaluator = Evaluator(prepared, self.config)
+        self.coverage = ColumnCoverage(profile.features, profile.outputs, self.config.min_events)
         with self._counters_lock:
             self.counters = {}
             self.prepared = prepared
@@ -113,6 +116,13 @@ class DriftEngine(BackgroundWorker):
 
     def observe(self, version: str, batch: EventBatch) -> None:
         """Count a windowed batch in the reference bins (the worker thread; never raises)."""
+        coverage = self.coverage
+        if coverage is not None and batch.n:
+            try:
+                coverage.observe(_with_values(batch.features), _with_values(batch.outputs), batch.n)
+            except Exception:  # noqa: BLE001 - fail open
+                log.exception("drift column coverage failed")
+                self.count_error()
         if self.prepared is None or not self.config.bin_counters or batch.n == 0:
             return
         try:
@@ -172,6 +182,12 @@ class DriftEngine(BackgroundWorker):
     def status(self) -> dict[str, Any]:
         return {"reference": self.store.status(), "interval_seconds": self.config.interval_seconds,
                 "evaluations": self.evaluations, "errors": self.errors,
+                "columns": self.coverage.status() if self.coverage is not None else None,
                 "versions": {v: r.summary() for v, r in self.results.items()},
                 "segments": {v: {f"{segment}={value}": r.summary() for (segment, value), r in seg.items()}
                              for v, seg in self.segment_results.items()}}
+
+
+def _with_values(columns: dict[str, list[Any]]) -> list[str]:
+    """Names of the columns holding at least one value (a column of nulls is not the column arriving)."""
+    return [name for name, values in columns.items() if any(v is not None for v in values)]

@@ -15,9 +15,10 @@ nothing is computed in a request or a scrape.
 Shadow challengers (``inferwatch.serving.shadow``) add their answers to the champion's pending
 entry, so one label scores both; challenger metrics are ``inferwatch_shadow_performance{challenger}``.
 
-Modules: ``joins`` (the join store), ``window`` (class vocabulary, labelled windows),
-``evaluate`` (pure: snapshots in, metrics, label drift and estimates out; the metric names
-are ``inferwatch.stats.performance``'s), ``engine`` (state,
+Modules: ``joins`` (the join store), ``window`` (class ids, the capped vocabulary of exported
+class labels, labelled windows), ``evaluate`` (pure: snapshots in, metrics, label drift and
+estimates out; the metric names are ``inferwatch.stats.performance``'s), ``task`` (pure: which
+task ``performance.task: auto`` means, and why), ``engine`` (state,
 the join, the thread), ``collector`` (the scrape).
 """
 

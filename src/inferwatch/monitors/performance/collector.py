@@ -73,12 +73,20 @@ class PerformanceCollector(EngineCollector):
         yield seg_perf
         yield seg_events
         estimated = GaugeMetricFamily("inferwatch_estimated_performance",
-                                      "Performance estimated from calibrated scores without labels (CBPE) over the "
-                                      "prediction window, by metric.", labels=[*mv, "metric"])
+                                      "Performance estimated from the scores without labels (CBPE; scores "
+                                      "calibrated on the reference profile when it has a calibration map) over "
+                                      "the prediction window, by metric.", labels=[*mv, "metric"])
+        estimated_se = GaugeMetricFamily("inferwatch_estimated_performance_standard_error",
+                                         "Standard error of inferwatch_estimated_performance: the spread of the "
+                                         "realised metric around the estimate if the calibrated scores are right.",
+                                         labels=[*mv, "metric"])
         for version, values in e.estimates.items():
             for metric, value in values.items():
                 estimated.add_metric([model, version, metric], value)
+            for metric, value in values.standard_errors.items():
+                estimated_se.add_metric([model, version, metric], value)
         yield estimated
+        yield estimated_se
         confusion = CounterMetricFamily("inferwatch_confusion_matrix",
                                         "Labelled predictions by actual and predicted class since the sidecar "
                                         "started (classes capped by performance.max_classes, then other).",

@@ -18,9 +18,13 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 
 from ..background import BackgroundWorker
-from .evaluate import PerformanceResult, cbpe_estimate, labelled_metrics, reference_label_drift, segment_results
+from .evaluate import (
+    Estimate, PerformanceResult, cbpe_estimate, labelled_metrics, reference_label_drift, score_calibration,
+    segment_results,
+)
 from .joins import JoinStore, Pending
-from .window import ClassVocabulary, LabelledSnapshot, LabelledWindow
+from .task import Task, TaskChoice, choose as choose_task, from_output_type, from_profile, from_values
+from .window import ClassVocabulary, LabelledSnapshot, LabelledWindow, class_id
 from inferwatch.config import LabelsConfig, OutputSpec, PerformanceConfig
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.ingest.events import EventBatch
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 CHAMPION = ""  # the window key of the served model; challengers use their name
 
 Row = tuple[float, float, float, float]  # predicted, actual, score, delay
+Row3 = tuple[float, float, float]  # predicted, actual, score
 
 
 def _class_like(value: Any) -> bool:
@@ -74,15 +79,23 @@ class PerformanceEngine(BackgroundWorker):
         scores = [n for n, spec in specs.items() if spec is not None and spec.type == "score"]
         self.prediction_name = self.p.prediction_output or (declared[0] if declared else "")
         self.score_name = self.p.score_output or (scores[0] if len(scores) == 1 else "")
+        # The task: performance.task, else the configured outputs, else (on the first matched
+        # label) the evidence of the reference profile and the values seen (``task``).
         self.task: str | None = None if self.p.task == "auto" else self.p.task
+        self.task_reason = "performance.task" if self.task else ""
         prediction_spec = specs.get(self.prediction_name)
-        if self.task is None and prediction_spec is not None and not self.p.prediction_output:
-            self.task = "classification" if prediction_spec.type == "class" else "regression"
+        if self.task is None:
+            configured = choose_task([
+                from_output_type(self.prediction_name, prediction_spec.type) if prediction_spec else None,
+                TaskChoice("classification", f"a score output ({self.score_name}) sits beside the prediction")
+                if self.score_name else None])
+            if configured is not None:
+                self._set_task(configured)
         self.classes = ClassVocabulary(self.p.max_classes, self.p.negative_class, self.p.positive_class)
         self.labelled: dict[tuple[str, str], LabelledWindow] = {}  # (version, challenger or CHAMPION)
         self.confusion: dict[tuple[str, str, str], int] = {}  # (version, actual, predicted) -> count
         self.results: dict[tuple[str, str], PerformanceResult] = {}
-        self.estimates: dict[str, dict[str, float]] = {}
+        self.estimates: dict[str, Estimate] = {}
         self.evaluations = 0
         self.errors = 0
         self.on_error = lambda: self.metrics.monitoring_errors.labels(self.model, "performance").inc()
@@ -142,36 +155,77 @@ class PerformanceEngine(BackgroundWorker):
         classification = bool(self.score_name) or (_class_like(predicted) and _class_like(other))
         return "classification" if classification else "regression"
 
-    def _resolve_task(self, predicted: Any, label: Any) -> str:
-        if self.task is None:
-            self.task = self.task_of(predicted, label)
-            log.info("performance: task resolved to %s from the first label", self.task)
-        return self.task
+    def _set_task(self, choice: TaskChoice) -> None:
+        self.task, self.task_reason = choice.task, choice.describe()
+        # Once: the task is decided once per process.
+        (log.warning if choice.weak else log.info)("performance: task %s", self.task_reason)
 
-    def class_of(self, predicted: Any, score: float) -> tuple[int, float]:
-        """A prediction as (class code, score). A probability in place of a class is a score
-        decided at ``performance.threshold`` (binary)."""
+    def _resolve_task(self, version: str, labels: Sequence[Any]) -> None:
+        """Decide ``task: auto`` on the first matched label, from the strongest evidence there
+        is: the reference profile's label and prediction output, then the prediction window's
+        values of the prediction output and this batch's labels."""
+        max_classes = self.p.max_classes
+        candidates: list[TaskChoice | None] = []
+        profile = self.reference()
+        if profile is not None:
+            if profile.label:
+                candidates.append(from_profile(next(iter(profile.label.values())), "label", max_classes))
+            name = self.prediction_output(profile.outputs)
+            if name is not None:
+                candidates.append(from_profile(profile.outputs[name], "prediction output", max_classes))
+        candidates.append(from_values(self._window_predictions(version), labels, max_classes))
+        choice = choose_task(candidates)
+        if choice is not None:
+            self._set_task(choice)
+
+    def _window_predictions(self, version: str) -> list[Any]:
+        """The prediction output's present values in ``version``'s prediction window."""
+        window = self.windows.windows().get(version)
+        if window is None:
+            return []
+        outputs = window.snapshot().outputs
+        name = self.prediction_output(outputs)
+        if name is None:
+            return []
+        col = outputs[name]
+        values = col.values if col.kind == "numeric" else col.category_values()
+        return values[col.present].tolist()
+
+    def _task_from_pair(self, predicted: Any, label: Any) -> str:
+        if self.task is None:  # no evidence before this pair (e.g. no window): the pair alone
+            task: Task = "classification" if self.task_of(predicted, label) == "classification" else "regression"
+            self._set_task(TaskChoice(task, "the first prediction and label", weak=True))
+        return self.task or "regression"
+
+    def class_key(self, predicted: Any, score: float) -> tuple[str | None, float]:
+        """A prediction as (class, score); the class is None when there is none. A probability
+        in place of a class is a score decided at ``performance.threshold`` (binary)."""
         key = category_key(predicted) if predicted is not None else None
         if key is None and isinstance(predicted, (int, float)) and 0.0 <= predicted <= 1.0:
             score = float(predicted) if math.isnan(score) else score
         if key is None and not math.isnan(score):
             key = self.p.positive_class if score >= self.p.threshold else self.p.negative_class
-        if key is None:
-            return -1, score
-        return self.classes.code(key), score
+        return key, score
 
-    def _pair(self, predicted: Any, score: float, label: Any) -> tuple[float, float, float] | None:
-        """(predicted, actual, score) as window values, or None when the prediction is unusable."""
-        if self._resolve_task(predicted, label) == "classification":
-            code, score = self.class_of(predicted, score)
+    def class_of(self, predicted: Any, score: float) -> tuple[int, float]:
+        """A prediction as (``class_id``, score): equal ids are the same real class, whatever
+        the cap on exported classes; -1 when there is no class."""
+        key, score = self.class_key(predicted, score)
+        return (class_id(key) if key is not None else -1), score
+
+    def _pair(self, predicted: Any, score: float, label: Any) -> tuple[Row3, tuple[str, str] | None] | None:
+        """(predicted, actual, score) as window values, with a classification's (actual,
+        predicted) classes; None when the prediction or the label is unusable."""
+        if self._task_from_pair(predicted, label) == "classification":
+            key, score = self.class_key(predicted, score)
             actual_class = category_key(label)
-            if code < 0 or actual_class is None:
+            if key is None or actual_class is None:
                 return None
-            return float(code), float(self.classes.code(actual_class)), score
+            return (float(class_id(key)), float(class_id(actual_class)), score), (actual_class, key)
         value, actual = as_number(predicted), as_number(label)
         if not (math.isfinite(value) and math.isfinite(actual)):
             return None
-        return value, actual, score
+        return (value, actual, score), None
 
     def _window(self, version: str, challenger: str) -> LabelledWindow:
         key = (version, challenger)
@@ -189,25 +243,34 @@ class PerformanceEngine(BackgroundWorker):
         rows: dict[tuple[str, str], list[Row]] = {}
         segments: dict[str, list[tuple[str, ...]]] = {}  # version -> champion rows' segment labels
         delays: dict[str, list[float]] = {}
+        warmup: list[Any] = []  # the champion's labels (classes or values), for the warm-up reference
         m = self.metrics
         for pid, label, ts in zip(batch.prediction_ids, batch.labels, batch.timestamps):
             outcome, entry, version = self.store.take(pid)
             version = version or self._default_version
             if entry is not None:
+                if self.task is None:
+                    try:
+                        self._resolve_task(version, batch.labels)
+                    except Exception:  # noqa: BLE001 - fail open: the pair decides instead
+                        log.exception("performance: deciding the task failed")
+                        self.count_error()
                 labelled_at = ts if ts is not None else batch.received_at
                 delay = max(labelled_at - entry.timestamp, 0.0)
                 pair = self._pair(entry.predicted, entry.score, label)
                 if pair is None:
                     outcome = "invalid"
                 else:
-                    rows.setdefault((version, CHAMPION), []).append((*pair, delay))
+                    values, classes = pair
+                    rows.setdefault((version, CHAMPION), []).append((*values, delay))
                     if self.segment_features:
                         segments.setdefault(version, []).append(
                             entry.segments or (MISSING_SEGMENT,) * len(self.segment_features))
                     delays.setdefault(version, []).append(delay)
-                    if self.task == "classification":
-                        key = (version, self.classes.names[int(pair[1])], self.classes.names[int(pair[0])])
+                    if classes is not None:  # the cap names the cell only; the hit was decided above
+                        key = (version, self.classes.label(classes[0]), self.classes.label(classes[1]))
                         self.confusion[key] = self.confusion.get(key, 0) + 1
+                    warmup.append(classes[0] if classes is not None else values[1])
                     self._add_challengers(entry, version, label, delay, rows)
             counts[outcome] = counts.get(outcome, 0) + 1
             m.labels_received.labels(self.model, version, outcome).inc()
@@ -217,30 +280,24 @@ class PerformanceEngine(BackgroundWorker):
                 histogram.observe(delay)
         for (version, challenger), window_rows in rows.items():
             arr = np.asarray(window_rows, dtype=np.float64).T
-            if challenger == CHAMPION:
-                self._collect_label_warmup(arr[1])
             seg = None
             if challenger == CHAMPION and self.segment_features:
                 seg = np.empty((len(self.segment_features), len(window_rows)), dtype=object)
                 seg[:, :] = list(zip(*segments[version]))
             self._window(version, challenger).append(arr[0], arr[1], arr[2], arr[3], now, seg)
+        self._collect_label_warmup(warmup)
         capped = self.classes.capped
         if capped > self._capped_seen:
             m.label_values_capped.labels("class").inc(capped - self._capped_seen)
             self._capped_seen = capped
         return counts
 
-    def _collect_label_warmup(self, actual: np.ndarray) -> None:
-        """Keep labels until ``reference.warmup_events`` are in, then freeze them as the
-        reference label distribution (used when the drift reference has no label)."""
-        if self.label_reference is not None or not self.label_warmup:
+    def _collect_label_warmup(self, actual: list[Any]) -> None:
+        """Keep labels (classes or values) until ``reference.warmup_events`` are in, then freeze
+        them as the reference label distribution (used when the drift reference has no label)."""
+        if self.label_reference is not None or not self.label_warmup or not actual:
             return
-        taken = actual[:self.label_warmup - len(self._warmup_labels)]
-        if self.task == "classification":
-            names = self.classes.names
-            self._warmup_labels += [names[int(code)] for code in taken]
-        else:
-            self._warmup_labels += taken.tolist()
+        self._warmup_labels += actual[:self.label_warmup - len(self._warmup_labels)]
         if len(self._warmup_labels) >= self.label_warmup:
             kind: Literal["categorical", "numeric"] = "categorical" if self.task == "classification" else "numeric"
             self.label_reference = build_profile({"label": {"label": self._warmup_labels}}, {"label": kind},
@@ -253,7 +310,7 @@ class PerformanceEngine(BackgroundWorker):
         for name, (predicted, score) in (entry.challengers or {}).items():
             pair = self._pair(predicted, score, label)
             if pair is not None:
-                rows.setdefault((version, name), []).append((*pair, delay))
+                rows.setdefault((version, name), []).append((*pair[0], delay))
 
     # --- evaluation (the background thread) -----------------------------------------------------
 
@@ -265,7 +322,7 @@ class PerformanceEngine(BackgroundWorker):
 
     def compute(self, snap: LabelledSnapshot, version: str) -> dict[str, float]:
         """The finite metrics of one labelled snapshot of ``version``."""
-        return labelled_metrics(snap, self.task, self.classes, self.p, self._feature_count(version))
+        return labelled_metrics(snap, self.task, self.p, self._feature_count(version))
 
     def label_drift(self, snap: LabelledSnapshot) -> tuple[dict[str, float], dict[str, float]]:
         """The window's labels against the reference profile's label distribution (or the
@@ -275,7 +332,7 @@ class PerformanceEngine(BackgroundWorker):
             profile = self.label_reference
         if profile is None:
             return {}, {}
-        return reference_label_drift(snap, profile, self.task, self.classes.names)
+        return reference_label_drift(snap, profile, self.task)
 
     def evaluate_all(self) -> None:
         now = self.clock()
@@ -299,7 +356,7 @@ class PerformanceEngine(BackgroundWorker):
             except Exception:  # noqa: BLE001 - one bad window must not stop the others
                 log.exception("performance evaluation of %s/%s failed", version, challenger or "champion")
                 self.count_error()
-        estimates: dict[str, dict[str, float]] = {}
+        estimates: dict[str, Estimate] = {}
         for version, window in self.windows.windows().items():
             try:
                 estimates[version] = self.estimate(window.snapshot(now))
@@ -310,11 +367,13 @@ class PerformanceEngine(BackgroundWorker):
         self.segment_results = by_segment
         self.evaluations += 1
 
-    def estimate(self, snapshot: WindowSnapshot) -> dict[str, float]:
-        """CBPE over a prediction window: binary classifiers with a calibrated score output."""
+    def estimate(self, snapshot: WindowSnapshot) -> Estimate:
+        """CBPE over a prediction window: binary classifiers with a score output, calibrated by
+        the reference profile's map when it has one."""
         if not self.p.estimation or self.task == "regression" or not self.score_name:
-            return {}
-        return cbpe_estimate(snapshot, self.score_name, self.prediction_output(snapshot.outputs), self.p)
+            return Estimate()
+        return cbpe_estimate(snapshot, self.score_name, self.prediction_output(snapshot.outputs), self.p,
+                             self.reference())
 
     def _run(self) -> None:
         while not self._stop.wait(self.p.interval_seconds):
@@ -325,12 +384,20 @@ class PerformanceEngine(BackgroundWorker):
                 self.count_error()
 
     def status(self) -> dict[str, Any]:
-        return {"task": self.task or "auto (no label yet)", "pending": len(self.store),
+        return {"task": self.task or "auto (no label yet)", "task_reason": self.task_reason or None,
+                "pending": len(self.store),
                 "evicted": dict(self.store.evicted), "evaluations": self.evaluations, "errors": self.errors,
                 "classes": list(self.classes.names) if self.task == "classification" else None,
                 "windows": {f"{v}/{c or 'champion'}": {"events": r.events, "metrics": r.metrics}
                             for (v, c), r in self.results.items()},
-                "estimated": self.estimates, "label_reference": self._label_reference_status()}
+                "estimated": self.estimates, "label_reference": self._label_reference_status(),
+                "estimated_standard_error": {v: e.standard_errors for v, e in self.estimates.items()},
+                "estimate_calibration": self._estimate_calibration_status()}
+
+    def _estimate_calibration_status(self) -> str:
+        if not self.p.estimation or self.task == "regression" or not self.score_name:
+            return "no estimation (needs performance.estimation and a score output of a binary classifier)"
+        return score_calibration(self.reference(), self.score_name, self.p)[1]
 
     def _label_reference_status(self) -> str:
         profile = self.reference()

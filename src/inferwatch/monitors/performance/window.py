@@ -3,23 +3,36 @@
 A matched pair goes into the ``LabelledWindow`` of its model version (and of each challenger
 that answered the same request): a columnar ring buffer of (predicted, actual, score, delay,
 time), bounded by ``performance.max_events`` and ``performance.max_age_seconds``. Classes are
-stored as dense codes of a ``ClassVocabulary`` so the statistics work on integer arrays.
+stored as ``class_id``s, stable hashes of the real class, so correctness compares real classes
+however many there are; the capped ``ClassVocabulary`` (``performance.max_classes``, then
+``other``) names only what is exported (confusion matrix cells, the status's class list).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from inferwatch.exposition.metrics import OTHER
 
 
+@lru_cache(maxsize=4096)
+def class_id(key: str) -> int:
+    """A class's identity in the labelled window: 52 bits of its BLAKE2b digest (stable across
+    processes, exact as a float64). Two classes collide with probability about k²/2^53 (k = 10,000
+    classes: 1e-8); capping instead made every pair of classes beyond the cap a hit."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=7).digest()
+    return int.from_bytes(digest, "big") >> 4
+
+
 class ClassVocabulary:
-    """Class names to dense codes, capped at ``max_classes`` (then ``other``). The negative and
-    positive classes are codes 0 and 1, so a binary problem's matrix is laid out as usual."""
+    """Class names to dense codes for export, capped at ``max_classes`` (then ``other``). The
+    negative and positive classes are codes 0 and 1. Never used to decide a hit (``class_id``)."""
 
     def __init__(self, max_classes: int, negative: str, positive: str):
         self.max_classes = max(max_classes, 2)
@@ -56,13 +69,17 @@ class ClassVocabulary:
             self._codes[name] = code
             return code
 
+    def label(self, name: str) -> str:
+        """The exported label of a class: its name, or ``other`` beyond the cap."""
+        return self.names[self.code(name)]
+
     def __len__(self) -> int:
         return len(self.names)
 
 
 @dataclass
 class LabelledSnapshot:
-    predicted: np.ndarray  # class codes (as float) or values
+    predicted: np.ndarray  # class_ids (exact as float) or values
     actual: np.ndarray
     score: np.ndarray  # NaN where there is none
     delay: np.ndarray  # label time - prediction time, seconds
@@ -130,4 +147,4 @@ class LabelledWindow:
             return int(np.count_nonzero(stamps >= now - self.max_age_seconds))
 
 
-__all__ = ["ClassVocabulary", "LabelledSnapshot", "LabelledWindow"]
+__all__ = ["ClassVocabulary", "LabelledSnapshot", "LabelledWindow", "class_id"]
