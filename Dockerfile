@@ -3,18 +3,22 @@
 #   docker build -t inferwatch:dev .
 #   docker run --rm -p 8080:8080 -p 9180:9180 -v $PWD/inferwatch.yaml:/etc/inferwatch/inferwatch.yaml:ro inferwatch:dev
 # GPU metrics need the `gpu` extra: docker build --build-arg EXTRAS=gpu .
-ARG PYTHON_VERSION=3.12
+# The base image by tag, not digest: the slim tags are rebuilt for security fixes every few weeks,
+# and a digest committed here would keep the old, vulnerable layers until someone bumps it. Builds
+# that must be reproducible pass one: --build-arg BASE_IMAGE=python:3.12-slim@sha256:<digest>.
+ARG BASE_IMAGE=python:3.12-slim
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${BASE_IMAGE} AS build
 ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/inferwatch
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-RUN /opt/inferwatch/bin/pip install ".${EXTRAS:+[$EXTRAS]}"
+# Dependencies at the versions the tests passed with (constraints.txt), not whatever is newest today.
+RUN /opt/inferwatch/bin/pip install -c constraints.txt ".${EXTRAS:+[$EXTRAS]}"
 
-FROM python:${PYTHON_VERSION}-slim
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="inferwatch" \
       org.opencontainers.image.description="A Prometheus sidecar that watches machine learning models in production" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -37,4 +41,8 @@ USER 10001:10001
 WORKDIR /var/lib/inferwatch
 # 8080: the proxy (clients call this), 9180: the admin port (/metrics, /healthz, /readyz, /v1/events)
 EXPOSE 8080 9180
+# Ready = the worker runs and the model server answers (the slim image has no curl: Python asks).
+# Containers of this image that are not the sidecar (the demo's model, traffic) override or disable it.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9180/readyz', timeout=2)"]
 CMD ["inferwatch", "run", "--config", "/etc/inferwatch/inferwatch.yaml"]

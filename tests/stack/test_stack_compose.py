@@ -273,7 +273,8 @@ def test_grafana_provisioning_agrees_with_mounts_and_prometheus():
 
 def test_dockerfile_is_slim_and_non_root():
     text = (REPO / "Dockerfile").read_text()
-    assert re.findall(r"^FROM python:\$\{PYTHON_VERSION\}-slim", text, flags=re.M)
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.\d+-slim$", text, flags=re.M)
+    assert len(re.findall(r"^FROM \$\{BASE_IMAGE\}", text, flags=re.M)) == 2
     assert re.search(r"^USER 10001:10001$", text, flags=re.M)
     cmd = re.search(r"^CMD (.*)$", text, flags=re.M).group(1)
     assert yaml.safe_load(cmd) == ["inferwatch", "run", "--config", "/etc/inferwatch/inferwatch.yaml"]
