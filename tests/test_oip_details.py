@@ -87,6 +87,10 @@ def test_v2_id_is_the_prediction_id_and_int64_predict_counts_classes(mlserver, s
     labels = {"labels": [{"prediction_id": "order-8841-0", "label": 0}, {"prediction_id": "order-8841-1", "label": 1}]}
     assert requests.post(admin_url(sidecar, "/v1/labels"), json=labels, timeout=5).status_code == 202
     assert wait_for(lambda: sample(scrape(sidecar), "inferwatch_labels_total", outcome="matched") == 2, 10)
+    # Two 0/1 answers are too few to tell classes from values; the INT64 datatype says classes.
+    performance = requests.get(admin_url(sidecar, "/v1/status"), timeout=5).json()["performance"]
+    assert performance["task"] == "classification", performance
+    assert "declares predict" in performance["task_reason"], performance
 
 
 def kserve_headers(kind: str, event_id: str, component: str = "predictor", endpoint: str = "default"):

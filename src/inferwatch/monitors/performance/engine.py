@@ -83,6 +83,7 @@ class PerformanceEngine(BackgroundWorker):
         # label) the evidence of the reference profile and the values seen (``task``).
         self.task: str | None = None if self.p.task == "auto" else self.p.task
         self.task_reason = "performance.task" if self.task else ""
+        self._output_hints: dict[str, str] = {}  # output -> "class", from the payload's declared types
         prediction_spec = specs.get(self.prediction_name)
         if self.task is None:
             configured = choose_task([
@@ -142,6 +143,9 @@ class PerformanceEngine(BackgroundWorker):
                 columns = [batch.segments.get(f) for f in self.segment_features]
                 segments = list(zip(*(c if c is not None else [MISSING_SEGMENT] * batch.n for c in columns)))
             self.store.put(version, batch.ensure_ids(), batch.ensure_timestamps(), predicted, scores, segments)
+            name = self.prediction_output(batch.outputs) if batch.output_kinds and self.task is None else None
+            if name is not None and name in batch.output_kinds:  # the server's declared type (OIP v2 datatype)
+                self._output_hints[name] = batch.output_kinds[name]
         except Exception:  # noqa: BLE001 - fail open
             log.exception("performance: storing predictions failed")
             self.count_error()
@@ -166,6 +170,10 @@ class PerformanceEngine(BackgroundWorker):
         values of the prediction output and this batch's labels."""
         max_classes = self.p.max_classes
         candidates: list[TaskChoice | None] = []
+        for hinted, kind in self._output_hints.items():  # INT/UINT/BOOL/BYTES tensors: the server says classes
+            if from_output_type(hinted, kind) is not None:
+                candidates.append(TaskChoice("classification", f"the model server declares {hinted} an integer, "
+                                                               f"boolean or bytes tensor"))
         profile = self.reference()
         if profile is not None:
             if profile.label:
