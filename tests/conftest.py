@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -151,4 +156,58 @@ def python_lines(fn) -> int:
         sys.settrace(previous)
         gc.enable()
     return count
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on loopback right now (bound together, then released)."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
+    """The process's stdout up to (and including) the line containing ``marker``; the process is
+    killed if the marker has not come within ``timeout`` seconds."""
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if marker in line:
+                break
+    finally:
+        timer.cancel()
+    return "".join(seen)
+
+
+@contextlib.contextmanager
+def json_server(answer):
+    """A model server on loopback that answers every POST with ``answer(path, request_json)``
+    (a JSON-able object, status 200); yields its base URL and stops it after."""
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def do_POST(self):
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            data = json.dumps(answer(self.path, request)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 

@@ -1,23 +1,14 @@
 import re
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from conftest import free_ports, read_until
 from inferwatch.demo.model import LoanModel, generate
 from inferwatch.demo.runner import COLUMNS, dataset, histogram_quantile, summary_row, table_row
 
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def test_loan_model_is_deterministic_and_shift_moves_scores():
@@ -86,22 +77,6 @@ def printed_links(stdout: str) -> list[str]:
     """Every URL the demo printed as a link (a POST target is named after "POST", not linked)."""
     return [url for url in re.findall(r"(?<!POST )(https?://[^\s)]+)", stdout)]
 
-
-def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
-    """The process's stdout up to (and including) the line containing ``marker``."""
-    import threading
-
-    timer = threading.Timer(timeout, process.kill)
-    timer.start()
-    seen = []
-    try:
-        for line in process.stdout:
-            seen.append(line)
-            if marker in line:
-                break
-    finally:
-        timer.cancel()
-    return "".join(seen)
 
 
 def test_keep_leaves_every_printed_link_up_until_ctrl_c():

@@ -4,12 +4,10 @@ and KServe's payload-logger ``ce-component`` / ``ce-endpoint``."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from conftest import admin_url, proxy_url, sample, scrape, wait_for
+from conftest import admin_url, json_server, proxy_url, sample, scrape, wait_for
 
 from inferwatch.ingest.codecs import decode_exchange, v2_request_id
 
@@ -46,28 +44,10 @@ def test_int_outputs_are_class_hints_and_fp_outputs_are_not():
     assert batch.output_kinds == {"predict": "class"}
 
 
-class _MLServer(BaseHTTPRequestHandler):
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_POST(self):
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        data = json.dumps(mlserver_response(request)).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 @pytest.fixture
 def mlserver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _MLServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with json_server(lambda path, request: mlserver_response(request)) as url:
+        yield url
 
 
 def test_v2_id_is_the_prediction_id_and_int64_predict_counts_classes(mlserver, sidecar_factory):

@@ -8,13 +8,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
+from conftest import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -107,15 +107,6 @@ def test_make_tests_duration_says_what_machine_it_was_measured_on():
     text = section("Development")
     assert re.search(r"measured on", text, flags=re.I), "say what machine `make test`'s time was measured on"
 
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the quick start uses curl")

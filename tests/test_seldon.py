@@ -9,13 +9,11 @@ executor logger's attributes (``Ce-Requestid`` shared by both halves, a new ``Ce
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from conftest import admin_url, proxy_url, sample, scrape, wait_for
+from conftest import admin_url, json_server, proxy_url, sample, scrape, wait_for
 
 from inferwatch.ingest.codecs import decode_exchange, detect_codec
 from inferwatch.ingest.events import PayloadError
@@ -96,35 +94,18 @@ def test_feedback_truth_becomes_labels_of_the_predicted_puid():
 # --- end to end: a Seldon model server behind the proxy --------------------------------------
 
 
-class _SeldonServer(BaseHTTPRequestHandler):
+def seldon_answer(path: str, body: dict) -> dict:
     """Answers /api/v1.0/predictions like seldon-core's Python wrapper (predict_proba)."""
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if "strData" in body:
-            answer = {"strData": "positive", "meta": {}}
-        else:
-            rows = body["data"]["ndarray"]
-            answer = {"data": {"names": ["t:0", "t:1"], "ndarray": [[0.25, 0.75] for _ in rows]}, "meta": {}}
-        data = j(answer)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    if "strData" in body:
+        return {"strData": "positive", "meta": {}}
+    rows = body["data"]["ndarray"]
+    return {"data": {"names": ["t:0", "t:1"], "ndarray": [[0.25, 0.75] for _ in rows]}, "meta": {}}
 
 
 @pytest.fixture
 def seldon_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SeldonServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with json_server(seldon_answer) as url:
+        yield url
 
 
 def test_seldon_through_the_proxy_names_features_and_outputs(seldon_server, sidecar_factory):

@@ -8,28 +8,14 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 
 import requests
 
+from conftest import read_until
 from stack_helpers import free_port, tool
 
 from inferwatch.demo.runner import PROMETHEUS_SERIES
 
-
-def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
-    """The process's stdout up to (and including) the line containing ``marker``."""
-    timer = threading.Timer(timeout, process.kill)
-    timer.start()
-    seen = []
-    try:
-        for line in process.stdout:
-            seen.append(line)
-            if marker in line:
-                break
-    finally:
-        timer.cancel()
-    return "".join(seen)
 
 
 def test_the_demos_prometheus_holds_performance_and_shadow_series_and_its_links_answer():
