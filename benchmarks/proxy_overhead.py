@@ -4,20 +4,23 @@
     .venv/bin/python benchmarks/proxy_overhead.py            # ~4 minutes
     .venv/bin/python benchmarks/proxy_overhead.py --quick    # ~1 minute, one repeat
 
-Three processes besides this one, all on 127.0.0.1: a model server (aiohttp, answers a KServe
-v1 ``:predict`` after ``asyncio.sleep(delay)``), the sidecar (``python -m inferwatch run``) in
-front of it, and nginx (when installed) in front of it too, as the floor for any reverse proxy.
+Processes besides this one, all on 127.0.0.1: a model server (aiohttp, answers a KServe v1
+``:predict`` after ``asyncio.sleep(delay)``), a sidecar (``python -m inferwatch run``) per
+``proxy.engine`` in front of it (``iw-fast``, ``iw-aiohttp``), and nginx (when installed, one
+worker) in front of it too, as the floor for any reverse proxy.
 
 1. Closed loop latency, upstream delay 5 ms: a client process (raw asyncio HTTP/1.1, keep-alive,
    one connection per concurrent client) sends KServe v1 bodies of 10 features x 1-4 rows, at
-   concurrency 1 and 16, direct / through nginx / through the sidecar, interleaved, ``--repeat``
-   times; the table shows the median over repeats of each run's p50, p99 and req/s.
-2. Maximum throughput, upstream delay 0: wrk (POST bodies from a Lua script) at 64
-   connections, or the Python client at concurrency 64 when wrk is missing.
+   concurrency 1 and 16, direct / through nginx / through each sidecar, interleaved, ``--repeat``
+   times; the table shows the median over repeats of each run's p50, p99 and req/s, and each
+   sidecar's CPU per request as a multiple of nginx's.
+2. Maximum throughput behind a model server as fast as there is (an nginx answering a fixed
+   body): wrk (POST bodies from a Lua script) at 32 connections, or the Python client at
+   concurrency 32 when wrk is missing; each sidecar's ceiling as a share of nginx's.
 
 With shadowing (unless ``--no-shadow``), a second sidecar, ``iw+shadow``, mirrors every request to
 a challenger (another model server with the same delay) through ``shadow.challengers``: its rows
-beside ``inferwatch``'s show what mirroring costs the champion's latency and the sidecar's CPU.
+beside ``iw-<first engine>``'s show what mirroring costs the champion's latency and the sidecar's CPU.
 
 "CPU us/req" is the CPU (user + system, psutil) of the hop itself per request: the model
 server's for ``direct``, nginx's (master + workers) or the sidecar's (all its threads: proxy
@@ -47,10 +50,12 @@ from _streaming_row import streaming_phase  # noqa: E402
 from _grpc_row import grpc_phase  # noqa: E402
 from _harness import (  # noqa: E402
     HOST, PYTHON, BenchmarkError, Processes, SidecarProcess, install_signal_handlers, loop_name, machine, median,
-    percentile, run_main, start_nginx,
+    percentile, run_main, start_nginx, start_nginx_fixed,
 )
 
 PREDICT_PATH = "/v1/models/m:predict"
+# The fixed-body model server's answer (the throughput phase): one prediction, as a KServe v1 server writes it.
+FIXED_ANSWER = '{"predictions": [0.5]}'
 THIS = str(Path(__file__).resolve())
 
 
@@ -351,10 +356,17 @@ def _shadow_line(sidecar: SidecarProcess) -> str:
     return "iw+shadow mirroring: " + (", ".join(f"{k}: {v:g}" for k, v in sorted(totals.items())) or "nothing")
 
 
-def start_targets(args, procs: Processes, delay: float, tag: str) -> tuple[dict[str, tuple[str, int]], SidecarProcess]:
-    """direct / nginx / inferwatch / iw+shadow -> (base URL, pid whose CPU is that hop's cost)."""
-    upstream, upstream_port, upstream_pid = start_upstream(procs, delay, f"upstream-{tag}")
-    sidecar = SidecarProcess(procs, upstream, name=f"sidecar-{tag}")
+def start_targets(args, procs: Processes, delay: float, tag: str, *, fixed: bool = False
+                  ) -> tuple[dict[str, tuple[str, int]], SidecarProcess]:
+    """direct / nginx / iw-<engine>... / iw+shadow -> (base URL, pid whose CPU is that hop's cost).
+
+    ``fixed``: the model server is an nginx answering a fixed body at once (the ceiling phase),
+    else the Python model server answering after ``delay``."""
+    if fixed:
+        upstream = start_nginx_fixed(procs, FIXED_ANSWER, name=f"upstream-{tag}")
+        upstream_port, upstream_pid = int(upstream.rsplit(":", 1)[1]), procs.children[-1].pid
+    else:
+        upstream, upstream_port, upstream_pid = start_upstream(procs, delay, f"upstream-{tag}")
     targets = {"direct": (upstream, upstream_pid)}
     if not args.no_nginx:
         try:
@@ -362,15 +374,31 @@ def start_targets(args, procs: Processes, delay: float, tag: str) -> tuple[dict[
             targets["nginx"] = (url, procs.children[-1].pid)
         except BenchmarkError as exc:
             print(f"(nginx skipped: {exc})", file=sys.stderr)
-    targets["inferwatch"] = (sidecar.proxy, sidecar.pid)
+    sidecars = []
+    for engine in args.engines:  # the same sidecar on each data plane (proxy.engine)
+        sidecar = SidecarProcess(procs, upstream, name=f"sidecar-{engine}-{tag}", engine=engine)
+        targets[f"iw-{engine}"] = (sidecar.proxy, sidecar.pid)
+        sidecars.append(sidecar)
     args.shadow_sidecars = getattr(args, "shadow_sidecars", [])
     if not args.no_shadow:
-        challenger, _, _ = start_upstream(procs, delay, f"challenger-{tag}")
-        shadowing = SidecarProcess(procs, upstream, name=f"sidecar-shadow-{tag}", extra_config=(
-            f"shadow:\n  sample_rate: 1.0\n  challengers:\n    - {{name: challenger, url: '{challenger}'}}\n"))
+        if fixed:
+            challenger = start_nginx_fixed(procs, FIXED_ANSWER, name=f"challenger-{tag}")
+        else:
+            challenger, _, _ = start_upstream(procs, delay, f"challenger-{tag}")
+        shadowing = SidecarProcess(procs, upstream, name=f"sidecar-shadow-{tag}", engine=args.engines[0],
+                                   extra_config=(f"shadow:\n  sample_rate: 1.0\n  challengers:\n"
+                                                 f"    - {{name: challenger, url: '{challenger}'}}\n"))
         targets["iw+shadow"] = (shadowing.proxy, shadowing.pid)
         args.shadow_sidecars.append(shadowing)
-    return targets, sidecar
+    return targets, sidecars[0]
+
+
+def _versus_nginx(targets, cpu: dict[str, float], label: str) -> list[str]:
+    """One line per sidecar: its CPU per request as a multiple of nginx's."""
+    if "nginx" not in cpu or not cpu["nginx"]:
+        return []
+    return [f"  {name}: CPU per request {cpu[name] / cpu['nginx']:.1f}x nginx's ({label})"
+            for name in targets if name.startswith("iw-") and name in cpu]
 
 
 def latency_phase(args, procs: Processes) -> list[str]:
@@ -402,13 +430,16 @@ def latency_phase(args, procs: Processes) -> list[str]:
             added = ("-", "-") if name == "direct" else (_ms(p50 - base_p50), _ms(p99 - base_p99))
             lines.append(f"{conc:>4}  {name:<10} {_ms(p50):>8} {_ms(p99):>8} {rps:>8.0f} {added[0]:>8} "
                          f"{added[1]:>8} {median([r['cpu_us'] for r in runs]):>10.0f}  {bad:>11}")
+    for conc in args.concurrency:
+        lines += _versus_nginx(targets, {name: median([r["cpu_us"] for r in results[(conc, name)]])
+                                         for name in targets}, f"concurrency {conc}")
     lines.append(_sidecar_line(sidecar))
     lines += [_shadow_line(s) for s in args.shadow_sidecars[-1:]]
     return lines
 
 
 def throughput_phase(args, procs: Processes) -> list[str]:
-    targets, sidecar = start_targets(args, procs, 0.0, "zero")
+    targets, sidecar = start_targets(args, procs, 0.0, "zero", fixed=not args.python_upstream)
     use_wrk = shutil.which("wrk") is not None and not args.no_wrk
     script = procs.tmp / "post.lua"
     if use_wrk:
@@ -426,8 +457,9 @@ def throughput_phase(args, procs: Processes) -> list[str]:
                   f"errors {r['errors']})", file=sys.stderr, flush=True)
     tool = (f"wrk -t{args.wrk_threads} -c{args.max_connections} (Lua POST bodies)" if use_wrk
             else f"Python client, concurrency {args.max_connections}")
+    upstream = "the Python model server, delay 0" if args.python_upstream else "an nginx answering a fixed body"
     lines = [
-        f"Maximum throughput, upstream delay 0, {tool}, {args.duration:g} s per run; "
+        f"Maximum throughput behind {upstream}, {tool}, {args.duration:g} s per run; "
         f"median (best) of {args.repeat} run(s)",
         f"{'target':<10} {'req/s':>8} {'(best)':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10}  {'non-2xx/err':>11}",
     ]
@@ -436,6 +468,10 @@ def throughput_phase(args, procs: Processes) -> list[str]:
         lines.append(f"{name:<10} {median([r['rps'] for r in runs]):>8.0f} {max(r['rps'] for r in runs):>8.0f} "
                      f"{_ms(median([r['p50'] for r in runs])):>8} {_ms(median([r['p99'] for r in runs])):>8} "
                      f"{median([r['cpu_us'] for r in runs]):>10.0f}  {sum(r['non2xx'] + r['errors'] for r in runs):>11}")
+    if "nginx" in results:
+        ceiling = median([r["rps"] for r in results["nginx"]])
+        lines += [f"  {name}: ceiling {median([r['rps'] for r in results[name]]) / ceiling:.0%} of nginx's"
+                  for name in targets if name.startswith("iw-")]
     lines.append(_sidecar_line(sidecar))
     lines += [_shadow_line(s) for s in args.shadow_sidecars[-1:]]
     return lines
@@ -460,8 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=None, help="repeats of every run (default 3; quick 1)")
     parser.add_argument("--delay", type=float, default=0.005, help="model server delay for the latency phase (s)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--max-connections", type=int, default=64, help="connections for the throughput phase")
+    parser.add_argument("--max-connections", type=int, default=32, help="connections for the throughput phase")
     parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--engines", nargs="+", choices=("fast", "aiohttp"), default=["fast", "aiohttp"],
+                        help="a sidecar per proxy.engine, the iw-<engine> targets (the first also shadows)")
+    parser.add_argument("--python-upstream", action="store_true",
+                        help="throughput behind the Python model server instead of an nginx with a fixed body")
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument("--no-shadow", action="store_true", help="no iw+shadow target (a sidecar mirroring to a challenger)")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python client for the throughput phase")

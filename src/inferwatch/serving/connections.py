@@ -141,11 +141,23 @@ class ConnectionGuard:
         connection = self._connections.get(request.transport) if request.transport is not None else None
         if connection is None:
             return await handler(request)
-        connection.busy = True
-        connection.fresh = False
+        self.busy(request.transport)
         try:
             return await handler(request)
         finally:
+            self.idle(request.transport)
+
+    def busy(self, transport: Any) -> None:
+        """A request's head is parsed and its handler runs: the handler's timeouts apply now."""
+        connection = self._connections.get(transport)
+        if connection is not None:
+            connection.busy = True
+            connection.fresh = False
+
+    def idle(self, transport: Any) -> None:
+        """The answer is written: the connection waits for the next request (idle_timeout)."""
+        connection = self._connections.get(transport)
+        if connection is not None:
             connection.busy = False
             connection.waiting_since = time.monotonic()
             connection.first_byte = None
@@ -158,6 +170,15 @@ class ConnectionGuard:
         server = await loop.create_server(
             self.protocol_factory(runner.server), host, port, ssl=ssl_context, backlog=backlog, reuse_address=True,
             ssl_handshake_timeout=self.header_timeout if ssl_context is not None else None)
+        self.start(loop)
+        return server, server.sockets[0].getsockname()[1]
+
+    async def serve_protocol(self, factory: Callable[[], asyncio.Protocol], host: str, port: int, *,
+                             backlog: int = 1024, reuse_port: bool = False) -> tuple[asyncio.base_events.Server, int]:
+        """``serve`` for a plain protocol factory (the fast data plane's ``http1`` server)."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self.protocol_factory(factory), host, port, backlog=backlog,
+                                          reuse_address=True, reuse_port=reuse_port or None)
         self.start(loop)
         return server, server.sockets[0].getsockname()[1]
 

@@ -8,9 +8,10 @@ the pipeline's queue. Monitoring failures are counted and never change the respo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,9 @@ def upstream_request_headers(request: web.Request, prediction_id: str) -> CIMult
     ``X-Forwarded-For`` is the client's list with its peer appended; ``X-Forwarded-Host`` and
     ``-Proto`` are kept when a proxy before us set them, else ours (docs/design.md)."""
     out = forward_headers(request.headers)
+    # The client's Expect: 100-continue was answered by this hop (the body is read before it is
+    # forwarded); passed on, aiohttp's client would wait for a 100 many model servers never send.
+    out.popall("Expect", None)
     out[PREDICTION_ID_HEADER] = prediction_id
     peer = request.remote or ""
     chain = request.headers.getall("X-Forwarded-For", ())
@@ -85,6 +89,20 @@ def origin_form(target: str) -> str | None:
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     tail = rest[cut:]
     return tail if tail[:1] == "/" else "/" + tail
+
+
+class PredictionIds:
+    """X-Prediction-ID values: 32 hex digits, a random per-process half and a counter half.
+
+    Unique like ``uuid4().hex`` (the random half tells processes and restarts apart, the counter
+    the requests of one process) at a fraction of its cost: no ``os.urandom`` call per request."""
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self._counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 class UpstreamResponse(web.Response):
@@ -166,6 +184,7 @@ class Proxy:
         self.budget = ByteBudget(config.monitoring_budget_bytes)
         metrics.monitoring_bytes_in_flight.labels(self.model).set_function(lambda: self.budget.used)
         self._failure_log = Throttle()
+        self.ids = PredictionIds()
 
     # --- lifecycle (called on the event loop) ------------------------------------------------
 
@@ -266,36 +285,60 @@ class Proxy:
         child.inc()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        prediction_id = request.headers.get(PREDICTION_ID_HEADER) or uuid.uuid4().hex
+        prediction_id = request.headers.get(PREDICTION_ID_HEADER) or self.ids.next()
         # Forwarded byte for byte and routed on the same raw bytes (routes.py): what the model
         # server serves is what is monitored.
         target = origin_form(request.raw_path)
         if target is None:
             self._count(OTHER, request.method, 400)
             return error_response(400, "bad_request_target", "the request target must be a path", prediction_id)
-        route = self.router.match(target.partition("?")[0])
-        method = request.method
-        monitored = route.inference and method in self.prediction_methods
-        body = RequestBody(self.config.max_monitored_body_bytes if monitored else 0, self.budget,
-                           self.config.max_body_bytes)
-        exchange = _Relay(route.endpoint, method, prediction_id, monitored)
+        exchange = self._relay(request.method, target, prediction_id)
+        body = self._request_body(exchange)
         try:
             try:
                 await body.read(request)
             except BodyTooLarge:
                 return self._too_large(exchange)
-            if body.reason is not None and monitored:
-                self._skipped(exchange, "request", body.reason, 0)
-                exchange.monitored = False
-            if body.monitored is not None and route.endpoint in V2_INFER_ROUTES \
-                    and PREDICTION_ID_HEADER not in request.headers:
-                # The client's own v2 request id joins its labels (a bounded prefix scan, no parse).
-                exchange.prediction_id = v2_request_id(body.monitored) or prediction_id
+            self._body_read(exchange, body, request.headers)
             return await self._forward(request, target, body, exchange)
-        finally:  # whatever happened (cancelled too), the copies go back to the budget; twice is a no-op
-            body.release()
-            if exchange.copy is not None:
-                exchange.copy.release()
+        finally:
+            self._release(exchange, body)
+
+    # The request's set-up, shared by both engines (fast_proxy.py): plain calls, nothing awaited.
+
+    def _relay(self, method: str, target: str, prediction_id: str) -> "_Relay":
+        """The request's record: its route, and whether it is monitored (route and method)."""
+        route = self.router.match(target.partition("?")[0])
+        return _Relay(route.endpoint, method, prediction_id, route.inference and method in self.prediction_methods)
+
+    def _request_body(self, ex: "_Relay") -> RequestBody:
+        return RequestBody(self.config.max_monitored_body_bytes if ex.monitored else 0, self.budget,
+                           self.config.max_body_bytes)
+
+    def _body_read(self, ex: "_Relay", body: RequestBody, headers: Any) -> None:
+        """Once the body is read: one that cannot be monitored is counted and the request relayed
+        unmonitored; the client's own v2 request id joins its labels (a bounded prefix scan, no parse)."""
+        if body.reason is not None and ex.monitored:
+            self._skipped(ex, "request", body.reason, 0)
+            ex.monitored = False
+        if body.monitored is not None and ex.endpoint in V2_INFER_ROUTES and PREDICTION_ID_HEADER not in headers:
+            ex.prediction_id = v2_request_id(body.monitored) or ex.prediction_id
+
+    @staticmethod
+    def _release(ex: "_Relay", body: RequestBody) -> None:
+        """Whatever happened (cancelled too), the copies go back to the budget; twice is a no-op."""
+        body.release()
+        if ex.copy is not None:
+            ex.copy.release()
+
+    def _whole_copy(self, ex: "_Relay", length: int | None) -> MonitorCopy | None:
+        """A copy for an answer small enough to read whole (its length known, within the cap and the
+        budget), taken from the budget at once; None: the answer is relayed chunk by chunk."""
+        if length is not None and length <= self.config.max_monitored_body_bytes and self.budget.take(length):
+            copy = ex.copy = MonitorCopy(length, self.budget)
+            copy.kept = length
+            return copy
+        return None
 
     async def _forward(self, request: web.Request, target: str, body: RequestBody, ex: "_Relay") -> web.StreamResponse:
         headers = upstream_request_headers(request, ex.prediction_id)
@@ -325,12 +368,9 @@ class Proxy:
                                                     headers=headers, data=body.data(),
                                                     allow_redirects=False) as upstream:
                         ex.first_byte = time.perf_counter()
-                        length = upstream.content_length
-                        if length is not None and length <= self.config.max_monitored_body_bytes \
-                                and self.budget.take(length):
+                        copy = self._whole_copy(ex, upstream.content_length)
+                        if copy is not None:
                             # small and whole: answered as one response, as before streaming
-                            copy = ex.copy = MonitorCopy(length, self.budget)
-                            copy.kept = length
                             first = await upstream.read()
                             copy.chunks.append(first)
                             deadline.reschedule(None)
@@ -338,7 +378,7 @@ class Proxy:
                         first = await upstream.content.readany()
                         deadline.reschedule(None)
                         if ex.monitored:
-                            copy = ex.copy = MonitorCopy(self.config.max_monitored_body_bytes, self.budget)
+                            copy = ex.copy = MonitorCopy(self.config.max_monitored_body_bytes, self.budget, start)
                         response = await self._start_stream(request, ex, upstream)
                         chunk = first
                         while chunk:
@@ -377,8 +417,10 @@ class Proxy:
             elif ex.failure is None:
                 await response.write_eof()
         except ConnectionError:
+            # Every byte of the answer was written; only the stream's end was lost. A client that
+            # stops at its last event (the openai client closes right after `[DONE]`) got its whole
+            # answer, so it is still monitored: counted as a disconnect, not as gone.
             self.metrics.client_disconnects.labels(self.model, self.version).inc()
-            ex.client_gone = True
         self._observe(request, body, ex, copy, start)
         return response
 
@@ -407,6 +449,9 @@ class Proxy:
         absent = tuple(name for name in ADDED_BY_AIOHTTP if name not in upstream.headers)
         if absent:
             response.absent = absent
+        if request.method == "HEAD" and upstream.content_length is not None:
+            # the length of what a GET would answer (RFC 9110 9.3.2), not of the empty body
+            response.headers["Content-Length"] = str(upstream.content_length)
         try:
             await response.prepare(request)
             await response.write_eof()
@@ -452,6 +497,8 @@ class Proxy:
                     request_content_encoding=request.headers.get("Content-Encoding"),
                     response_content_encoding=headers.get("Content-Encoding"),
                     response_truncated=copy.truncated or ex.failure is not None,
+                    upstream_failed=ex.failure is not None,
+                    response_timeline=copy.timeline(),
                 ))
                 if self.mirror is not None:  # a copy for each challenger, after the champion answered
                     self.mirror.offer(MirroredRequest(
@@ -474,13 +521,21 @@ class Proxy:
             self.metrics.monitoring_errors.labels(self.model, "proxy").inc()
 
     def _too_large(self, ex: "_Relay") -> web.Response:
+        return error_response(413, "request_too_large", self._too_large_detail(ex), ex.prediction_id)
+
+    def _too_large_detail(self, ex: "_Relay") -> str:
+        """Count a request refused for its body's size (either engine): the detail for the client."""
         self._count(ex.endpoint, ex.method, 413)
-        return error_response(413, "request_too_large",
-                              f"request body exceeds proxy.max_body_bytes ({self.config.max_body_bytes})",
-                              ex.prediction_id)
+        return f"request body exceeds proxy.max_body_bytes ({self.config.max_body_bytes})"
 
     def _failed(self, endpoint: str, method: str, prediction_id: str, status: int, reason: str,
                 exc: BaseException | None = None) -> web.Response:
+        error, detail = self._failure(endpoint, method, status, reason, exc)
+        return error_response(status, error, detail, prediction_id)
+
+    def _failure(self, endpoint: str, method: str, status: int, reason: str,
+                 exc: BaseException | None = None) -> tuple[str, str]:
+        """Count and log (throttled) a request the model server did not answer: (error, detail)."""
         try:
             self.metrics.upstream_errors.labels(self.model, self.version, reason).inc()
             self._count(endpoint, method, status)
@@ -491,4 +546,4 @@ class Proxy:
         except Exception:  # noqa: BLE001
             self.metrics.monitoring_errors.labels(self.model, "proxy").inc()
         error = "upstream_timeout" if status == 504 else "upstream_unavailable"
-        return error_response(status, error, failure_detail(reason, self.upstream_config), prediction_id)
+        return error, failure_detail(reason, self.upstream_config)
