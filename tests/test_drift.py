@@ -69,7 +69,8 @@ def test_identical_data_has_no_drift_and_a_shift_is_found():
     x0 = shifted.features[0]
     assert x0.method == "ks" and x0.p_values["ks"] < 1e-6
     assert set(x0.scores) == {"ks", "psi", "js", "hellinger", "kl", "wasserstein"}
-    assert set(shifted.features[3].scores) == {"chi2", "linf", "js", "psi"}
+    # tv: chi2's effect; unseen: the new-values test of a format 4 profile (issue 19)
+    assert set(shifted.features[3].scores) == {"chi2", "linf", "js", "psi", "tv", "unseen"}
 
 
 def test_the_scores_are_the_library_functions_on_the_window():
@@ -92,7 +93,7 @@ def test_the_scores_are_the_library_functions_on_the_window():
         assert c.statistics["mean"] == pytest.approx(values.mean())
         assert c.statistics["p50"] == pytest.approx(np.median(values))
     assert result.features[1].statistics["missing_ratio"] == pytest.approx(100 / 1500)
-    assert result.features[0].method == "wasserstein"  # more than sample_test_max_events values
+    assert result.features[0].method == "ks"  # issue 19: the test at every size (was wasserstein above 1000)
 
 
 def test_method_by_window_size_overrides_and_thresholds():
@@ -111,7 +112,10 @@ def test_method_by_window_size_overrides_and_thresholds():
     assert set(by["x0"].scores) == {"psi", "ks"}  # + the decision's method
     large = ev.evaluate(_window(_columns(2000, rng)).snapshot())
     by = {c.name: c for c in large.features}
-    assert (by["x0"].method, by["city"].method, by["city"].threshold) == ("wasserstein", "js", 0.5)
+    # Issue 19: one rule at every window size (a distance decided above sample_test_max_events before).
+    assert (by["x0"].method, by["city"].method, by["city"].threshold) == ("ks", "chi2", 0.01)
+    # + the decision's method, its effect and the new-values test (always: they decide)
+    assert set(by["city"].scores) == {"psi", "chi2", "tv", "unseen"}
 
 
 @pytest.mark.parametrize("correction", ["bonferroni", "bh", "none"])

@@ -12,7 +12,7 @@ import pytest
 from inferwatch.cli import main
 from inferwatch.reference import (
     FORMAT_VERSION, CategoricalProfile, NumericProfile, ProfileBuilder, ReferenceProfile, build_profile,
-    build_profile_from_file,
+    build_profile_from_file, iter_file_chunks,
 )
 from inferwatch.ingest.values import infer_text_kind as infer_kind
 from inferwatch.stats import bin_counts, correlation_matrix
@@ -179,13 +179,12 @@ def test_correlation_of_the_sample_matches_numpy():
 def test_compressed_csv_inputs_are_read(tmp_path, suffix, opener):
     import importlib
 
-    from inferwatch.reference.readers import _open_text
-
     path = tmp_path / f"data.csv{suffix}"
     with importlib.import_module(opener).open(path, "wt", encoding="utf-8") as f:
         f.write("a,b\n1,x\n2,y\n")
-    with _open_text(str(path)) as f:
-        assert f.read() == "a,b\n1,x\n2,y\n"
+    for engine in ("arrow", "python"):
+        chunks = list(iter_file_chunks(str(path), numeric=lambda name: name == "a", engine=engine))
+        assert len(chunks) == 1 and chunks[0]["a"].tolist() == [1.0, 2.0] and chunks[0]["b"] == ["x", "y"]
 
 
 def test_progress_is_reported_on_a_terminal_only(tmp_path, capsys):

@@ -28,10 +28,12 @@ import numpy as np
 from inferwatch.ingest.events import EventBatch
 from inferwatch.exposition.metrics import OTHER
 from inferwatch.stats.heavy_hitters import FrequentSlots
+from inferwatch.stats.seen import SeenValues
 from inferwatch.ingest.values import INVALID, MISSING, PRESENT, Kind, category_key, infer_kind, to_numeric
 
 MISSING_CODE = -1
 _STR = {str}
+_OVERFLOW_MEMO = 65_536  # keys outside a column's vocabulary whose seen/unseen verdict is remembered
 
 
 @dataclass
@@ -40,6 +42,9 @@ class ColumnSnapshot:
     values: np.ndarray
     state: np.ndarray
     categories: tuple[str, ...] = ()
+    # Per row: its value is one the reference never held (categorical columns of a format-4
+    # reference, judged when written, so values filed under ``other`` still count); else None.
+    unseen: np.ndarray | None = None
 
     @property
     def present(self) -> np.ndarray:
@@ -67,6 +72,43 @@ class Column:
         self.categories: list[str] = []
         self.categories_capped = 0
         self.reserve(seed)
+        self.seen: SeenValues | None = None  # the reference's values (watch_unseen)
+        self.unseen: np.ndarray | None = None  # per row, beside ``state``
+        self._code_unseen = np.zeros(0, dtype=bool)  # per vocabulary code
+        self._overflow_unseen: dict[str, bool] = {}  # keys filed under OTHER, judged once
+        self._pending: np.ndarray | None = None  # the last encode's flags, for write()
+
+    def watch_unseen(self, seen: SeenValues | None) -> None:
+        """Flag every value written from now on that ``seen`` never held (None: stop)."""
+        if self.kind == "numeric":
+            return
+        self.seen = seen
+        self.unseen = None if seen is None else np.zeros(self.state.size, dtype=bool)
+        self._code_unseen = np.zeros(0, dtype=bool)
+        self._overflow_unseen = {}
+
+    def _flag_unseen(self, keys: Sequence[str | None], codes: np.ndarray, overflow: set[str]) -> None:
+        """The rows' unseen flags: by code for the vocabulary, by key for the values filed under
+        OTHER (hashed once per distinct key, vectorised; the memo is bounded)."""
+        seen = self.seen
+        if seen is None:
+            return
+        known = self._code_unseen.size
+        if known < len(self.categories):
+            added = ~seen.contains(self.categories[known:])
+            self._code_unseen = np.concatenate((self._code_unseen, added))
+        flags = np.zeros(codes.size, dtype=bool)
+        valid = codes >= 0
+        flags[valid] = self._code_unseen[codes[valid]]
+        if overflow:
+            memo = self._overflow_unseen
+            fresh = [k for k in overflow if k not in memo]
+            if len(memo) + len(fresh) > _OVERFLOW_MEMO:
+                memo.clear()
+            memo.update(zip(fresh, (~seen.contains(fresh)).tolist()))
+            rows = np.flatnonzero(codes == self.vocabulary[OTHER])
+            flags[rows] = [memo.get(keys[i] or "", False) for i in rows.tolist()]  # never None: None is MISSING
+        self._pending = flags
 
     def reserve(self, categories: Sequence[str]) -> None:
         """Give these categories codes now, while the vocabulary has room (the reference's).
@@ -112,6 +154,7 @@ class Column:
         other = vocabulary.get(OTHER, MISSING_CODE)
         if all_str:  # every string is in the vocabulary or overflowed to OTHER: no missing codes
             codes = np.fromiter(map(vocabulary.get, keys, repeat(other)), dtype=np.int32, count=len(keys))
+            self._flag_unseen(keys, codes, overflow)
             return codes, np.zeros(len(values), dtype=np.uint8)
         codes = np.fromiter((vocabulary.get(k, other) if k is not None else MISSING_CODE for k in keys),
                             dtype=np.int32, count=len(keys))
@@ -121,15 +164,21 @@ class Column:
             is_none = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
             state[is_key_none] = INVALID
             state[is_none] = MISSING
+        self._flag_unseen(keys, codes, overflow)
         return codes, state
 
     def write(self, positions: np.ndarray | slice, values: np.ndarray, state: np.ndarray) -> None:
         self.values[positions] = values
         self.state[positions] = state
+        if self.unseen is not None:
+            pending, self._pending = self._pending, None
+            self.unseen[positions] = False if pending is None or pending.size != state.size else pending
 
     def clear(self, positions: np.ndarray | slice) -> None:
         self.values[positions] = np.nan if self.kind == "numeric" else MISSING_CODE
         self.state[positions] = MISSING
+        if self.unseen is not None:
+            self.unseen[positions] = False
 
 
 @dataclass
@@ -171,6 +220,7 @@ class ColumnGroup:
         self.slots = FrequentSlots(max_columns, reserved, halve_every=HALVE_EVERY_ROWS,
                                    sketch_capacity=max(64, max_columns))
         self.seeds: dict[str, list[str]] = {}  # categories reserved in new columns (Column.reserve)
+        self.seen: dict[str, SeenValues] = {}  # the reference's values, flagged in new columns (watch_unseen)
         # The float64-convertible arrays of the last write's all-number columns (the worker's
         # later stages, e.g. the input guard, reuse them instead of converting the lists again).
         self.converted: dict[str, np.ndarray] = {}
@@ -180,6 +230,12 @@ class ColumnGroup:
         for name, categories in seeds.items():
             if name in self.columns:
                 self.columns[name].reserve(categories)
+
+    def watch_unseen(self, seen: dict[str, SeenValues]) -> None:
+        """Flag values these columns' reference never held (replaces the previous sets)."""
+        self.seen = dict(seen)
+        for name, column in self.columns.items():
+            column.watch_unseen(self.seen.get(name))
 
     def reserve(self, names: Sequence[str]) -> None:
         """Keep a column for these names from now on (a reference loaded after the start)."""
@@ -212,6 +268,8 @@ class ColumnGroup:
                     continue
                 column = self.columns[name] = Column(kind, self.capacity, self.max_categories,
                                                      self.seeds.get(name, ()))
+                if name in self.seen:
+                    column.watch_unseen(self.seen[name])
             elif name in held:  # not the schema's: its column is kept by the events it is present in
                 held[name] += len(values) - values.count(None)
             values = values[take] if take.start else values
@@ -234,7 +292,8 @@ class ColumnGroup:
 
     def snapshot(self, order: np.ndarray) -> dict[str, ColumnSnapshot]:
         return {
-            name: ColumnSnapshot(col.kind, col.values[order], col.state[order], tuple(col.categories))
+            name: ColumnSnapshot(col.kind, col.values[order], col.state[order], tuple(col.categories),
+                                 None if col.unseen is None else col.unseen[order])
             for name, col in self.columns.items()
         }
 
@@ -270,6 +329,12 @@ class Window:
         with self._lock:
             self.features.seed(features)
             self.outputs.seed(outputs)
+
+    def watch_unseen(self, features: dict[str, SeenValues], outputs: dict[str, SeenValues]) -> None:
+        """Flag values the reference never held (``ColumnGroup.watch_unseen``)."""
+        with self._lock:
+            self.features.watch_unseen(features)
+            self.outputs.watch_unseen(outputs)
 
     def reserve_columns(self, features: Sequence[str], outputs: Sequence[str]) -> None:
         """Keep columns for these names (``ColumnGroup.reserve``)."""
@@ -331,7 +396,8 @@ class Window:
     def memory_bytes(self) -> int:
         columns = [*self.features.columns.values(), *self.outputs.columns.values()]
         return int(self.timestamps.nbytes + self.prediction_ids.nbytes
-                   + sum(c.values.nbytes + c.state.nbytes for c in columns))
+                   + sum(c.values.nbytes + c.state.nbytes + (0 if c.unseen is None else c.unseen.nbytes)
+                         for c in columns))
 
 
 class WindowStore:
@@ -348,6 +414,7 @@ class WindowStore:
         self._windows: dict[str, Window] = {}
         self._lock = threading.Lock()
         self._seeds: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
+        self._seen: tuple[dict[str, SeenValues], dict[str, SeenValues]] = ({}, {})
         self._reserved: tuple[list[str], list[str]] = (list(reserved_features), list(reserved_outputs))
 
     def seed_categories(self, features: dict[str, list[str]], outputs: dict[str, list[str]]) -> None:
@@ -357,6 +424,15 @@ class WindowStore:
             windows = list(self._windows.values())
         for window in windows:
             window.seed_categories(features, outputs)
+
+    def watch_unseen(self, features: dict[str, SeenValues], outputs: dict[str, SeenValues]) -> None:
+        """Flag values the reference never held in every window, present and future (replaces
+        the previous reference's sets)."""
+        with self._lock:
+            self._seen = (dict(features), dict(outputs))
+            windows = list(self._windows.values())
+        for window in windows:
+            window.watch_unseen(features, outputs)
 
     def reserve_columns(self, features: Sequence[str], outputs: Sequence[str]) -> None:
         """Keep columns for these names in every window, present and future (the reference's)."""
@@ -383,6 +459,7 @@ class WindowStore:
                     window = Window(model_version, **self._kwargs, reserved_features=self._reserved[0],
                                     reserved_outputs=self._reserved[1])
                     window.seed_categories(*self._seeds)
+                    window.watch_unseen(*self._seen)
                     self._windows = {**self._windows, model_version: window}
         return window
 

@@ -29,15 +29,22 @@ from inferwatch.exposition.metrics import OTHER  # the bucket of categories outs
 from inferwatch.ingest.values import Kind
 from inferwatch.stats import MahalanobisModel, PCAModel
 from inferwatch.stats.calibration import CalibrationMap
+from inferwatch.stats.seen import SeenValues
 
 FORMAT = "inferwatch-reference-profile"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # Version 2 added, compatibly, the numeric statistic ``mad`` and the ``outlier`` section (the input
 # guard's Mahalanobis model with its reference score tail); version 3, the ``calibration`` section
-# (score -> probability maps for CBPE). Older files are still read: no calibration, so estimates
-# from them are uncalibrated, as before.
-READABLE_VERSIONS = (1, 2, 3)
+# (score -> probability maps for CBPE); version 4, the ``seen`` section (every category a
+# categorical column held: exact, or a Bloom filter) and the ``multivariate_thresholds`` section
+# (PCA and correlation drift thresholds by window size, resampled from the reference). Older files
+# are still read: no calibration, so estimates from them are uncalibrated, no seen-value sets, so
+# new categories count only where the top-K held every category, and no multivariate thresholds,
+# so those scores are published but decide nothing, as before.
+READABLE_VERSIONS = (1, 2, 3, 4)
 CALIBRATION_VERSION = 1  # of the calibration section's own layout
+SEEN_VERSION = 1  # of the seen section's own layout
+MULTIVARIATE_THRESHOLDS_VERSION = 1
 SAMPLE_ENCODING = "base64-float64-le"
 Role = Literal["feature", "output", "label"]
 
@@ -77,6 +84,10 @@ class CategoricalProfile:
     cardinality_estimated: bool
     statistics: dict[str, float]
     kind: Kind = "categorical"
+    # Format 4: every key the column held (None: an older profile), and the chance that a value
+    # drawn like the reference is one it never held (Good-Turing; docs/drift.md#new-categories).
+    seen: SeenValues | None = None
+    expected_unseen: float = math.nan
 
     @property
     def n_bins(self) -> int:
@@ -95,6 +106,42 @@ class CategoricalProfile:
 
 
 ColumnProfile = NumericProfile | CategoricalProfile
+
+
+@dataclass
+class MultivariateThresholds:
+    """The ``multivariate_thresholds`` section: for each window size, the upper ``quantile`` of the
+    PCA reconstruction-error ratio and of the correlation drift in stationary windows of that
+    size, resampled from the reference at profile time (``stats.resampling``)."""
+
+    quantile: float
+    draws: int
+    window_events: list[int]
+    pca_reconstruction: list[float]  # NaN where the profile has no PCA
+    correlation: list[float]
+
+    def threshold(self, method: str, events: int) -> float:
+        """The threshold of the largest stored window size not above ``events`` (thresholds fall
+        as windows grow, so this errs toward fewer alarms); NaN below the smallest size."""
+        values = self.pca_reconstruction if method == "pca_reconstruction" else self.correlation
+        at = int(np.searchsorted(np.asarray(self.window_events), events, side="right")) - 1
+        return float(values[at]) if at >= 0 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": MULTIVARIATE_THRESHOLDS_VERSION, "quantile": self.quantile, "draws": self.draws,
+                "window_events": [int(n) for n in self.window_events],
+                "pca_reconstruction": _floats(np.asarray(self.pca_reconstruction)),
+                "correlation": _floats(np.asarray(self.correlation))}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MultivariateThresholds:
+        if data.get("version") != MULTIVARIATE_THRESHOLDS_VERSION:
+            raise ValueError(f"unsupported multivariate_thresholds section version {data.get('version')!r}")
+        sizes = [int(n) for n in data["window_events"]]
+        pca, corr = _array(data["pca_reconstruction"]).tolist(), _array(data["correlation"]).tolist()
+        if not (len(pca) == len(corr) == len(sizes)) or sizes != sorted(sizes):
+            raise ValueError("multivariate_thresholds: window_events must be ascending, one threshold each")
+        return cls(float(data["quantile"]), int(data["draws"]), sizes, pca, corr)
 
 
 @dataclass
@@ -136,6 +183,7 @@ class ReferenceProfile:
     outlier_features: list[str] = field(default_factory=list)
     outlier: MahalanobisModel | None = None
     calibration: ScoreCalibration | None = None  # None: estimates from this profile are uncalibrated
+    multivariate_thresholds: MultivariateThresholds | None = None  # None: multivariate drift decides nothing
     rows: int = 0
     version: int = FORMAT_VERSION  # of the file it was read from (a built profile is the current one)
     source: str = ""
@@ -166,9 +214,37 @@ class ReferenceProfile:
                                                           "features": list(self.outlier_features),
                                                           **self.outlier.to_dict()},
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "seen": self._seen_to_dict(),
+            "multivariate_thresholds": None if self.multivariate_thresholds is None
+            else self.multivariate_thresholds.to_dict(),
         }
         data["hash"] = content_hash(data)
         return data
+
+    def _seen_to_dict(self) -> dict[str, Any] | None:
+        groups = {role: {n: {**c.seen.to_dict(), "expected_unseen_rate": _floats(np.array([c.expected_unseen]))[0]}
+                         for n, c in group.items() if isinstance(c, CategoricalProfile) and c.seen is not None}
+                  for role, group in (("features", self.features), ("outputs", self.outputs), ("label", self.label))}
+        if not any(groups.values()):
+            return None
+        return {"version": SEEN_VERSION, **groups}
+
+    def _seen_from_dict(self, data: dict[str, Any] | None) -> None:
+        if not data:
+            return
+        if data.get("version") != SEEN_VERSION:
+            raise ValueError(f"unsupported seen section version {data.get('version')!r}")
+        for role, group in (("features", self.features), ("outputs", self.outputs), ("label", self.label)):
+            for name, entry in dict(data.get(role, {})).items():
+                col = group.get(name)
+                if not isinstance(col, CategoricalProfile):
+                    raise ValueError(f"seen section: {role} {name!r} is not a categorical column of the profile")
+                try:
+                    col.seen = SeenValues.from_dict(entry)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise ValueError(f"seen section, column {name!r}: {e}") from None
+                rate = entry.get("expected_unseen_rate")
+                col.expected_unseen = math.nan if rate is None else float(rate)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, verify: bool = True) -> ReferenceProfile:
@@ -187,7 +263,8 @@ class ReferenceProfile:
         calibration = data.get("calibration")
         if outlier and outlier.get("method") != "mahalanobis":
             raise ValueError(f"unknown outlier method {outlier.get('method')!r} in the reference profile")
-        return cls(
+        thresholds = data.get("multivariate_thresholds")
+        profile = cls(
             features={n: _column_from_dict(n, c) for n, c in data.get("features", {}).items()},
             outputs={n: _column_from_dict(n, c) for n, c in data.get("outputs", {}).items()},
             label={n: _column_from_dict(n, c) for n, c in data.get("label", {}).items()},
@@ -198,6 +275,7 @@ class ReferenceProfile:
             outlier_features=list(outlier["features"]) if outlier else [],
             outlier=MahalanobisModel.from_dict(outlier) if outlier else None,
             calibration=ScoreCalibration.from_dict(calibration) if calibration else None,
+            multivariate_thresholds=MultivariateThresholds.from_dict(thresholds) if thresholds else None,
             version=int(data["version"]),
             rows=int(data.get("rows", 0)),
             source=str(data.get("source", "")),
@@ -205,6 +283,8 @@ class ReferenceProfile:
             settings=dict(data.get("settings", {})),
             hash=expected,
         )
+        profile._seen_from_dict(data.get("seen"))
+        return profile
 
     def save(self, path: str | os.PathLike[str]) -> str:
         data = self.to_dict()
@@ -235,6 +315,9 @@ class ReferenceProfile:
             total += self.outlier.whitening.nbytes + self.outlier.reference_tail.nbytes + self.outlier.mean.nbytes * 2
         if self.calibration is not None:
             total += sum(m.knots_x.nbytes + m.knots_y.nbytes for m in self.calibration.maps.values())
+        for group in (self.features, self.outputs, self.label):
+            total += sum(c.seen.memory_bytes() for c in group.values()
+                         if isinstance(c, CategoricalProfile) and c.seen is not None)
         return int(total)
 
     def describe(self) -> str:

@@ -1,7 +1,7 @@
 """Binned drift scores of many features at once, and the chi-squared test with rare categories pooled.
 
 ``binned_scores`` applies ``psi``, ``js_distance``, ``hellinger``, ``kl_divergence`` (``numeric``)
-and ``linf_distance`` (``categorical``) to every row of two (features x bins) count matrices in
+and ``linf_distance``, ``total_variation`` (``categorical``) to every row of two (features x bins) count matrices in
 one vectorised pass; tests hold each row equal to the registry's function
 (``DRIFT_TESTS[name].function``). ``pooled_chi_squared`` is ``chi_squared_homogeneity`` after
 Cochran's rule: categories too rare for the chi-squared approximation are pooled first.
@@ -21,7 +21,7 @@ from .numeric import DEFAULT_EPS
 __all__ = ["BINNED_METHODS", "binned_scores", "pooled_chi_squared"]
 
 #: The methods ``binned_scores`` computes (every other drift test needs the samples or a test).
-BINNED_METHODS = frozenset({"psi", "js", "hellinger", "kl", "linf"})
+BINNED_METHODS = frozenset({"psi", "js", "hellinger", "kl", "linf", "tv"})
 
 _LN2 = math.log(2.0)
 
@@ -57,6 +57,8 @@ def binned_scores(reference_counts: np.ndarray, current_counts: np.ndarray, meth
             out["hellinger"] = np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, axis=1))
         if "linf" in wanted:
             out["linf"] = np.max(np.abs(p - q), axis=1)
+        if "tv" in wanted:
+            out["tv"] = np.sum(np.abs(p - q), axis=1) / 2.0
     return out
 
 

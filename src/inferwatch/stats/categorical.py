@@ -14,7 +14,8 @@ from scipy import special
 
 from .numeric import DEFAULT_EPS, js_distance, proportions, psi
 
-__all__ = ["chi_squared", "chi_squared_homogeneity", "linf_distance", "js_distance", "psi", "unseen_ratio", "entropy"]
+__all__ = ["chi_squared", "chi_squared_homogeneity", "linf_distance", "total_variation", "js_distance", "psi",
+           "unseen_ratio", "entropy"]
 
 _NAN = float("nan")
 
@@ -94,6 +95,21 @@ def linf_distance(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
     if p.size == 0:
         return _NAN
     return float(np.max(np.abs(p - q)))
+
+
+def total_variation(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    """Total variation distance ``sum_i abs(p_i - q_i) / 2`` between the category proportions.
+
+    The share of probability mass that has to move to turn one distribution into the other, in
+    [0, 1]: the categorical counterpart of the KS statistic (the mass moved across one cut). One
+    value changes it by at most 1/n. Equals ``scipy.spatial.distance.cityblock(p, q) / 2``.
+    """
+    p, q = proportions(ref_counts), proportions(cur_counts)
+    if p.shape != q.shape:
+        raise ValueError(f"count vectors differ in length: {p.size} != {q.size}")
+    if p.size == 0:
+        return _NAN
+    return float(np.sum(np.abs(p - q)) / 2.0)
 
 
 def unseen_ratio(cur_counts_unseen: int | np.ndarray, n: int) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bonferroni", "benjamini_hochberg", "drifted_share"]
+__all__ = ["bonferroni", "benjamini_hochberg", "corrected", "drift_decisions", "drifted_share"]
 
 
 def _pvalues(p_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +52,42 @@ def benjamini_hochberg(p_values: np.ndarray, alpha: float = 0.05) -> np.ndarray:
     sub[order] = adj <= alpha
     flags[valid] = sub
     return flags
+
+
+def corrected(p_values: np.ndarray, alphas: np.ndarray, correction: str, alpha: float) -> np.ndarray:
+    """Significance of each p-value against its own level ``alphas[i]``, corrected as one family.
+
+    ``correction``: ``bonferroni`` (``p * m <= alpha_i``), ``bh`` (Benjamini-Hochberg at ``alpha``,
+    each p-value scaled by ``alpha / alpha_i`` when the levels differ) or ``none`` (``p <= alpha_i``).
+    """
+    p, valid = _pvalues(p_values)
+    levels = np.asarray(alphas, dtype=np.float64).ravel()
+    if correction == "bonferroni":
+        m = int(valid.sum())
+        return valid & (np.where(valid, p, np.inf) * m <= levels)
+    if correction == "bh":
+        if p.size and np.all(levels == levels[0]):
+            return benjamini_hochberg(p, float(levels[0]))
+        return benjamini_hochberg(p / levels * alpha, alpha)
+    return valid & (np.where(valid, p, np.inf) <= levels)
+
+
+def drift_decisions(p_values: np.ndarray, effects: np.ndarray, min_effects: np.ndarray, alphas: np.ndarray, *,
+                    correction: str, alpha: float) -> np.ndarray:
+    """The drift rule, one flag per piece of evidence: its p-value is significant after the
+    multiple-testing correction over **every** row together, **and** its effect size is at least
+    its minimum effect.
+
+    A row is one statistic on one view of one column (the full window's KS test of a feature, the
+    recent events' one, ...). Correcting over all rows keeps the chance of any false flag per
+    evaluation at ``alpha`` however many views look at a column; the effect gate only removes
+    flags, so it cannot add false alarms, and it stops a large window from flagging a change too
+    small to matter. A NaN effect never passes the gate.
+    """
+    significant = corrected(p_values, alphas, correction, alpha)
+    effect = np.asarray(effects, dtype=np.float64).ravel()
+    with np.errstate(invalid="ignore"):
+        return significant & (effect >= np.asarray(min_effects, dtype=np.float64).ravel())
 
 
 def drifted_share(flags: np.ndarray) -> float:

@@ -31,6 +31,26 @@ DATA = AlertGroup("inferwatch-data.alerts", "data", (
                      "inferwatch_dataset_drifted = 1 for ${for}. Predictions are made on a population "
                      "the model was not trained on."),
     ),
+    # How the features move together (issue 19): the sidecar decides each multivariate score
+    # against the threshold its reference profile resampled for a window of this size; the
+    # value shown is the score itself (inferwatch_correlation_drift_score has no method label).
+    AlertRule(
+        "InferwatchMultivariateDrift",
+        summary="How the inputs of a model vary together has changed from its reference.",
+        expr=("(\n"
+              '  label_replace(inferwatch_correlation_drift_score{${selector}}, "method", "correlation", "", "")\n'
+              "  or\n"
+              '  inferwatch_multivariate_drift_score{${selector}, method="pca_reconstruction"}\n'
+              ")\n"
+              "and on (job, instance, model, model_version, method)\n"
+              "inferwatch_multivariate_drifted{${selector}} == 1\n"),
+        description=("The inputs of {{ $labels.model }} version {{ $labels.model_version }} (sidecar "
+                     "{{ $labels.instance }}) no longer vary together as in the reference: {{ $labels.method }} "
+                     "= {{ printf \"%.3g\" $value }}; threshold: the sidecar's multivariate decision "
+                     "(inferwatch_multivariate_drifted = 1: the score is above the threshold the reference "
+                     "profile resampled for a window of this size), for ${for}. Each feature may look unchanged "
+                     "on its own while their relations, which the model relies on, have moved."),
+    ),
     # Bodies that could not be decoded, as a share of the requests (proxy mode); a push-only
     # sidecar has no requests, so there it is the share of events and failed bodies.
     AlertRule(

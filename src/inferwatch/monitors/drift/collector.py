@@ -38,6 +38,13 @@ class DriftCollector(EngineCollector[DriftEngine]):
             "drifted": GaugeMetricFamily("inferwatch_feature_drifted",
                                          "1 if the feature drifted by its decision (method: the one that decided), "
                                          "else 0.", labels=[*mv, "feature", "method"]),
+            "effect": GaugeMetricFamily("inferwatch_feature_drift_effect",
+                                        "Share of a feature's probability mass that moved from the reference (KS D "
+                                        "for numbers, total variation for categories): the effect its decision "
+                                        "needs to reach drift.min_effect. view: full (the window), recent (its "
+                                        "most recent events) or unseen (a categorical column's share of values "
+                                        "the reference never held, beyond the expected share).",
+                                        labels=[*mv, "feature", "view"]),
             "stat": GaugeMetricFamily("inferwatch_feature_statistic",
                                       "A basic statistic of a feature in the reference and in the current window.",
                                       labels=[*mv, "feature", "statistic", "source"]),
@@ -47,6 +54,10 @@ class DriftCollector(EngineCollector[DriftEngine]):
             "pp": GaugeMetricFamily("inferwatch_prediction_drift_p_value",
                                     "p-value of a model output's drift test (ks, chi2), before correction.",
                                     labels=[*mv, "output", "method"]),
+            "peffect": GaugeMetricFamily("inferwatch_prediction_drift_effect",
+                                         "Share of a model output's probability mass that moved from the reference "
+                                         "(KS D, total variation), by view (full, recent, unseen).",
+                                         labels=[*mv, "output", "view"]),
             "pdrifted": GaugeMetricFamily("inferwatch_prediction_drifted",
                                           "1 if the model output drifted by its decision (method: the one that "
                                           "decided), else 0.", labels=[*mv, "output", "method"]),
@@ -60,6 +71,10 @@ class DriftCollector(EngineCollector[DriftEngine]):
                                     labels=[*mv, "method"]),
             "corr": GaugeMetricFamily("inferwatch_correlation_drift_score",
                                       "Largest absolute change of a pairwise feature correlation.", labels=mv),
+            "mvdrifted": GaugeMetricFamily("inferwatch_multivariate_drifted",
+                                           "1 if a multivariate drift score (method: pca_reconstruction, correlation) "
+                                           "exceeds the reference's resampled threshold for the window's size, else 0.",
+                                           labels=[*mv, "method"]),
             "duration": GaugeMetricFamily("inferwatch_drift_evaluation_duration_seconds",
                                           "Time the last drift evaluation of the window took.", labels=mv),
             "last": GaugeMetricFamily("inferwatch_drift_last_evaluation_timestamp_seconds",
@@ -81,6 +96,8 @@ class DriftCollector(EngineCollector[DriftEngine]):
                     fam["p"].add_metric([*base, c.name, method], value)
                 if c.method:
                     fam["drifted"].add_metric([*base, c.name, c.method], 1.0 if c.drifted else 0.0)
+                for evidence in c.evidence:
+                    fam["effect"].add_metric([*base, c.name, evidence.view], evidence.effect)
                 if e.config.summary_statistics:
                     names = NUMERIC_STATISTICS if c.kind == "numeric" else CATEGORICAL_STATISTICS
                     reference = ref_stats.get(c.name, {})
@@ -97,6 +114,8 @@ class DriftCollector(EngineCollector[DriftEngine]):
                     fam["pp"].add_metric([*base, c.name, method], value)
                 if c.method:
                     fam["pdrifted"].add_metric([*base, c.name, c.method], 1.0 if c.drifted else 0.0)
+                for evidence in c.evidence:
+                    fam["peffect"].add_metric([*base, c.name, evidence.view], evidence.effect)
             if r.features:
                 fam["ratio"].add_metric(base, r.drifted_ratio)
                 fam["dataset"].add_metric(base, 1.0 if r.dataset_drifted else 0.0)
@@ -104,6 +123,8 @@ class DriftCollector(EngineCollector[DriftEngine]):
                 fam["mv"].add_metric([*base, "pca_reconstruction"], r.multivariate)
             if not math.isnan(r.correlation):
                 fam["corr"].add_metric(base, r.correlation)
+            for method, drifted in r.multivariate_drifted.items():
+                fam["mvdrifted"].add_metric([*base, method], 1.0 if drifted else 0.0)
             fam["duration"].add_metric(base, r.duration)
             fam["last"].add_metric(base, r.timestamp)
             fam["events"].add_metric(base, r.events)

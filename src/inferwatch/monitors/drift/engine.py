@@ -94,6 +94,10 @@ class DriftEngine(BackgroundWorker):
         self.windows.seed_categories(*({name: list(col.categories) for name, col in group.items()
                                         if isinstance(col, CategoricalProfile)}
                                        for group in (profile.features, profile.outputs)))
+        # Format 4: every value the reference held, so the windows flag new ones as they are written.
+        self.windows.watch_unseen(*({name: col.seen for name, col in group.items()
+                                     if isinstance(col, CategoricalProfile) and col.seen is not None}
+                                    for group in (profile.features, profile.outputs)))
         self.evaluator = Evaluator(prepared, self.config)
         self.coverage = ColumnCoverage(profile.features, profile.outputs, self.config.min_events)
         with self._counters_lock:
