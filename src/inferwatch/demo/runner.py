@@ -232,6 +232,30 @@ def sidecar_config(workdir: Path, *, upstream_port: int, proxy_port: int, admin_
     return path
 
 
+def keep_running(processes: list[subprocess.Popen]) -> int:
+    """``--keep``: every process left up until Ctrl-C (0), or until one of them ends (1)."""
+    print("Still running (--keep): every link above answers until Ctrl-C.", flush=True)
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nStopping.")
+        return 0
+    print("A demo process ended; stopping the rest.", file=sys.stderr)
+    return 1
+
+
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to each, the last started first; each waited for 10 s, then killed."""
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int = 9180, upstream_port: int = 8081,
              challenger_port: int = 8082, with_stack: bool = True, report_every: float = 5.0,
              keep: bool = False) -> int:
@@ -320,23 +344,9 @@ def run_demo(*, duration: float = 60.0, proxy_port: int = 8080, admin_port: int 
         print(f"\nDone: {traffic.sent} requests sent, {traffic.failed} failed, {traffic.labels_sent} labels sent. "
               f"Work files are in {workdir}.")
         if keep:
-            print("Still running (--keep): every link above answers until Ctrl-C.", flush=True)
-            try:
-                while all(process.poll() is None for process in processes):
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                print("\nStopping.")
-                return 0
-            print("A demo process ended; stopping the rest.", file=sys.stderr)
-            return 1
+            return keep_running(processes)
         return 0
     except KeyboardInterrupt:
         return 130
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)

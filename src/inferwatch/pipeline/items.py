@@ -28,10 +28,16 @@ class Exchange:
     # The proxy kept only the first proxy.max_monitored_body_bytes of the response (or the stream
     # was cut): what was kept is here, never decoded as a whole body.
     response_truncated: bool = False
+    # The upstream failed while the answer was relayed (reset, read timeout): the answer is cut
+    # by the server's side, not by the monitoring cap (response_truncated is set too).
+    upstream_failed: bool = False
     source: str = "proxy"
     challenger: str = ""  # set: a shadow challenger's answer to the champion's request (inferwatch.shadow)
     # A text/event-stream response split into its events by the worker (ingest/sse.py).
     response_events: list[SseEvent] | None = None
+    # (end byte in response_body, seconds after the proxy's start) of each chunk of a streamed
+    # answer as it arrived (serving/streaming.py MonitorCopy.timeline): tokens' timing.
+    response_timeline: list[tuple[int, float]] | None = None
 
 
 @dataclass
@@ -48,4 +54,4 @@ LABEL_BYTES = 160
 
 
 def exchange_bytes(exchange: Exchange) -> int:
-    return len(exchange.request_body) + len(exchange.response_body or b"")
+    return len(exchange.request_body) + len(exchange.response_body or b"") + 64 * len(exchange.response_timeline or ())

@@ -42,7 +42,7 @@ RESERVED = frozenset({
     "prediction_id", "timestamp", "timestamp_unix", "model", "model_version", "endpoint", "status",
     "latency_seconds", "sampled", "inputs", "outputs",
 })
-ROW_FIELDS = frozenset({"outlier"})  # per-row fields monitoring stages may add (``row_extra``)
+ROW_FIELDS = frozenset({"outlier", "genai_text"})  # per-row fields monitoring stages may add (``row_extra``)
 
 
 class PredictionLogger:
@@ -167,7 +167,7 @@ class PredictionLogger:
                         f'"timestamp_unix":{unix},{common}')
                 if row_extra and i in row_extra:
                     for key, value in row_extra[i].items():
-                        if key in ROW_FIELDS:
+                        if key in ROW_FIELDS and (key != "genai_text" or sampled[i]):  # text follows the sample
                             line += f',{dumps(key)}:{dumps(value)}'
                 if sampled[i]:
                     inputs = {name: self._value(name, column[i]) for name, column in features.items()}

@@ -23,6 +23,7 @@ from inferwatch.ingest.events import EventBatch, PayloadError
 from inferwatch.ingest.ground_truth import LabelBatch
 from inferwatch.ingest.sse import is_event_stream, split_events
 from inferwatch.exposition.metrics import Metrics
+from .genai import GenAIDecoding
 from .handoff import HandoffQueue, QueueClosed
 from .items import CELL_BYTES, LABEL_BYTES, Exchange, PushedBatch, exchange_bytes
 from .predlog import PredictionLogger
@@ -78,6 +79,8 @@ class Pipeline:
         self.label_sink: Callable[[LabelBatch], Any] | None = None
         # Shadow comparisons, when configured.
         self.shadow_sink: Callable[[Exchange, EventBatch | None], None] | None = None
+        # OpenAI-compatible exchanges (genai.enabled): decoded by their own codec, records to the genai monitor.
+        self.genai: GenAIDecoding | None = None
 
     @property
     def running(self) -> bool:
@@ -334,6 +337,10 @@ class Pipeline:
             return decode_grpc_exchange(item.request_body, item.response_body if answered else None,
                                         feature_names=payload.feature_names or None,
                                         max_bytes=payload.max_decode_bytes)
+        if self.genai is not None and not item.challenger:
+            genai = self.genai.decode(item, answered)
+            if genai is not None:
+                return genai
         response = item.response_body if answered else None
         if response is not None and is_event_stream(item.response_content_type):
             # Server-sent events, split here (never on the request path); no codec reads them
@@ -457,6 +464,11 @@ def merge_batches(batches: list[EventBatch]) -> EventBatch:
         return out
 
     first = batches[0]
+    notes: dict[int, dict[str, Any]] = {}  # e.g. the genai text kept for the prediction log
+    offset = 0
+    for b in batches:
+        notes.update({offset + i: a for i, a in (b.annotations or {}).items()})
+        offset += b.n
     return EventBatch(
         sum(b.n for b in batches),
         features={name: concat([b.features[name] for b in batches]) for name in first.features},
@@ -465,4 +477,5 @@ def merge_batches(batches: list[EventBatch]) -> EventBatch:
         timestamps=[t for b in batches for t in b.ensure_timestamps()],
         source=first.source,
         output_kinds=first.output_kinds,
+        annotations=notes or None,
     )

@@ -12,6 +12,8 @@ Everything here runs on the proxy's event loop thread: no locks.
 from __future__ import annotations
 
 import asyncio
+import time
+from itertools import accumulate
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -74,17 +76,23 @@ class MonitorCopy:
     Chunks are kept by reference (aiohttp hands us immutable ``bytes``): no copy per chunk; the
     one join happens when the exchange is handed to the pipeline. ``reason`` says why the copy
     stopped (``too_large``, ``budget``); ``skipped`` counts the bytes not kept.
+
+    Given ``started`` (the proxy's ``perf_counter`` start), ``arrivals`` holds each kept chunk's
+    arrival in seconds after it, parallel to ``chunks`` (one clock read and one append a chunk):
+    time to first token and per output token are read from it in the worker.
     """
 
-    __slots__ = ("cap", "budget", "chunks", "kept", "skipped", "reason")
+    __slots__ = ("cap", "budget", "chunks", "kept", "skipped", "reason", "started", "arrivals")
 
-    def __init__(self, cap: int, budget: ByteBudget):
+    def __init__(self, cap: int, budget: ByteBudget, started: float | None = None):
         self.cap = cap
         self.budget = budget
         self.chunks: list[bytes] = []
         self.kept = 0
         self.skipped = 0
         self.reason: str | None = None
+        self.started = started
+        self.arrivals: list[float] = []
 
     def add(self, chunk: bytes) -> None:
         if self.reason is None:
@@ -94,12 +102,16 @@ class MonitorCopy:
                 if room > 0 and self.budget.take(room):  # what fits is kept: an event stream's first events
                     self.chunks.append(chunk[:room])
                     self.kept += room
+                    if self.started is not None:
+                        self.arrivals.append(time.perf_counter() - self.started)
                     chunk = chunk[room:]
             elif not self.budget.take(len(chunk)):
                 self.reason = "budget"
             else:
                 self.chunks.append(chunk)
                 self.kept += len(chunk)
+                if self.started is not None:
+                    self.arrivals.append(time.perf_counter() - self.started)
                 return
         self.skipped += len(chunk)
 
@@ -109,6 +121,12 @@ class MonitorCopy:
 
     def body(self) -> bytes:
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+
+    def timeline(self) -> list[tuple[int, float]] | None:
+        """(end byte in ``body()``, arrival) of each kept chunk; None when arrivals were not kept."""
+        if not self.arrivals:
+            return None
+        return list(zip(accumulate(map(len, self.chunks)), self.arrivals))
 
     def release(self) -> None:
         """Give the bytes back to the budget (the pipeline's queue bounds them from here on)."""
