@@ -6,7 +6,7 @@ set -u
 optional=0
 if [ "${1:-}" = "--optional" ]; then optional=1; shift; fi
 declare -A binary=([prometheus]=promtool [prometheus-alertmanager]=amtool
-                   [prometheus-pushgateway]=prometheus-pushgateway)
+                   [prometheus-pushgateway]=prometheus-pushgateway [default-jre-headless]=java)
 missing=()
 for pkg in "$@"; do
   bin=${binary[$pkg]:-$pkg}

@@ -4,7 +4,14 @@
 uniform row sample of ``sample_size`` rows kept by smallest random keys, capped category
 counters, a KMV distinct-count sketch), then ``freeze`` fixes the bin edges from the sample and,
 when the input had more rows than the sample, ``count_bins`` over a second pass gives exact
-reference bin counts. ``build_profile`` does it all for in-memory columns (warm-up references);
+reference bin counts.
+
+The state is mergeable, so any engine can profile partitions in parallel (docs/reference-profile.md,
+"Profiles on a cluster"): each partition is observed by its own builder, given the id of its first
+row (``row_offset``; a row's sample key is a hash of the seed and its id, so the sample does not
+depend on how rows were split), the builders are combined with ``merge`` / ``merge_states``, the
+merged builder is frozen, its ``bin_edges()`` are shipped back to the partitions, each counts its
+bins (``BinEdges.count``) and ``add_bin_counts(merge_bin_counts(...))`` completes the profile. ``build_profile`` does it all for in-memory columns (warm-up references);
 ``readers.build_profile_from_file`` drives the builder over a file. With a binary label, the
 sample also keeps each row's label, and every score output (numeric, within [0, 1]) gets a
 calibration map fitted on the sampled rows (``stats.calibration``).
@@ -12,11 +19,13 @@ calibration map fitted on the sampled rows (``stats.calibration``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
 from collections import Counter
-from typing import Any, Iterable, cast
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence, cast
 
 import numpy as np
 
@@ -26,7 +35,9 @@ from inferwatch.stats import (
     MahalanobisModel, PCAModel, correlation_matrix, entropy, median_abs_deviation, quantile_edges, summary_statistics,
 )
 from inferwatch.stats.calibration import fit_calibration
-from .format import CategoricalProfile, NumericProfile, ReferenceProfile, Role, ScoreCalibration
+from inferwatch.stats.resampling import DEFAULT_DRAWS, DEFAULT_QUANTILE, WINDOW_SIZES, resampled_thresholds
+from inferwatch.stats.seen import SeenValues, expected_unseen_rate
+from .format import CategoricalProfile, MultivariateThresholds, NumericProfile, ReferenceProfile, Role, ScoreCalibration
 
 DEFAULT_SAMPLE_SIZE = 10_000
 DEFAULT_BINS = 10
@@ -60,11 +71,23 @@ class _Moments:
         self.min = min(self.min, float(present.min()))
         self.max = max(self.max, float(present.max()))
 
+    def merge(self, other: _Moments) -> None:
+        """Chan et al.'s pairwise combination: the same numbers as one pass up to float rounding."""
+        self.missing += other.missing
+        if other.n == 0:
+            return
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean += delta * other.n / n
+        self.m2 += other.m2 + delta * delta * self.n * other.n / n
+        self.n = n
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+
 
 class _Categories:
     """Capped category counts (the rarest half pruned at the cap) and a KMV distinct-count sketch."""
 
-    __slots__ = ("counts", "missing", "present", "pruned", "hashes")
+    __slots__ = ("counts", "missing", "present", "pruned", "hashes", "seen")
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
@@ -72,6 +95,7 @@ class _Categories:
         self.present = 0
         self.pruned = False
         self.hashes = np.empty(0, dtype=np.uint64)
+        self.seen = SeenValues()  # every key, for new categories (exact, then a Bloom filter)
 
     def update(self, values: Iterable[Any]) -> None:
         keys = [category_key(v) for v in values]
@@ -82,14 +106,39 @@ class _Categories:
         counts = self.counts
         for key, c in chunk.items():
             counts[key] = counts.get(key, 0) + c
-        if len(counts) > _COUNTER_CAP:
-            keep = sorted(counts.items(), key=lambda kv: -kv[1])[: _COUNTER_CAP // 2]
-            self.counts = dict(keep)
-            self.pruned = True
+        self._prune()
         new = np.fromiter((int.from_bytes(hashlib.blake2b(k.encode("utf-8", "surrogatepass"), digest_size=8)
                                           .digest(), "little") for k in chunk), dtype=np.uint64, count=len(chunk))
         merged = np.union1d(self.hashes, new)
         self.hashes = merged[:_KMV_K]
+        self.seen.add(chunk)
+
+    def _prune(self) -> None:
+        if len(self.counts) > _COUNTER_CAP:
+            keep = sorted(self.counts.items(), key=lambda kv: -kv[1])[: _COUNTER_CAP // 2]
+            self.counts = dict(keep)
+            self.pruned = True
+
+    def merge(self, other: _Categories) -> None:
+        """Counts add up (exact while a column has at most ``_COUNTER_CAP`` categories); the
+        KMV sketch of a union is the smallest hashes of both sketches, whatever the order."""
+        self.missing += other.missing
+        self.present += other.present
+        self.pruned = self.pruned or other.pruned
+        counts = self.counts
+        for key, c in other.counts.items():
+            counts[key] = counts.get(key, 0) + c
+        self._prune()
+        self.hashes = np.union1d(self.hashes, other.hashes)[:_KMV_K]
+        self.seen.merge(other.seen)  # exact sets by union up to the cap, Bloom filters by OR
+
+    def expected_unseen(self) -> float:
+        """Good-Turing: the share of values seen once. After pruning, only keys kept with a
+        count of 2 or more are known not to be singletons, so the rest of the mass bounds it."""
+        if self.pruned:
+            repeated = sum(c for c in self.counts.values() if c >= 2)
+            return expected_unseen_rate(self.present - repeated, self.present)
+        return expected_unseen_rate(sum(1 for c in self.counts.values() if c == 1), self.present)
 
     def cardinality(self) -> tuple[int, bool]:
         if self.hashes.size < _KMV_K:
@@ -104,6 +153,12 @@ class ProfileBuilder:
     ``columns`` maps a role (feature / output / label) to {name: kind}; every chunk passed to
     ``observe`` and ``count_bins`` is a mapping of column name to a sequence of values (chunks
     may lack a column: its values count as missing).
+
+    Every row has an id: its position in the input unless ``observe`` is told otherwise
+    (``row_offset``). The row sample keeps the ``sample_size`` rows whose keys, a hash of
+    (seed, id), are smallest, so builders that observed disjoint id ranges merge into exactly
+    the sample one builder would have kept over all the rows. A builder pickles to about
+    ``sample_size`` x (numeric columns + 2) x 8 bytes plus its category counters.
     """
 
     def __init__(self, columns: dict[Role, dict[str, Kind]], *, sample_size: int = DEFAULT_SAMPLE_SIZE,
@@ -114,15 +169,16 @@ class ProfileBuilder:
         self.sample_size = sample_size
         self.bins = bins
         self.top_k = top_k
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.rows = 0
+        self._next_id = 0  # the id of the next row observed without a row_offset
         self.numeric = [(role, n) for role, cols in self.columns.items() for n, k in cols.items() if k == "numeric"]
         self.categorical = [(role, n) for role, cols in self.columns.items() for n, k in cols.items()
                             if k == "categorical"]
         self._moments = {key: _Moments() for key in self.numeric}
         self._categories = {key: _Categories() for key in self.categorical}
-        # The row sample: the sample_size rows with the smallest random keys (uniform without replacement).
-        self._keys = np.empty(0)
+        # The row sample: the sample_size rows with the smallest keys (uniform without replacement).
+        self._keys = np.empty(0, dtype=np.uint64)
         self._sample = np.empty((0, len(self.numeric)))
         # The sampled rows' labels (category keys), beside the sample, for the calibration maps.
         labels = list(self.columns.get("label", {}))
@@ -133,8 +189,18 @@ class ProfileBuilder:
         self._bin_counts: dict[tuple[str, str], np.ndarray] = {}
 
     # pass 1 ------------------------------------------------------------------------------
-    def observe(self, chunk: dict[str, Any]) -> None:
+    def observe(self, chunk: dict[str, Any], *, row_offset: int | None = None) -> None:
+        """Add a chunk of rows. ``row_offset`` is the id of its first row (the next rows follow
+        on); without it the chunk follows the rows this builder saw before. Partitions observed
+        by different builders must have disjoint ids: their positions in the whole input give
+        the very sample of a single pass."""
+        if self._edges is not None:
+            raise RuntimeError("observe() after freeze()")
         n = count_rows(chunk)
+        start = self._next_id if row_offset is None else row_offset
+        if start < 0:
+            raise ValueError("row_offset must be >= 0")
+        self._next_id = start + n
         if n == 0:
             return
         self.rows += n
@@ -149,20 +215,55 @@ class ProfileBuilder:
                 self._categories[key].missing += n
             else:
                 self._categories[key].update(values)
-        keys = np.concatenate((self._keys, self.rng.random(n)))
-        rows = np.concatenate((self._sample, matrix))
-        labels = self._label_sample
+        chunk_labels = np.empty(n if self._label is not None else 0, dtype=object)
         if self._label is not None:
             values = chunk.get(self._label)
-            chunk_labels = np.empty(n, dtype=object)
             if values is not None:
                 chunk_labels[:] = [category_key(v) for v in values]
-            labels = np.concatenate((labels, chunk_labels))
+        self._add_to_sample(row_keys(self.seed, start, n), matrix, chunk_labels)
+
+    def _add_to_sample(self, keys: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> None:
+        keys = np.concatenate((self._keys, keys))
+        rows = np.concatenate((self._sample, rows))
+        if self._label is not None:
+            labels = np.concatenate((self._label_sample, labels))
         if keys.size > self.sample_size:
             keep = np.argpartition(keys, self.sample_size - 1)[: self.sample_size]
             keys, rows = keys[keep], rows[keep]
             labels = labels[keep] if self._label is not None else labels
-        self._keys, self._sample, self._label_sample = keys, rows, labels
+        self._keys, self._sample = keys, rows
+        if self._label is not None:
+            self._label_sample = labels
+
+    # merging -----------------------------------------------------------------------------
+    def merge(self, other: ProfileBuilder) -> ProfileBuilder:
+        """Fold another builder's state into this one (returns self) before either is frozen.
+
+        Both must have the same columns and settings and must have observed disjoint row ids.
+        Counts, min, max, the category counters (below ``_COUNTER_CAP`` categories a column),
+        the KMV sketch and the row sample are exactly those of one builder over all the rows,
+        in any merge order; mean and std equal them up to floating-point rounding (the
+        pairwise update of Chan et al., as a single pass itself rounds differently per chunking).
+        """
+        if self._edges is not None or other._edges is not None:
+            raise RuntimeError("merge() before freeze()")
+        mine = (self.columns, self.sample_size, self.bins, self.top_k, self.seed)
+        theirs = (other.columns, other.sample_size, other.bins, other.top_k, other.seed)
+        if mine != theirs:
+            raise ValueError("cannot merge profile builders with different columns or settings "
+                             "(columns, sample_size, bins, top_k and seed must match)")
+        before = self._keys.size + other._keys.size
+        self.rows += other.rows
+        self._next_id = max(self._next_id, other._next_id)
+        for key, m in self._moments.items():
+            m.merge(other._moments[key])
+        for key, c in self._categories.items():
+            c.merge(other._categories[key])
+        self._add_to_sample(other._keys, other._sample, other._label_sample)
+        if np.unique(self._keys).size != self._keys.size or before < self._keys.size:
+            raise ValueError("merged builders observed the same row ids: give each partition a disjoint "
+                             "row_offset range")
+        return self
 
     @property
     def needs_second_pass(self) -> bool:
@@ -171,6 +272,12 @@ class ProfileBuilder:
 
     def freeze(self) -> None:
         """Fix the numeric bin edges from the sample; count the bins on it when it is all the data."""
+        # The sample in key order, so everything computed from it (sums in the correlation, PCA,
+        # calibration) rounds the same way however the rows arrived.
+        order = np.argsort(self._keys, kind="stable")
+        self._keys, self._sample = self._keys[order], self._sample[order]
+        if self._label is not None:
+            self._label_sample = self._label_sample[order]
         self._edges = {key: quantile_edges(self._sample[:, j], self.bins) for j, key in enumerate(self.numeric)}
         self._bin_counts = {key: np.zeros(e.size + 1, dtype=np.int64) for key, e in self._edges.items()}
         if not self.needs_second_pass:
@@ -179,11 +286,22 @@ class ProfileBuilder:
 
     # pass 2 ------------------------------------------------------------------------------
     def count_bins(self, chunk: dict[str, Any]) -> None:
+        self.add_bin_counts(self.bin_edges().count(chunk))
+
+    def bin_edges(self) -> BinEdges:
+        """The fixed bin edges (after ``freeze``), small and picklable, for counting elsewhere."""
+        if self._edges is None:
+            raise RuntimeError("freeze() before bin_edges()")
+        return BinEdges(dict(self._edges))
+
+    def add_bin_counts(self, counts: dict[tuple[str, str], np.ndarray]) -> None:
+        """Add bin counts of the second pass (``BinEdges.count`` of chunks, ``merge_bin_counts``)."""
         if self._edges is None:
             raise RuntimeError("freeze() before count_bins()")
-        for key in self.numeric:
-            if key[1] in chunk:
-                self._bin_counts[key] += _bins(to_float_array(chunk[key[1]]), self._edges[key])
+        if not self.needs_second_pass:
+            raise RuntimeError("the bins were counted on the sample (it holds every row): no second pass")
+        for key, c in counts.items():
+            self._bin_counts[key] += c
 
     # the result --------------------------------------------------------------------------
     def build(self, *, source: str = "") -> ReferenceProfile:
@@ -215,8 +333,11 @@ class ProfileBuilder:
             total = c.present + c.missing
             stats = {"missing_ratio": c.missing / total if total else math.nan, "entropy": entropy(counts),
                      "cardinality": float(cardinality)}
+            seen = copy.copy(c.seen)  # folded for the file; the builder keeps its own (mergeable) bits
+            seen.fold()
             profile.group(key[0])[key[1]] = CategoricalProfile(key[1], c.present, c.missing, [k for k, _ in top],
-                                                               counts, cardinality, estimated, stats)
+                                                               counts, cardinality, estimated, stats,
+                                                               seen=seen, expected_unseen=c.expected_unseen())
         features = [n for role, n in self.numeric if role == "feature"]
         if len(features) >= 2 and self._sample.shape[0] >= 2:
             idx = [self.numeric.index(("feature", n)) for n in features]
@@ -227,6 +348,7 @@ class ProfileBuilder:
             if len(observed) >= 2:
                 profile.pca_features = [features[i] for i in observed]
                 profile.pca = PCAModel.fit(x[:, observed])
+            profile.multivariate_thresholds = _multivariate_thresholds(profile, x, observed, self.seed)
         # The input guard's per-event outlier model: Mahalanobis on the standardised numeric
         # features, fitted on the row sample, with the sample's own scores kept for calibration.
         usable = [n for n in features if self._moments[("feature", n)].n > 0]
@@ -269,6 +391,63 @@ class ProfileBuilder:
         positive = next(iter(positive_by_output.values()))
         return ScoreCalibration(self._label, positive,
                                 {n: m for n, m in maps.items() if positive_by_output[n] == positive})
+
+
+@dataclass(frozen=True)
+class BinEdges:
+    """The inner bin edges of every numeric column (``ProfileBuilder.bin_edges``)."""
+
+    edges: dict[tuple[str, str], np.ndarray]
+
+    def count(self, chunk: dict[str, Any]) -> dict[tuple[str, str], np.ndarray]:
+        """Bin counts of one chunk of the second pass (a column the chunk lacks counts nothing)."""
+        return {key: _bins(to_float_array(chunk[key[1]]), e) for key, e in self.edges.items() if key[1] in chunk}
+
+
+def merge_bin_counts(counts: Iterable[dict[tuple[str, str], np.ndarray]]) -> dict[tuple[str, str], np.ndarray]:
+    """The sum of per-partition bin counts."""
+    total: dict[tuple[str, str], np.ndarray] = {}
+    for part in counts:
+        for key, c in part.items():
+            total[key] = total[key] + c if key in total else np.array(c, dtype=np.int64)
+    return total
+
+
+def merge_states(states: Sequence[ProfileBuilder]) -> ProfileBuilder:
+    """One builder holding the merged state of ``states`` (which are left unchanged)."""
+    if not states:
+        raise ValueError("merge_states() needs at least one builder")
+    merged = copy.deepcopy(states[0])
+    for state in states[1:]:
+        merged.merge(state)
+    return merged
+
+
+_GAMMA, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def row_keys(seed: int, start: int, n: int) -> np.ndarray:
+    """The sample keys of rows ``start .. start+n-1``: splitmix64's output for (seed, id).
+
+    Each step (adding, multiplying by an odd constant, xor-shifting) is a bijection of 64-bit
+    words, so distinct ids never share a key (no ties), and a row's key depends only on the
+    seed and its id, not on the chunk or partition it came in.
+    """
+    base = (int(seed) * 0xD1B54A32D192ED03 + start + 1) % 2**64
+    x = (np.arange(n, dtype=np.uint64) + np.uint64(base)) * _GAMMA  # wraps modulo 2**64, like splitmix64
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def _multivariate_thresholds(profile: ReferenceProfile, x: np.ndarray, observed: list[int],
+                             seed: int) -> MultivariateThresholds | None:
+    """PCA and correlation drift thresholds by window size, resampled from the row sample ``x``."""
+    pca_rows = x[:, observed] if profile.pca is not None else None
+    found = resampled_thresholds(x, profile.correlation, pca_rows, profile.pca, rng=np.random.default_rng(seed))
+    if found is None:
+        return None
+    return MultivariateThresholds(DEFAULT_QUANTILE, DEFAULT_DRAWS, list(WINDOW_SIZES), *found)
 
 
 def _positive_class(classes: list[str], score: np.ndarray, label: np.ndarray) -> str:

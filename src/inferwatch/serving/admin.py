@@ -6,6 +6,7 @@ Scrapes and writes can have separate credentials; bodies above ``admin.max_body_
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Callable
@@ -23,7 +24,10 @@ from inferwatch.ingest.ground_truth import parse_feedback, parse_labels
 from inferwatch.exposition.metrics import Metrics
 from inferwatch.pipeline.items import Exchange
 from inferwatch.pipeline.worker import Pipeline
+from inferwatch.report.assets import CONTENT_SECURITY_POLICY
+from inferwatch.report.live import ReportUnavailable
 
+log = logging.getLogger(__name__)
 
 # Endpoints that acknowledge data into the monitoring queue (503 once shutdown closed it).
 PUSH_PATHS = frozenset({"/v1/events", "/v1/labels", "/v1/cloudevents"})
@@ -57,9 +61,11 @@ def cloudevent_exchange(paired: PairedExchange, version: str) -> Exchange:
 
 def create_admin_app(admin: AdminConfig, model_config: ModelConfig, labels: LabelsConfig, metrics: Metrics,
                      pipeline: Pipeline, *, status: Callable[[], dict], ready: Callable[[], tuple[bool, dict]],
-                     pairer: CloudEventPairer | None = None) -> Flask:
+                     pairer: CloudEventPairer | None = None,
+                     report: Callable[[str | None], str] | None = None) -> Flask:
     """The admin port's Flask app: its ``admin`` section (limits, credentials), the model's name and
-    version for push mode, and the ``labels`` section for ``/v1/labels``."""
+    version for push mode, and the ``labels`` section for ``/v1/labels``; ``report`` renders the
+    drift report page of a model version (None: the default one) for ``/v1/report``."""
     app = Flask("inferwatch.admin")
     app.config["MAX_CONTENT_LENGTH"] = admin.max_body_bytes
     model = model_config.name
@@ -133,6 +139,25 @@ def create_admin_app(admin: AdminConfig, model_config: ModelConfig, labels: Labe
         if denied is not None:
             return denied
         return jsonify(status())
+
+    @app.get("/v1/report")
+    def report_view():
+        denied = authorized(admin.metrics_auth)
+        if denied is not None:
+            return denied
+        if report is None:
+            return _problem(503, "no_reference", "drift is off: there is no reference to compare the window with")
+        try:
+            page = report(request.args.get("version") or None)
+        except ReportUnavailable as exc:
+            return _problem(exc.status, exc.reason, exc.detail)
+        except Exception:  # noqa: BLE001 - a failed page is reported and counted, never a bare 500
+            log.exception("rendering the drift report failed")
+            metrics.monitoring_errors.labels(model, "report").inc()
+            return _problem(500, "report_failed", "rendering the report failed; the sidecar log has the cause")
+        return Response(page, content_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                                 "Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
     # Parsing is CPU under the GIL: several admin threads parsing at once add no throughput but
     # take the GIL's turns from the monitoring worker, which then falls behind and fills the queue

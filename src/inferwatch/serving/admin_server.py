@@ -6,7 +6,7 @@ Flask app of ``admin.py`` through a small WSGI bridge, so responses have one sou
 depends on what it is:
 
 - probes (``/healthz``, ``/readyz``) on the event loop itself: they only read flags;
-- scrapes (``/metrics``, ``/v1/status``) on a small executor of their own;
+- scrapes (``/metrics``, ``/v1/status``, ``/v1/report``) on a small executor of their own;
 - everything else (pushes, labels, alerts) on ``admin.threads`` threads, its body read whole on
   the loop first, within ``admin.max_body_bytes`` and ``admin.body_timeout_seconds``.
 
@@ -36,7 +36,7 @@ from .connections import ConnectionGuard, ConnectionStats, ProtocolLog, limited_
 log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/healthz", "/readyz"})
-SCRAPES = frozenset({"/metrics", "/v1/status"})
+SCRAPES = frozenset({"/metrics", "/v1/status", "/v1/report"})
 SCRAPE_THREADS = 2
 # Recomputed by aiohttp for the body it sends.
 _RESPONSE_HEADERS_DROPPED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
