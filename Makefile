@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 system-deps:
-	scripts/install-system-deps.sh prometheus prometheus-alertmanager prometheus-pushgateway
+	scripts/install-system-deps.sh prometheus prometheus-alertmanager prometheus-pushgateway chromium default-jre-headless
 
 # The demo needs the package alone (no test extras); pip shows its progress.
 DEMO_STAMP := $(VENV)/.demo-stamp
@@ -50,6 +50,10 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/ingest.py
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/drift.py
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/detection_quality.py --quick
+	$(PY) benchmarks/genai_streams.py
+	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/batch.py
+	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/profile_distributed.py
+	$(PY) benchmarks/report.py
 
 rules: $(STAMP)
 	$(VENV)/bin/inferwatch rules render

@@ -119,11 +119,12 @@ class SidecarProcess:
     """``python -m inferwatch run`` on loopback with ports chosen by the kernel."""
 
     def __init__(self, procs: Processes, upstream: str | None, *, name: str = "sidecar",
-                 extra_config: str = "", env: dict[str, str] | None = None):
+                 extra_config: str = "", env: dict[str, str] | None = None, engine: str | None = None):
         cfg = procs.tmp / f"{name}.yaml"
         cfg.write_text(
             "proxy:\n  listen_address: 127.0.0.1\n"
             + ("" if upstream else "  enabled: false\n")
+            + (f"  engine: {engine}\n" if engine else "")
             + "admin:\n  listen_address: 127.0.0.1\n"
             "model:\n  name: m\n  version: '1'\n"
             "upstream:\n  health_interval_seconds: 1\n"
@@ -170,6 +171,23 @@ def nginx_binary() -> str | None:
 
 def start_nginx(procs: Processes, upstream_port: int, *, name: str = "nginx") -> str:
     """nginx as a keep-alive reverse proxy in front of ``upstream_port``; returns its base URL."""
+    return _run_nginx(procs, name, f"""    upstream model {{
+        server {HOST}:{upstream_port};
+        keepalive 256;
+    }}""", """            proxy_pass http://model;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";""")
+
+
+def start_nginx_fixed(procs: Processes, body: str, *, name: str = "nginx-fixed") -> str:
+    """nginx answering every request with ``body`` (JSON, no quotes inside): the fastest model
+    server there is, so what a proxy in front of it reaches is the proxy's own ceiling."""
+    return _run_nginx(procs, name, "", f"""            default_type application/json;
+            return 200 '{body}';""")
+
+
+def _run_nginx(procs: Processes, name: str, http_extra: str, location: str) -> str:
+    """One nginx worker process (one core), keep-alive without a request limit; its base URL."""
     binary = nginx_binary()
     if binary is None:
         raise BenchmarkError("nginx not installed")
@@ -192,17 +210,12 @@ http {{
     fastcgi_temp_path {root}/fastcgi;
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
-    upstream model {{
-        server {HOST}:{upstream_port};
-        keepalive 256;
-    }}
+{http_extra}
     server {{
         listen {HOST}:{port} backlog=1024;
         keepalive_requests 1000000;
         location / {{
-            proxy_pass http://model;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
+{location}
         }}
     }}
 }}
@@ -228,6 +241,57 @@ def median(values: list[float]) -> float:
         return float("nan")
     mid = len(values) // 2
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def machine_load() -> str:
+    """CPUs and load average: the line the table benchmarks start with (their wall times grow with load)."""
+    return f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared: wall times are noisy)"
+
+
+def write_table_files(paths: dict[str, Path], rows: int, cols: int, n_cat: int, *, score: bool = False,
+                      chunk: int = 100_000) -> dict[str, Path]:
+    """The same synthetic rows (seed 3) written to each of ``paths`` (``parquet`` and/or ``csv``) with
+    pyarrow's writers, ``chunk`` rows at a time (one Parquet row group each): ``cols`` columns,
+    ``n_cat`` categorical (``k0``..), the rest numeric (``x0``..), the last one ``score`` in [0, 1)
+    when ``score``. The training and scored tables of drift.py, batch.py and profile_distributed.py."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    categories = [f"v{i}" for i in range(12)]
+    rng = np.random.default_rng(3)
+    numeric = cols - n_cat - (1 if score else 0)
+    writer = None
+    csv_file = open(paths["csv"], "wb") if "csv" in paths else None
+    try:
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            table = {f"x{i}": np.round(rng.normal(i % 7, 1 + i % 3, n), 4) for i in range(numeric)}
+            table.update({f"k{i}": rng.choice(categories, n) for i in range(n_cat)})
+            if score:
+                table["score"] = np.round(rng.random(n), 4)
+            t = pa.table(table)
+            if "parquet" in paths:
+                if writer is None:
+                    writer = pq.ParquetWriter(paths["parquet"], t.schema)
+                writer.write_table(t)
+            if csv_file is not None:
+                pacsv.write_csv(t, csv_file, pacsv.WriteOptions(include_header=start == 0))
+    finally:
+        if writer is not None:
+            writer.close()
+        if csv_file is not None:
+            csv_file.close()
+    return paths
+
+
+def run_child_json(argv: list[str], what: str, env: dict[str, str] | None = None) -> dict:
+    """Run a benchmark's child process to its end: its last line of output is a JSON object of figures."""
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def machine() -> str:

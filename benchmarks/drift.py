@@ -44,7 +44,7 @@ from inferwatch.reference import build_profile  # noqa: E402
 from inferwatch.pipeline.window import Window  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine as harness_machine  # noqa: E402
+from _harness import machine as harness_machine, write_table_files  # noqa: E402
 
 N_NUMERIC, N_CATEGORICAL, N_ROWS = 100, 20, 10_000
 CATEGORIES = [f"v{i}" for i in range(12)]
@@ -153,27 +153,7 @@ def bench_evidently(args, ref, cur) -> dict | None:
 
 def write_inputs(tmp: Path, rows: int, cols: int, n_cat: int) -> dict[str, Path]:
     """A Parquet and a CSV file of rows x cols (n_cat categorical), written in chunks."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(3)
-    paths = {"parquet": tmp / "train.parquet", "csv": tmp / "train.csv"}
-    writer = None
-    csv_file = open(paths["csv"], "wb")
-    chunk = 100_000
-    for start in range(0, rows, chunk):
-        n = min(chunk, rows - start)
-        table = {f"x{i}": np.round(rng.normal(i % 7, 1 + i % 3, n), 4) for i in range(cols - n_cat)}
-        table.update({f"k{i}": rng.choice(CATEGORIES, n) for i in range(n_cat)})
-        t = pa.table(table)
-        if writer is None:
-            writer = pq.ParquetWriter(paths["parquet"], t.schema)
-        writer.write_table(t)
-        pacsv.write_csv(t, csv_file, pacsv.WriteOptions(include_header=start == 0))
-    writer.close()
-    csv_file.close()
-    return paths
+    return write_table_files({"parquet": tmp / "train.parquet", "csv": tmp / "train.csv"}, rows, cols, n_cat)
 
 
 def bench_profile(args) -> list[dict]:

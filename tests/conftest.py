@@ -49,6 +49,16 @@ def upstream():
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def dask_cluster_client():
+    """A client of a two-worker Dask LocalCluster (worker processes), one per test module."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as c:
+            yield c
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -25,8 +25,11 @@ LAYERS: list[set[str]] = [
     {"reference"},                   # the reference profile: format, builder, readers, store
     {"pipeline"},                    # queue, worker, window, segments, prediction log
     {"monitors"},                    # outputs, drift, guard, performance, resources
+    {"report"},                      # the drift report page: reads the monitors' results
     {"serving", "alerting"},         # the HTTP edges; the rules and actions
     {"sidecar"},                     # wires the stages into one process
+    {"batch"},                       # `inferwatch batch`: a table through the sidecar's pipeline
+    {"batch_dask"},                  # `inferwatch batch --engine dask`: its partitions on a Dask cluster
     {"demo"},                        # `make demo`: a model server, traffic and the stack
     {"cli"},                         # the `inferwatch` command
     {"__main__"},

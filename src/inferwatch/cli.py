@@ -52,6 +52,24 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in pairs.items() if value is not None}
 
 
+def _add_dask_flags(parser: argparse.ArgumentParser, engine_help: str) -> None:
+    """``--engine`` and the Dask cluster's flags, shared by ``profile`` and ``batch``."""
+    parser.add_argument("--engine", choices=["local", "dask"], default="local", help=engine_help)
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="the Dask scheduler (tcp://host:8786); default with --engine dask: a local cluster")
+    parser.add_argument("--dask-workers", type=int, metavar="N", help="worker processes of the local cluster "
+                                                                       "(default: one per CPU)")
+    parser.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="give up on an unreachable scheduler after this long (5)")
+
+
+def _dask_client(args: argparse.Namespace) -> Any:
+    """The client of ``--scheduler`` (a local cluster without it), a context manager."""
+    from inferwatch.reference.dask_engine import dask_client
+
+    return dask_client(args.scheduler, workers=args.dask_workers, timeout=args.connect_timeout)
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file (optional)")
     parser.add_argument("--upstream", metavar="URL", help="model server URL (upstream.url)")
@@ -105,17 +123,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
     def names(text: str | None) -> list[str]:
         return [n.strip() for n in (text or "").split(",") if n.strip()]
 
-    predictions: dict[str, str] = {}
-    for item in args.prediction_column or []:
-        for part in names(item):
-            column, _, output = part.partition("=")
-            predictions[column] = output or column
+    options = dict(fmt=args.format, features=names(args.features) or None, categorical=names(args.categorical),
+                   numeric=names(args.numeric), prediction_columns=_prediction_columns(args.prediction_column),
+                   label_column=args.label_column,
+                   sample_size=args.sample_size, bins=args.bins, top_k=args.top_k, chunk_rows=args.chunk_rows,
+                   seed=args.seed)
     try:
-        profile = build_profile_from_file(
-            args.input, fmt=args.format, features=names(args.features) or None, categorical=names(args.categorical),
-            numeric=names(args.numeric), prediction_columns=predictions, label_column=args.label_column,
-            sample_size=args.sample_size, bins=args.bins, top_k=args.top_k, chunk_rows=args.chunk_rows,
-            seed=args.seed)
+        if args.engine == "dask" or args.scheduler:
+            from inferwatch.reference.dask_engine import profile_with_dask
+
+            with _dask_client(args) as client:
+                profile, run = profile_with_dask(client, args.input, **options)
+            print(f"dask: {run.pieces} pieces on {run.workers} workers; merging took {run.merge_seconds:.2f} s",
+                  file=sys.stderr)
+        else:
+            profile = build_profile_from_file(args.input, **options)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"inferwatch profile: {exc}", file=sys.stderr)
         return 1
@@ -123,6 +145,134 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"{args.output}: {profile.describe()}")
     print(f"hash {digest}")
     return 0
+
+
+def _prediction_columns(items: list[str] | None) -> dict[str, str]:
+    """``--prediction-column COL[=OUTPUT]`` (repeatable, or comma-separated) as {column: output}."""
+    predictions: dict[str, str] = {}
+    for item in items or []:
+        for part in (p.strip() for p in item.split(",")):
+            if part:
+                column, _, output = part.partition("=")
+                predictions[column] = output or column
+    return predictions
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Exit 0, or 1 when a --fail-on condition holds, or 2 on a usage or input error."""
+    from inferwatch.batch import FAIL_ON, BatchError, BatchOptions, BatchRun, failures, print_lines, summary_lines
+
+    fail_on = [c.strip() for c in (args.fail_on or "").split(",") if c.strip()]
+    unknown = [c for c in fail_on if c not in FAIL_ON]
+    if unknown:
+        print(f"inferwatch batch: --fail-on: unknown condition(s) {', '.join(unknown)} (of {', '.join(FAIL_ON)})",
+              file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config, {"reference.path": args.reference} if args.reference else {})
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    setup_logging(LoggingConfig(level="WARNING"))
+    # No port is opened: the sidecar's warnings about its write endpoints' exposure do not apply.
+    logging.getLogger("inferwatch.sidecar").setLevel(logging.ERROR)
+    thresholds = None
+    if args.thresholds:
+        from inferwatch.alerting.thresholds import ThresholdsError, load_thresholds
+
+        try:
+            thresholds = load_thresholds(args.thresholds)
+        except ThresholdsError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return 2
+    try:
+        options = BatchOptions(args.input, batch_id=args.batch_id or "", label_column=args.label_column,
+                               prediction_columns=_prediction_columns(args.prediction_column),
+                               chunk_rows=args.chunk_rows, fmt=args.format, strict=args.strict, engine=args.reader)
+        dask_lines: list[str] = []
+        if args.engine == "dask" or args.scheduler:
+            from inferwatch.batch_dask import DaskBatchRun, summary_line
+
+            with _dask_client(args) as client:
+                on_cluster = DaskBatchRun(cfg, options, client)
+                on_cluster.run()
+            for where in on_cluster.summary.bad_chunks:
+                print(f"inferwatch batch: cannot parse {where}", file=sys.stderr)
+            run, families = on_cluster.driver, on_cluster.families()
+            dask_lines = [summary_line(on_cluster.stats)] + [f"dask: not merged exactly: {c}"
+                                                             for c in on_cluster.caveats()]
+        else:
+            run = BatchRun(cfg, options)
+            run.run(on_bad_chunk=lambda where: print(f"inferwatch batch: cannot parse {where}", file=sys.stderr))
+            families = run.families()
+    except (BatchError, OSError, ValueError, RuntimeError) as exc:
+        print(f"inferwatch batch: {exc}", file=sys.stderr)
+        return 2
+    if args.pushgateway:
+        try:
+            run.push(args.pushgateway, job=args.job, timeout=args.push_timeout, families=families)
+        except Exception as exc:  # noqa: BLE001 - monitoring never decides the exit code: --fail-on does
+            print(f"inferwatch batch: could not push to {args.pushgateway}: {str(exc)[:200]}", file=sys.stderr)
+    reported = _write_report(run, args.report) if args.report else True
+    print_lines(summary_lines(run, families) + dask_lines)
+    reasons = failures(families, fail_on, thresholds)
+    for reason in reasons:
+        print(f"FAIL {reason}")
+    if not reported:
+        return 2  # the report asked for is missing: an error, whatever --fail-on says
+    return 1 if reasons else 0
+
+
+def _write_report(run: Any, path: str) -> bool:
+    from inferwatch.batch import BatchError, write_report
+
+    try:
+        write_report(run, path)
+        print(f"report: {path}")
+        return True
+    except (OSError, BatchError) as exc:
+        print(f"inferwatch batch: cannot write the report {path}: {exc}", file=sys.stderr)
+        return False
+
+
+def _add_batch_parser(sub: argparse._SubParsersAction) -> None:
+    batch = sub.add_parser(
+        "batch", help="run a scored table through the sidecar's monitors and push the results",
+        description="Read a scored table (CSV, JSON lines or Parquet; a path, a glob or an fsspec URL) in chunks and "
+                    "run it through the monitors of the sidecar that --config describes (input guard, drift, "
+                    "outputs, segments, and performance with --label-column), against the same reference. Print a "
+                    "summary, push the results to a Pushgateway (grouped by job, instance = the batch id, model and "
+                    "model version, so the shipped drift, schema and performance alerts fire on them), and exit 1 when "
+                    "a --fail-on condition holds. Exit 2: bad usage, a column the configuration names is not in the "
+                    "file, (--strict) an unparsable chunk, or a --report that could not be written.")
+    batch.add_argument("--config", "-c", metavar="FILE", help="the sidecar's YAML configuration")
+    batch.add_argument("--reference", metavar="FILE", help="reference profile (reference.path)")
+    batch.add_argument("--input", "-i", required=True, metavar="PATH|GLOB|URL",
+                       help="CSV, JSON lines or Parquet: a file, a glob (quoted), or an fsspec URL (s3://, gs://, ...)")
+    batch.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="default: from the file name")
+    batch.add_argument("--label-column", metavar="COL", help="the ground-truth column: performance is measured")
+    batch.add_argument("--prediction-column", action="append", metavar="COL[=OUTPUT]",
+                       help="a model output column; =OUTPUT names it as the sidecar sees it (a scalar prediction is "
+                            "'prediction'); repeatable. Default: the columns named as the configured or reference "
+                            "outputs")
+    batch.add_argument("--batch-id", metavar="ID", help="the batch's name: the `instance` label (default: random)")
+    batch.add_argument("--pushgateway", metavar="URL", help="push the results to this Pushgateway")
+    batch.add_argument("--job", default="inferwatch-batch", metavar="NAME",
+                       help="the `job` label of the pushed group (default inferwatch-batch; the shipped rules "
+                            "select jobs containing 'inferwatch')")
+    batch.add_argument("--push-timeout", type=float, default=10.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    batch.add_argument("--fail-on", metavar="drift,data-quality,performance",
+                       help="exit 1 when any of these holds, judged by the shipped alerts' thresholds")
+    batch.add_argument("--thresholds", metavar="FILE", help="alert thresholds for --fail-on (prometheus/thresholds.yaml)")
+    batch.add_argument("--strict", action="store_true", help="stop (exit 2) at the first chunk that cannot be parsed")
+    batch.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML drift report")
+    batch.add_argument("--chunk-rows", type=int, default=10_000, metavar="N", help="rows per chunk (default 10000)")
+    batch.add_argument("--reader", choices=["auto", "arrow", "python"], default="auto", help=argparse.SUPPRESS)
+    _add_dask_flags(batch, "local: this process; dask: partitions monitored on a Dask cluster, the window "
+                           "evaluated here (docs/configuration.md: what is not merged exactly)")
+    batch.set_defaults(func=cmd_batch)
 
 
 def _is_actions_file(path: str | None) -> bool:
@@ -163,6 +313,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.generative:
+        from inferwatch.demo.generative import run_generative_demo
+
+        return run_generative_demo(duration=args.duration, proxy_port=args.proxy_port, admin_port=args.admin_port,
+                                   upstream_port=args.upstream_port, with_stack=not args.no_stack, keep=args.keep)
     from inferwatch.demo.runner import run_demo
 
     return run_demo(duration=args.duration, proxy_port=args.proxy_port, admin_port=args.admin_port,
@@ -324,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--top-k", type=int, default=20, metavar="K", help="categories kept per column (20)")
     prof.add_argument("--chunk-rows", type=int, default=20_000, metavar="N", help=argparse.SUPPRESS)
     prof.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    _add_dask_flags(prof, "local: this process; dask: partitions on a Dask cluster, the same profile "
+                          "(--input may then be a glob of files)")
     prof.set_defaults(func=cmd_profile)
 
     check = sub.add_parser("check-config", help="validate a configuration file",
@@ -344,6 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-stack", action="store_true", help="do not start Prometheus/Alertmanager even if present")
     demo.add_argument("--keep", action="store_true",
                       help="after the traffic, keep every server (and printed link) up until Ctrl-C")
+    demo.add_argument("--generative", action="store_true",
+                      help="a language model instead: an OpenAI-compatible stub that streams tokens, chat traffic "
+                           "whose prompts grow and a model that degrades halfway (slower first token, truncations, "
+                           "refusals), and the generative alerts")
     demo.set_defaults(func=cmd_demo)
 
     hp = sub.add_parser("hash-password", help="hash a password for admin.*_auth.basic_users",
@@ -352,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     hp.set_defaults(func=cmd_hash_password)
 
     _add_job_parser(sub)
+    _add_batch_parser(sub)
 
     actions = sub.add_parser(
         "actions", help="run alert-triggered actions: an Alertmanager webhook receiver",

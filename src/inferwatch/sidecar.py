@@ -11,7 +11,7 @@ import platform
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -75,6 +75,17 @@ class Sidecar:
             on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "outputs").inc())
         self.pipeline.observers.append(self.outputs.observe)
         self.collectors.add("outputs", OutputCollector(self.outputs))
+        # OpenAI-compatible serving: decoded in the worker, counted by the genai monitor.
+        self.genai = None
+        if cfg.genai.enabled:
+            from inferwatch.monitors.genai import GenAICollector, GenAIMonitor
+            from inferwatch.pipeline.genai import GenAIDecoding
+
+            self.genai = GenAIMonitor(cfg.model.name, cfg.genai, overflow=self.metrics.label_values_capped,
+                                      on_error=lambda: self.metrics.monitoring_errors.labels(cfg.model.name, "genai").inc())
+            self.pipeline.genai = GenAIDecoding(cfg.genai, self.genai.observe, cfg.payload.max_decode_bytes)
+            self.metrics.model_versions.on_reclaim.append(self.genai.forget_version)
+            self.collectors.add("genai", GenAICollector(self.genai))
         # The reference (file or warm-up) and drift against it: a background thread and a collector.
         self.reference = None
         self.drift = None
@@ -132,8 +143,13 @@ class Sidecar:
             mirror = ShadowMirror(cfg.model, cfg.shadow, self.metrics, self.pipeline.submit_shadow)
             self.pipeline.shadow_sink = ShadowComparator(cfg.model.name, cfg.shadow, self.metrics, self.performance,
                                                          self.predlog)
-        self.proxy = Proxy(cfg.model, cfg.proxy, cfg.upstream, self.metrics, self.pipeline,
-                           mirror) if cfg.proxy.enabled else None
+        proxy_type: type[Proxy] = Proxy
+        if cfg.proxy.engine == "fast":  # the httptools data plane (serving/fast_proxy.py)
+            from inferwatch.serving.fast_proxy import FastProxy
+
+            proxy_type = FastProxy
+        self.proxy = proxy_type(cfg.model, cfg.proxy, cfg.upstream, self.metrics, self.pipeline,
+                                mirror) if cfg.proxy.enabled else None
         self.grpc_proxy: Any = None  # a GrpcProxy when proxy.grpc_port is set
         if cfg.proxy.enabled and cfg.proxy.grpc_port:  # imported only when on: grpcio's start-up cost
             from inferwatch.serving.grpc_proxy import GrpcProxy
@@ -153,7 +169,8 @@ class Sidecar:
         configure_failure_budget(failed.burst, failed.per_minute, failed.max_clients)
         registry.register(AuthCollector())
         self.admin_app = create_admin_app(cfg.admin, cfg.model, cfg.labels, self.metrics, self.pipeline,
-                                          status=self.status, ready=self.ready, pairer=self.pairer)
+                                          status=self.status, ready=self.ready, pairer=self.pairer,
+                                          report=self.report)
         # Alert-triggered actions: an Alertmanager webhook receiver on the admin port (POST /v1/alerts).
         self.actions = None
         if cfg.actions.actions:
@@ -221,6 +238,15 @@ class Sidecar:
             "config_source": self.cfg.source,
         }
 
+    def report(self, version: str | None = None) -> str:
+        """The drift report page of ``version``'s window (the configured version by default)."""
+        from inferwatch.report.live import render_live_report
+
+        main = self.metrics.version_label(self.cfg.model.version, self.cfg.model.version)
+        return render_live_report(model=self.cfg.model.name, version=version or main, main_version=main,
+                                  windows=self.windows, drift=self.drift, performance=self.performance,
+                                  range_tolerance=self.cfg.guard.range_tolerance)
+
     def _shadow_status(self) -> dict[str, Any] | None:
         mirror = self.proxy.mirror if self.proxy is not None else None
         if mirror is None:
@@ -278,12 +304,18 @@ class Sidecar:
                                       stats=self.connection_stats)
         loop.set_exception_handler(limited_exception_handler("proxy"))
         try:
-            app = proxy.make_app()
-            app.middlewares.append(connections.middleware)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                   keepalive_timeout=p.idle_timeout_seconds + p.header_timeout_seconds + 1)
-            loop.run_until_complete(runner.setup())
-            server, self.proxy_port = loop.run_until_complete(connections.serve(runner, p.listen_address, p.port))
+            if p.engine == "fast":  # serving/fast_proxy.py: its own server, behind the same guard
+                from inferwatch.serving.fast_proxy import FastProxy, FastRunner
+
+                runner: Any = FastRunner(cast(FastProxy, proxy), connections)
+                server, self.proxy_port = loop.run_until_complete(runner.serve(p.listen_address, p.port))
+            else:
+                app = proxy.make_app()
+                app.middlewares.append(connections.middleware)
+                runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                       keepalive_timeout=p.idle_timeout_seconds + p.header_timeout_seconds + 1)
+                loop.run_until_complete(runner.setup())
+                server, self.proxy_port = loop.run_until_complete(connections.serve(runner, p.listen_address, p.port))
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             errors.append(exc)
             try:  # the proxy's client session and startup tasks closed: no warnings after the error line

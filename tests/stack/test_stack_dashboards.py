@@ -30,7 +30,10 @@ MAY_BE_EMPTY = {"GPU", "Monitoring errors"}
 DRIFT_METRICS = {"inferwatch_feature_drift_score", "inferwatch_feature_drift_p_value", "inferwatch_feature_drifted",
                  "inferwatch_feature_statistic", "inferwatch_dataset_drifted", "inferwatch_drifted_features_ratio",
                  "inferwatch_prediction_drift_score", "inferwatch_drift_last_evaluation_timestamp_seconds"}
-DASHBOARD = {name: REPO / "grafana" / "dashboards" / f"inferwatch-{name}.json" for name in ("overview", "data", "model")}
+DASHBOARD = {name: REPO / "grafana" / "dashboards" / f"inferwatch-{name}.json"
+             for name in ("overview", "data", "model", "genai")}
+# The generative dashboard's panels read a second sidecar, in front of an OpenAI-compatible stub.
+GENAI_MODEL = "chat"
 
 
 def load(path):
@@ -269,6 +272,8 @@ class Stack:
         self.sidecar = None
         self.prometheus = None
         self.pushgateway = None
+        self.stub = None
+        self.genai_sidecar = None
         self.tmp = tmp
 
     def start(self):
@@ -309,13 +314,15 @@ class Stack:
         self.instance = f"127.0.0.1:{self.sidecar.admin_port}"
         self.proxy = f"http://127.0.0.1:{self.sidecar.proxy_port}"
         self.admin = f"http://{self.instance}"
+        self.start_genai()
         self.port = free_port()
         self.pushgateway = Pushgateway(self.tmp)
         self.push_jobs()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES_DIR / "*.yml")],
-            "scrape_configs": [{"job_name": "inferwatch", "static_configs": [{"targets": [self.instance]}]},
+            "scrape_configs": [{"job_name": "inferwatch",
+                                "static_configs": [{"targets": [self.instance, self.genai_instance]}]},
                                {"job_name": "pushgateway", "honor_labels": True,
                                 "static_configs": [{"targets": [self.pushgateway.url.split("//", 1)[1]]}]}],
         }
@@ -326,6 +333,43 @@ class Stack:
              f"--storage.tsdb.path={self.tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=self.log)
         assert wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=1).ok, 30), self.prometheus_log()
+
+    def start_genai(self):
+        """A generative model: the OpenAI-compatible stub behind its own sidecar, answering with some of
+        everything the generative panels count (truncations, refusals, failures, broken streams)."""
+        from inferwatch.demo.openai_stub import REFUSAL_PATTERN, Behaviour, OpenAIStub
+
+        self.stub = OpenAIStub(port=0, behaviour=Behaviour(
+            first_token_seconds=0.02, token_seconds=0.001, completion_tokens=12, truncation_share=0.3,
+            refusal_share=0.3, error_share=0.05, stream_error_share=0.05)).start()
+        self.genai_sidecar = Sidecar(load_config(None, {
+            "upstream.url": self.stub.url, "upstream.health_interval_seconds": 0.2, "upstream.timeout_seconds": 5.0,
+            "upstream.health_path": "/health",
+            "proxy.listen_address": "127.0.0.1", "proxy.port": 0, "admin.listen_address": "127.0.0.1", "admin.port": 0,
+            "model.name": GENAI_MODEL, "model.version": "v1",
+            "genai.output_matchers": [{"name": "refusal", "pattern": REFUSAL_PATTERN}],
+            # drift of the prompts and answers against the first ones (a warm-up reference)
+            "reference.warmup_events": 20, "drift.interval_seconds": 0.5, "drift.min_events": 10,
+        })).start()
+        self.genai_instance = f"127.0.0.1:{self.genai_sidecar.admin_port}"
+        self.genai_proxy = f"http://127.0.0.1:{self.genai_sidecar.proxy_port}"
+
+    def genai_traffic(self, session: requests.Session, i: int):
+        """Streamed and whole chat, a text completion and embeddings through the generative sidecar."""
+        messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "word " * (i % 9 + 1)}]
+        chat = {"model": "gpt-x", "messages": messages, "max_tokens": 16, "temperature": 0.5}
+        try:
+            with session.post(f"{self.genai_proxy}/v1/chat/completions", stream=True, timeout=5,
+                              json={**chat, "stream": True, "stream_options": {"include_usage": True}}) as answer:
+                for _ in answer.iter_content(None):
+                    pass
+        except requests.RequestException:   # a stream the stub broke on purpose
+            pass
+        session.post(f"{self.genai_proxy}/v1/chat/completions", json=chat, timeout=5)
+        session.post(f"{self.genai_proxy}/v1/completions", json={"model": "gpt-x", "prompt": "Say", "max_tokens": 8},
+                     timeout=5)
+        session.post(f"{self.genai_proxy}/v1/embeddings", json={"model": "embed", "input": f"topic {i % 5}"},
+                     timeout=5)
 
     def reference_profile(self):
         """The population traffic() sends (and its labels: the truth is 1 as often as 0)."""
@@ -386,6 +430,7 @@ class Stack:
                 session.get(f"{self.proxy}/reset", timeout=5)
             except requests.RequestException:
                 pass
+            self.genai_traffic(session, i)
             time.sleep(0.05)
 
     def query(self, expr: str) -> dict:
@@ -401,6 +446,10 @@ class Stack:
             stop_process(self.upstream)
         if self.challenger is not None:
             stop_process(self.challenger)
+        if self.genai_sidecar is not None:
+            self.genai_sidecar.stop()
+        if self.stub is not None:
+            self.stub.stop()
         if self.pushgateway is not None:
             self.pushgateway.stop()
 
@@ -439,13 +488,22 @@ def stack(tmp_path_factory):
         for metric in ("inferwatch_model_performance", "inferwatch_estimated_performance",
                        "inferwatch_segment_model_performance", "inferwatch_shadow_performance"):
             assert wait_until(lambda: stack.query(metric)["data"]["result"], 20), (metric, stack.prometheus_log())
+        # the generative sidecar: rates of its counters, and the drift of its prompts and answers
+        for metric in (f'rate(inferwatch_genai_output_matches_total{{model="{GENAI_MODEL}"}}[1m]) > 0',
+                       f'rate(inferwatch_genai_server_time_to_first_token_seconds_count{{model="{GENAI_MODEL}"}}[1m]) > 0',
+                       f'inferwatch_feature_drift_score{{model="{GENAI_MODEL}", feature="prompt_tokens"}}',
+                       f'inferwatch_prediction_drift_score{{model="{GENAI_MODEL}", output="completion_tokens"}}'):
+            assert wait_until(lambda: stack.traffic(0.3) or stack.query(metric)["data"]["result"], 30), \
+                (metric, stack.prometheus_log())
         yield stack
     finally:
         stack.stop()
 
 
 def substitute(expr: str, dashboard: dict, stack: Stack) -> str:
-    values = {"model": "loan", "model_version": "v1", "instance": stack.instance,
+    generative = dashboard["uid"] == "inferwatch-genai"
+    values = {"model": GENAI_MODEL if generative else "loan", "model_version": "v1",
+              "instance": stack.genai_instance if generative else stack.instance,
               "__rate_interval": "1m", "__range": "5m", **constants(dashboard), **extra_variables(dashboard)}
     out = re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], expr)
     assert "$" not in out, out

@@ -304,12 +304,15 @@ def test_alert_conventions():
     assert names == {"InferwatchModelServerDown", "InferwatchSidecarDown", "InferwatchHighErrorRate",
                      "InferwatchLatencySLOBurnRate", "InferwatchHighLatencyP99", "InferwatchEventsDropped",
                      "InferwatchWatchdog",
-                     "InferwatchFeatureDrift", "InferwatchDatasetDrift", "InferwatchPayloadErrors",
+                     "InferwatchFeatureDrift", "InferwatchDatasetDrift", "InferwatchMultivariateDrift",
+                     "InferwatchPayloadErrors",
                      "InferwatchDriftEvaluationStale",
                      "InferwatchDataQualityIssues", "InferwatchSchemaChange", "InferwatchOutlierSpike",
                      "InferwatchPredictionDrift", "InferwatchModelPerformanceDegraded", "InferwatchLabelsNotArriving",
                      "InferwatchShadowDisagreement", "InferwatchPredictionBandShift",
-                     "InferwatchUnreasonablePredictions", "InferwatchInferenceCostOverBudget"} | JOB_ALERTS
+                     "InferwatchUnreasonablePredictions", "InferwatchInferenceCostOverBudget",
+                     "InferwatchTimeToFirstTokenSLOBurnRate", "InferwatchGenerativeErrorRate",
+                     "InferwatchGenerativeTruncationSpike", "InferwatchGenerativeOutputMatchSpike"} | JOB_ALERTS
 
 
 def test_drift_alerts_use_the_drift_engine_metrics():
@@ -319,6 +322,8 @@ def test_drift_alerts_use_the_drift_engine_metrics():
     assert "inferwatch_feature_drifted{" in exprs["InferwatchFeatureDrift"]
     assert "inferwatch_dataset_drifted{" in exprs["InferwatchDatasetDrift"]
     assert "inferwatch_drifted_features_ratio{" in exprs["InferwatchDatasetDrift"]
+    assert "inferwatch_multivariate_drifted{" in exprs["InferwatchMultivariateDrift"]
+    assert "inferwatch_correlation_drift_score{" in exprs["InferwatchMultivariateDrift"]
     assert "inferwatch_drift_last_evaluation_timestamp_seconds{" in exprs["InferwatchDriftEvaluationStale"]
     assert "inferwatch_prediction_drift_score{" in exprs["InferwatchPredictionDrift"]
     assert "inferwatch_payload_errors" in exprs["InferwatchPayloadErrors"]

@@ -24,6 +24,8 @@ CONSTANTS: dict[str, Getter] = {
     "slo_objective": lambda t: t.slo.objective,
     "cpu_hour_price": lambda t: t.cost.cpu_hour_price,
     "gpu_hour_price": lambda t: t.cost.gpu_hour_price,
+    "ttft_slo_le": lambda t: t.genai_slo.time_to_first_token_seconds,
+    "ttft_slo_objective": lambda t: t.genai_slo.objective,
 }
 
 #: Panels whose last colour step is where an alert fires (or the SLO's objective): (file, title).
@@ -35,6 +37,12 @@ LAST_STEPS: dict[tuple[str, str], Getter] = {
         lambda t: t.alerts.InferwatchPredictionDrift.threshold_score,
     ("inferwatch-model.json", "Current prediction drift by output"):
         lambda t: t.alerts.InferwatchPredictionDrift.threshold_score,
+    ("inferwatch-genai.json", "First tokens within the SLO"): lambda t: t.genai_slo.objective,
+    ("inferwatch-genai.json", "Slow first tokens (TTFT SLO error ratio)"):
+        lambda t: round(1 - t.genai_slo.objective, 9),   # the error budget
+    ("inferwatch-genai.json", "Failed requests"): lambda t: t.alerts.InferwatchGenerativeErrorRate.threshold,
+    ("inferwatch-genai.json", "Truncated answers"): lambda t: t.alerts.InferwatchGenerativeTruncationSpike.threshold,
+    ("inferwatch-genai.json", "Refusal rate"): lambda t: t.alerts.InferwatchGenerativeOutputMatchSpike.threshold,
 }
 
 

@@ -71,6 +71,9 @@ MetricBounds = Annotated[dict[PerformanceMetric, Bound], Check(
 LatencyBucket = Annotated[float, Check(lambda v: v in LATENCY_BUCKETS,
                                        "must be a bucket boundary of inferwatch_request_duration_seconds "
                                        f"({', '.join(f'{b:g}' for b in LATENCY_BUCKETS)}), got {{value!r}}")]
+ErrorTypes = Annotated[list[str], Check(lambda v: isinstance(v, list) and all(
+    isinstance(x, str) and re.fullmatch(r"[a-z0-9_]+", x) for x in v),
+    "must be a list of error_type values of inferwatch_genai_requests_total such as http_4xx, got {value!r}")]
 Windows = Annotated[list[Duration], Check(nonempty_list, "must be a non-empty list of durations")]
 RunbookBaseURL = Annotated[str, Check(lambda v: isinstance(v, str) and re.match(r"^https?://", v) is not None,
                                       "must be an http(s) URL, got {value!r}")]
@@ -111,6 +114,15 @@ class SLO:
     objective: Ratio = 0.95
     windows: Windows = field(default_factory=lambda: ["5m", "30m", "1h", "6h", "1d", "3d"])
     burn_rate_alerts: BurnRateAlerts = field(default_factory=_default_burn_rates)
+
+
+@dataclass(frozen=True)
+class GenerativeSLO:
+    """The time-to-first-token SLO of streamed generative answers (OpenAI-compatible routes); its
+    burn-rate alerts use the factors, windows and severities of ``slo.burn_rate_alerts``."""
+
+    time_to_first_token_seconds: Seconds = 1.0
+    objective: Ratio = 0.99
 
 
 @dataclass(frozen=True)
@@ -198,12 +210,19 @@ class EventsDropped(RatioAlert):
 @dataclass(frozen=True)
 class FeatureDrift(Alert):
     method: DriftMethod = "psi"
-    min_score: AtLeastZero = 0.1
+    # 0: the sidecar's decision alone (significant and a minimum effect: docs/drift.md); a second
+    # gate on a binned distance would hide decided category swaps and new values (PSI ~0.05).
+    min_score: AtLeastZero = 0.0
 
 
 @dataclass(frozen=True)
 class DatasetDrift(Alert):
     severity: Severity = "critical"
+
+
+@dataclass(frozen=True)
+class MultivariateDrift(Alert):
+    """The sidecar's multivariate decisions (inferwatch_multivariate_drifted, issue 19)."""
 
 
 @dataclass(frozen=True)
@@ -273,6 +292,27 @@ class UnreasonablePredictions(RatioAlert):
 
 
 @dataclass(frozen=True)
+class GenerativeErrorRate(RatioAlert):
+    severity: Severity = "critical"
+    for_: Duration = "10m"
+    # Client errors (a prompt over the context length, a bad parameter) are the callers' to fix.
+    ignored_error_types: ErrorTypes = field(default_factory=lambda: ["http_4xx"])
+
+
+@dataclass(frozen=True)
+class GenerativeResponseShare(RatioAlert):
+    """A share of generative responses over ``threshold``, once ``min_responses`` were seen in 5m."""
+
+    min_responses: Count = 20
+    for_: Duration = "10m"
+
+
+@dataclass(frozen=True)
+class GenerativeTruncationSpike(GenerativeResponseShare):
+    threshold: Ratio = 0.1
+
+
+@dataclass(frozen=True)
 class JobFailed(Alert):
     for_: Duration = "1m"
 
@@ -308,6 +348,7 @@ class Alerts:
     # the data team
     InferwatchFeatureDrift: FeatureDrift = field(default_factory=FeatureDrift)
     InferwatchDatasetDrift: DatasetDrift = field(default_factory=DatasetDrift)
+    InferwatchMultivariateDrift: MultivariateDrift = field(default_factory=MultivariateDrift)
     InferwatchPayloadErrors: PayloadErrors = field(default_factory=PayloadErrors)
     InferwatchDriftEvaluationStale: DriftEvaluationStale = field(default_factory=DriftEvaluationStale)
     InferwatchDataQualityIssues: RatioAlert = field(default_factory=RatioAlert)
@@ -320,6 +361,10 @@ class Alerts:
     InferwatchShadowDisagreement: ShadowDisagreement = field(default_factory=ShadowDisagreement)
     InferwatchPredictionBandShift: PredictionBandShift = field(default_factory=PredictionBandShift)
     InferwatchUnreasonablePredictions: UnreasonablePredictions = field(default_factory=UnreasonablePredictions)
+    # generative models (OpenAI-compatible routes): errors go to ops, truncations and matches to ml
+    InferwatchGenerativeErrorRate: GenerativeErrorRate = field(default_factory=GenerativeErrorRate)
+    InferwatchGenerativeTruncationSpike: GenerativeTruncationSpike = field(default_factory=GenerativeTruncationSpike)
+    InferwatchGenerativeOutputMatchSpike: GenerativeResponseShare = field(default_factory=GenerativeResponseShare)
     # training and data jobs
     InferwatchJobFailed: JobFailed = field(default_factory=JobFailed)
     InferwatchJobNotSucceededRecently: JobNotSucceededRecently = field(default_factory=JobNotSucceededRecently)
@@ -334,6 +379,7 @@ class Thresholds:
     selector: Selector = 'job=~".*inferwatch.*"'
     slo: SLO = field(default_factory=SLO)
     fleet_drift: FleetDrift = field(default_factory=FleetDrift)
+    genai_slo: GenerativeSLO = field(default_factory=GenerativeSLO)
     alerts: Alerts = field(default_factory=Alerts)
     cost: Cost = field(default_factory=Cost)
     kubernetes: Kubernetes = field(default_factory=Kubernetes)
@@ -385,6 +431,9 @@ def validate(t: Thresholds, problems: list[str]) -> None:
         short, long = duration_seconds(burn.short_window), duration_seconds(burn.long_window)
         if short and long and short >= long:
             problems.append(f"{path}: short_window must be shorter than long_window")
+    if any(b.factor * (1 - t.genai_slo.objective) >= 1 for b in burns):
+        problems.append(f"{t.source}:genai_slo.objective: factor x (1 - objective) of a burn-rate alert "
+                        f"(slo.burn_rate_alerts) must stay below 1, or its alert can never fire")
     if len({b.severity for b in burns}) != len(burns):
         problems.append(f"{t.source}:slo.burn_rate_alerts: each burn-rate alert needs its own severity")
 

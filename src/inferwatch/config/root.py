@@ -8,6 +8,7 @@ from typing import Any
 
 from .actions import ActionsConfig, is_loopback
 from .loader import ConfigError, build, read_yaml
+from .sections import GenAIConfig
 from .sections import (AdminConfig, CloudEventsConfig, DriftConfig, GuardConfig, LabelsConfig, LimitsConfig,
                        LoggingConfig, ModelConfig, PayloadConfig, PerformanceConfig, PredictionLogConfig,
                        PredictionsConfig, ProcessConfig, ProxyConfig, QueueConfig, ReferenceConfig, SegmentsConfig,
@@ -38,6 +39,8 @@ class Config:
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    # OpenAI-compatible generative serving: tokens, time to first token, finish reasons.
+    genai: GenAIConfig = field(default_factory=GenAIConfig)
     # Alert-triggered actions on the admin port (POST /v1/alerts); off while `actions.actions` is empty.
     actions: ActionsConfig = field(default_factory=ActionsConfig)
     source: str = "<defaults>"

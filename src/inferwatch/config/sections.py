@@ -67,6 +67,9 @@ class ProxyConfig:
     grpc_port: int = 0
     grpc_upstream: str = ""
     grpc_max_message_bytes: int = 4 * 1024 * 1024
+    # The HTTP data plane (docs/design.md, "The data plane"): "fast" (an asyncio.Protocol server
+    # and pooled client on the httptools parser) or "aiohttp" (aiohttp's server and client).
+    engine: Literal["aiohttp", "fast"] = "fast"
 
 
 @dataclass
@@ -241,6 +244,9 @@ class FeatureDriftConfig:
     method: str = "auto"
     threshold: float = 0.0  # 0 = the method's default (drift.thresholds)
     enabled: bool = True
+    # A test's decision also needs this share of probability mass moved (KS D / total
+    # variation, 0 to 1); -1 = drift.min_effect, 0 = significance alone.
+    min_effect: float = -1.0
 
 
 @dataclass
@@ -253,10 +259,16 @@ class DriftConfig:
     methods: list[str] = field(default_factory=list)
     # inferwatch_feature_statistic (mean, std, quantiles, ... of reference and current).
     summary_statistics: bool = True
-    # The decision: "auto" = a test (ks / chi2) while a window holds at most
-    # sample_test_max_events values of the feature, a distance (wasserstein / js) above.
+    # The decision: "auto" = the test (ks / chi2) at every window size, which also needs the effect
+    # (KS D / total variation: the share of mass that moved) to reach min_effect (docs/drift.md).
     numeric_method: str = "auto"
     categorical_method: str = "auto"
+    min_effect: float = 0.03
+    # The same test on the window's most recent events, corrected with the full window's tests as
+    # one family, so an abrupt shift is decided within an evaluation or two; 0 = off.
+    recent_events: int = 1000
+    # No longer used (auto decided by a distance above this many events before issue 19); kept so
+    # existing files load.
     sample_test_max_events: int = 1000
     # p-value decisions: family-wise (bonferroni) or false discovery rate (bh) at alpha.
     correction: Literal["bonferroni", "bh", "none"] = "bonferroni"
@@ -456,3 +468,23 @@ class GuardConfig:
     # Features named per outlier (largest robust z-scores) in the quarantine and prediction logs.
     top_features: int = 3
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+
+
+@dataclass
+class OutputMatcherConfig:
+    # A regular expression searched in each completion's text; a response that matches counts
+    # once in inferwatch_genai_output_matches_total{matcher=name} (e.g. refusals, a secret pattern).
+    name: str
+    pattern: str
+
+
+@dataclass
+class GenAIConfig:
+    # OpenAI-compatible serving (/v1/chat/completions, /v1/completions, /v1/embeddings, also under a
+    # one-segment prefix such as /openai/v1/...): routes and bodies are recognised automatically.
+    enabled: bool = True
+    output_matchers: list[OutputMatcherConfig] = field(default_factory=list)
+    # Distinct `request_model` label values (the request body's "model"); the rest are "other".
+    max_request_models: int = 20
+    # Prompt and completion text is never a label and is left out of the prediction log unless this is set.
+    keep_text_in_prediction_log: bool = False

@@ -146,6 +146,7 @@ def validate(cfg: Config, problems: list[str]) -> None:
                         f"got {perf.feature_count}")
     _validate_predictions(cfg, problems)
     _validate_guard(cfg, problems)
+    _validate_genai(cfg, problems)
     for key, auth in (("admin.metrics_auth", cfg.admin.metrics_auth), ("admin.write_auth", cfg.admin.write_auth),
                       ("actions.auth", cfg.actions.auth)):
         read_token_file(auth, f"{src}:{key}", problems)
@@ -210,6 +211,15 @@ def _validate_drift(cfg: Config, problems: list[str]) -> None:
             problems.append(f"{src}:{key}: must be greater than 0, got {value!r}")
     if not 0.0 < d.alpha < 1.0:
         problems.append(f"{src}:drift.alpha: expected a number between 0 and 1, got {d.alpha}")
+    if not 0.0 <= d.min_effect <= 1.0:
+        problems.append(f"{src}:drift.min_effect: expected a share of probability mass from 0 to 1, "
+                        f"got {d.min_effect!r}")
+    if d.recent_events < 0:
+        problems.append(f"{src}:drift.recent_events: must be 0 (off) or more, got {d.recent_events!r}")
+    for name, f in d.features.items():
+        if f and f.min_effect != -1.0 and not 0.0 <= f.min_effect <= 1.0:
+            problems.append(f"{src}:drift.features.{name}.min_effect: expected -1 (drift.min_effect) or a share "
+                            f"from 0 to 1, got {f.min_effect!r}")
     if not 0.0 <= d.dataset_drift_share <= 1.0:
         problems.append(f"{src}:drift.dataset_drift_share: expected a number from 0 to 1, got {d.dataset_drift_share}")
     known = ", ".join(DRIFT_METHODS)
@@ -352,3 +362,33 @@ def _validate_guard(cfg: Config, problems: list[str]) -> None:
                         f"got {g.schema_change_share}")
     if not 0.0 < g.outlier_fpr < 0.05:
         problems.append(f"{src}:guard.outlier_fpr: expected a number between 0 and 0.05, got {g.outlier_fpr}")
+
+
+MAX_OUTPUT_MATCHERS = 50
+_MATCHER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _validate_genai(cfg: Config, problems: list[str]) -> None:
+    src, genai = cfg.source, cfg.genai
+    if not 1 <= genai.max_request_models <= 1000:
+        problems.append(f"{src}:genai.max_request_models: expected an integer from 1 to 1000, "
+                        f"got {genai.max_request_models!r}")
+    if len(genai.output_matchers) > MAX_OUTPUT_MATCHERS:
+        problems.append(f"{src}:genai.output_matchers: at most {MAX_OUTPUT_MATCHERS} matchers (each is a "
+                        f"label value and a regex search per response), got {len(genai.output_matchers)}")
+    seen: set[str] = set()
+    for i, matcher in enumerate(genai.output_matchers):
+        key = f"{src}:genai.output_matchers[{i}]"
+        if not _MATCHER_NAME.match(matcher.name):
+            problems.append(f"{key}.name: expected letters, digits and underscores (a label value), "
+                            f"got {matcher.name!r}")
+        elif matcher.name in seen:
+            problems.append(f"{key}.name: duplicate matcher {matcher.name!r}")
+        seen.add(matcher.name)
+        try:
+            re.compile(matcher.pattern)
+        except re.error as exc:
+            problems.append(f"{key}.pattern: not a regular expression: {exc}")
+        else:
+            if not matcher.pattern:
+                problems.append(f"{key}.pattern: must not be empty (it would match every response)")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from inferwatch.exposition.metrics import OTHER
+from inferwatch.ingest.openai import OPENAI_ROUTES
 
 # Inference routes of common model servers: responses on these are decoded as predictions.
 INFERENCE_ROUTES = (
@@ -32,6 +33,7 @@ INFERENCE_ROUTES = (
     "/api/v1.0/predictions",  # Seldon Core v1 (the executor, in the pod)
     "/seldon/{namespace}/{deployment}/api/v1.0/predictions",  # Seldon Core v1 through its ingress
     "/score",  # Azure ML
+    *OPENAI_ROUTES,  # OpenAI-compatible generative serving, also under a prefix (KServe: /openai/v1/...)
 )
 # Open Inference v2 JSON infer routes: a top-level request ``id`` there is the prediction id.
 V2_INFER_ROUTES = frozenset({"/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..promql import select
 from ..thresholds import Thresholds
+from .genai import GENAI_ML
 from .recording import band_increase_record, band_share_record
 from .spec import AlertGroup, AlertRule, Params
 
@@ -120,4 +121,5 @@ ML = AlertGroup("inferwatch-ml.alerts", "ml", (
                      "{{ $labels.model_version }} broke the rule {{ $labels.rule }} on output "
                      "{{ $labels.output }} over the last 5m; threshold: ${threshold:percent} for ${for}."),
     ),
+    *GENAI_ML,
 ))

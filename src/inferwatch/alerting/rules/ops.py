@@ -7,6 +7,7 @@ import json
 
 from ..promql import model_version_of_instance, promql_number
 from ..thresholds import Thresholds
+from .genai import GENAI_OPS
 from .recording import slo_error_ratio_record
 from .spec import AlertGroup, AlertRule, Params
 
@@ -143,4 +144,5 @@ OPS = AlertGroup("inferwatch-ops.alerts", "ops", (
                      "dead man's switch; when it stops arriving, Prometheus or Alertmanager is broken."),
         severity="none",
     ),
+    *GENAI_OPS,
 ))

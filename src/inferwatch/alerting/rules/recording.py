@@ -12,6 +12,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..promql import BY_MODEL, BY_OUTPUT, fleet_psi_rules, promql_number, rate, select, sum_rate
 from ..thresholds import Thresholds
+from .genai import genai_records
 
 Rule = dict[str, Any]
 
@@ -77,6 +78,7 @@ def recording_groups(t: Thresholds) -> list[dict[str, Any]]:
         {"name": "inferwatch-fleet-drift.rules", "rules": fleet},
         {"name": "inferwatch-outputs.rules", "rules": output_records(t)},
         {"name": "inferwatch-cost.rules", "rules": cost_records(t)},
+        {"name": "inferwatch-genai.rules", "rules": genai_records(t)},
     ]
 
 
