@@ -138,3 +138,18 @@ def test_the_demo_traffic_injects_outliers_and_a_schema_change_the_guard_finds()
     guard.observe("v1", EventBatch(300, features=rows_at(traffic.rename_at + 0.01, 300)))
     view = guard.status()["versions"]["v1"]["schema"]
     assert view["possible_rename"] == {"from": "income", "to": "annual_income"}
+
+
+def test_alert_lines_tell_alerts_of_one_name_apart():
+    from inferwatch.demo.stack import describe_alert
+
+    def line(**labels):
+        labels = {"team": "data", "severity": "warning", "model": "loan", "model_version": "v1", **labels}
+        return describe_alert("data-chat", {"status": "firing", "labels": labels, "annotations": {"summary": "s"}})
+
+    # the multivariate alert fires once per method: the line names it
+    assert "method=correlation" in line(alertname="InferwatchMultivariateDrift", method="correlation")
+    assert "method=pca_reconstruction" in line(alertname="InferwatchMultivariateDrift", method="pca_reconstruction")
+    # a feature's drift is told apart by the feature; its method (always the configured one) is noise
+    feature_line = line(alertname="InferwatchFeatureDrift", feature="age", method="psi")
+    assert "feature=age" in feature_line and "method=" not in feature_line

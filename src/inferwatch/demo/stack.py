@@ -174,7 +174,10 @@ def describe_alert(receiver: str, alert: dict[str, Any]) -> str:
     model = labels.get("model", "")
     if labels.get("model_version"):
         model += f" {labels['model_version']}"
-    detail = ", ".join(f"{k}={labels[k]}" for k in ("feature", "output") if labels.get(k))
+    # What tells two alerts of one name apart: the feature or output, else the method (the
+    # multivariate alert fires once for correlation and once for PCA reconstruction).
+    shown = [k for k in ("feature", "output") if labels.get(k)] or [k for k in ("method",) if labels.get(k)]
+    detail = ", ".join(f"{k}={labels[k]}" for k in shown)
     return (f"ALERT [{alert.get('status', '?')}] {labels.get('alertname', '?')} team={labels.get('team', '')} "
             f"severity={labels.get('severity', '')} model={model.strip() or '-'}"
             f"{' ' + detail if detail else ''} -> {receiver}: {annotations.get('summary', '')}")
