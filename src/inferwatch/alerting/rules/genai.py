@@ -16,7 +16,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..promql import BY_MODEL, sum_rate
 from ..thresholds import Thresholds
-from .spec import AlertRule, Params
+from .spec import AlertRule, Params, burn_rate_params
 
 REQUESTS = "inferwatch_genai_requests_total"
 TIME_TO_FIRST_TOKEN = "inferwatch_genai_server_time_to_first_token_seconds"
@@ -76,13 +76,8 @@ def genai_records(t: Thresholds) -> list[dict[str, Any]]:
 
 
 def _ttft_burn_rates(t: Thresholds) -> list[Params]:
-    """One alert per burn rate of ``slo.burn_rate_alerts``, against the TTFT objective's budget."""
-    budget = 1 - t.genai_slo.objective
-    return [{"severity": burn.severity, "for": burn.for_, "factor": burn.factor, "limit": burn.factor * budget,
-             "long_window": burn.long_window, "short_window": burn.short_window,
-             "long_errors": ttft_slo_errors_record(burn.long_window),
-             "short_errors": ttft_slo_errors_record(burn.short_window)}
-            for burn in t.slo.burn_rate_alerts]
+    """The latency SLO's burn rates, against the TTFT objective's budget."""
+    return burn_rate_params(t, t.genai_slo.objective, ttft_slo_errors_record)
 
 
 GENAI_OPS = (

@@ -9,7 +9,7 @@ from ..promql import model_version_of_instance, promql_number
 from ..thresholds import Thresholds
 from .genai import GENAI_OPS
 from .recording import slo_error_ratio_record
-from .spec import AlertGroup, AlertRule, Params
+from .spec import AlertGroup, AlertRule, Params, burn_rate_params
 
 
 def cost_budget_expr(daily_budget: float, model_budgets: dict[str, float]) -> str:
@@ -35,13 +35,7 @@ def _cost_budget(t: Thresholds) -> Params:
 
 
 def _burn_rates(t: Thresholds) -> list[Params]:
-    """One alert per burn rate: severity and ``for`` are the burn rate's own."""
-    budget = 1 - t.slo.objective
-    return [{"severity": burn.severity, "for": burn.for_, "factor": burn.factor, "limit": burn.factor * budget,
-             "long_window": burn.long_window, "short_window": burn.short_window,
-             "long_errors": slo_error_ratio_record(burn.long_window),
-             "short_errors": slo_error_ratio_record(burn.short_window)}
-            for burn in t.slo.burn_rate_alerts]
+    return burn_rate_params(t, t.slo.objective, slo_error_ratio_record)
 
 
 def _versions(t: Thresholds) -> Params:

@@ -111,3 +111,14 @@ class AlertGroup:
 
     def render(self, t: Thresholds) -> dict[str, Any]:
         return {"name": self.name, "rules": [rule for entry in self.rules for rule in entry.render(t, self.team)]}
+
+
+def burn_rate_params(t: Thresholds, objective: float, errors_record: Callable[[str], str]) -> list[Params]:
+    """One alert per burn rate of ``slo.burn_rate_alerts`` (severity and ``for`` are the burn rate's
+    own), against ``objective``'s error budget and the SLO error ratio ``errors_record(window)`` names."""
+    budget = 1 - objective
+    return [{"severity": burn.severity, "for": burn.for_, "factor": burn.factor, "limit": burn.factor * budget,
+             "long_window": burn.long_window, "short_window": burn.short_window,
+             "long_errors": errors_record(burn.long_window),
+             "short_errors": errors_record(burn.short_window)}
+            for burn in t.slo.burn_rate_alerts]
