@@ -245,6 +245,8 @@ def test_monitoring_failure_never_breaks_serving(sidecar, monkeypatch):
     monkeypatch.setattr(sidecar.pipeline, "submit_exchange", boom)
     r = requests.post(proxy_url(sidecar, "/v1/models/m:predict"), json={"instances": [[1]]}, timeout=5)
     assert r.status_code == 200
+    # The answer is relayed before it is observed, so the error is counted just after the client has it.
+    wait_for(lambda: sample(scrape(sidecar), "inferwatch_monitoring_errors_total", stage="proxy") == 1)
     assert sample(scrape(sidecar), "inferwatch_monitoring_errors_total", stage="proxy") == 1
 
 
