@@ -196,6 +196,8 @@ class Sidecar:
         self._signalled = threading.Event()
         self._hurry = threading.Event()  # a second signal: skip the readiness delay
         self._lost = 0
+        self._stop_deadline = 0.0
+        self.proxy_workers: Any = None  # a ProxyWorkers when proxy.workers > 1
 
     # --- introspection --------------------------------------------------------------------
 
@@ -274,7 +276,8 @@ class Sidecar:
             thread = threading.Thread(target=self._run_loop, args=(self.proxy, started, errors),
                                       name="inferwatch-proxy", daemon=True)
             thread.start()
-            started.wait(30)
+            if not started.wait(60):
+                raise TimeoutError("the proxy did not start within 60 s")
             if errors:
                 raise errors[0]
             self._threads.append(thread)
@@ -297,6 +300,9 @@ class Sidecar:
         self._loop = loop
         asyncio.set_event_loop(loop)
         p = self.cfg.proxy
+        if p.workers > 1:  # the port is the worker processes'; this loop receives their hand-offs
+            self._run_workers(loop, proxy, started, errors)
+            return
         # Header and idle timeouts and a connection limit (aiohttp has neither); loop errors such as
         # accept() out of descriptors logged once a minute, not once per retry.
         connections = ConnectionGuard("proxy", header_timeout=p.header_timeout_seconds,
@@ -333,6 +339,34 @@ class Sidecar:
         loop.run_until_complete(runner.cleanup())
         loop.close()
 
+    def _run_workers(self, loop: asyncio.AbstractEventLoop, proxy: Proxy, started: threading.Event,
+                     errors: list[BaseException]) -> None:
+        """``proxy.workers`` > 1 (serving/workers.py): this loop probes the model server, sends the
+        shadow copies and takes the workers' exchanges and metrics; the workers serve the port."""
+        from inferwatch.exposition.worker_metrics import metric_families
+        from inferwatch.serving.workers import ProxyWorkers
+
+        loop.set_exception_handler(limited_exception_handler("proxy"))
+        self.proxy_workers = ProxyWorkers(self.cfg, self.metrics,
+                                          metric_families(self.metrics, self.connection_stats),
+                                          self.pipeline.submit_exchange, proxy.mirror)
+        try:
+            loop.run_until_complete(proxy.startup())
+            self.proxy_port = loop.run_until_complete(self.proxy_workers.start())
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            errors.append(exc)
+            loop.run_until_complete(proxy.cleanup())
+            self._loop = None
+            loop.close()
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+        # stop(): the workers finish their answers in flight and hand off the rest within the drain
+        loop.run_until_complete(self.proxy_workers.stop(max(self._stop_deadline - time.monotonic(), 0.0)))
+        loop.run_until_complete(proxy.cleanup())
+        loop.close()
+
     def _start_admin(self) -> None:
         malformed = self.metrics.malformed_requests
         self._admin_server = AdminServer(self.admin_app, self.cfg.admin, self.connection_stats,
@@ -361,7 +395,7 @@ class Sidecar:
             return self._lost
         self._draining.set()
         self._stopped.set()  # the maintenance thread ends
-        deadline = time.monotonic() + self.cfg.shutdown.drain_timeout_seconds
+        deadline = self._stop_deadline = time.monotonic() + self.cfg.shutdown.drain_timeout_seconds
         log_errors = self.predlog.errors
         if self._loop is not None:  # the proxy stops listening and waits for its in-flight requests
             self._loop.call_soon_threadsafe(self._loop.stop)

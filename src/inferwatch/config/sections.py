@@ -70,6 +70,9 @@ class ProxyConfig:
     # The HTTP data plane (docs/design.md, "The data plane"): "fast" (an asyncio.Protocol server
     # and pooled client on the httptools parser) or "aiohttp" (aiohttp's server and client).
     engine: Literal["aiohttp", "fast"] = "fast"
+    # Proxy processes on the port (serving/workers.py): above 1, N processes of the fast engine
+    # listen with SO_REUSEPORT and hand their exchanges to this process's one pipeline.
+    workers: int = 1
 
 
 @dataclass

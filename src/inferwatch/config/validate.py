@@ -105,6 +105,11 @@ def validate(cfg: Config, problems: list[str]) -> None:
                             f"with proxy.grpc_port, got {cfg.proxy.grpc_upstream!r}")
         if cfg.proxy.grpc_port in (cfg.proxy.port, cfg.admin.port):
             problems.append(f"{src}:proxy.grpc_port: must differ from proxy.port and admin.port")
+    if not 1 <= cfg.proxy.workers <= 64:
+        problems.append(f"{src}:proxy.workers: expected a number of processes 1-64, got {cfg.proxy.workers}")
+    elif cfg.proxy.workers > 1 and cfg.proxy.engine != "fast":
+        problems.append(f"{src}:proxy.workers: worker processes run the fast engine; set proxy.engine: fast "
+                        f"(got {cfg.proxy.engine!r})")
     if cfg.proxy.enabled and cfg.proxy.port and cfg.proxy.port == cfg.admin.port:
         problems.append(f"{src}:admin.port: must differ from proxy.port ({cfg.proxy.port})")
     if not cfg.upstream.health_path.startswith("/"):

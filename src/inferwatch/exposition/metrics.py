@@ -120,6 +120,12 @@ class Metrics:
             "inferwatch_request_duration_seconds",
             "Upstream round trip of proxied requests as seen by the sidecar, in seconds.",
             [*mv, "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.proxy_workers = Gauge(
+            "inferwatch_proxy_workers", "Proxy worker processes serving the proxy port (proxy.workers; 0 when the "
+            "sidecar's own process serves it).", ["model"], registry=r)
+        self.proxy_worker_restarts = Counter(
+            "inferwatch_proxy_worker_restarts", "Proxy worker processes that exited without being told to and "
+            "were started again.", ["model"], registry=r)
         self.requests_in_flight = Gauge(
             "inferwatch_requests_in_flight", "Proxied requests currently waiting for the model server.",
             list(mv), registry=r)

@@ -173,6 +173,7 @@ class Proxy:
         self.up_value = 0.0
         self.up.set(0)
         self._probe_task: asyncio.Task | None = None
+        self.probe_upstream = True  # a proxy worker process leaves the probe to the sidecar (workers.py)
         self.mirror = mirror  # challengers that get a copy of sampled inference requests
         # One slot per upstream.max_connections, taken before the request: waiting for one is
         # the pool wait, bounded and counted apart (reason pool_timeout) from connect and read.
@@ -203,7 +204,8 @@ class Proxy:
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         )
-        self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
+        if self.probe_upstream:
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
         if self.mirror is not None:
             await self.mirror.startup()
 
