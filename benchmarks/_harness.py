@@ -119,12 +119,14 @@ class SidecarProcess:
     """``python -m inferwatch run`` on loopback with ports chosen by the kernel."""
 
     def __init__(self, procs: Processes, upstream: str | None, *, name: str = "sidecar",
-                 extra_config: str = "", env: dict[str, str] | None = None, engine: str | None = None):
+                 extra_config: str = "", env: dict[str, str] | None = None, engine: str | None = None,
+                 workers: int = 1):
         cfg = procs.tmp / f"{name}.yaml"
         cfg.write_text(
             "proxy:\n  listen_address: 127.0.0.1\n"
             + ("" if upstream else "  enabled: false\n")
             + (f"  engine: {engine}\n" if engine else "")
+            + (f"  workers: {workers}\n" if workers > 1 else "")
             + "admin:\n  listen_address: 127.0.0.1\n"
             "model:\n  name: m\n  version: '1'\n"
             "upstream:\n  health_interval_seconds: 1\n"

@@ -21,6 +21,8 @@ worker) in front of it too, as the floor for any reverse proxy.
 With shadowing (unless ``--no-shadow``), a second sidecar, ``iw+shadow``, mirrors every request to
 a challenger (another model server with the same delay) through ``shadow.challengers``: its rows
 beside ``iw-<first engine>``'s show what mirroring costs the champion's latency and the sidecar's CPU.
+``iw-fast-wN`` is a sidecar with ``proxy.workers: N`` (``--workers``, default 2): N proxy processes
+on the port handing their exchanges to the monitoring process; its CPU is all N + 1 processes'.
 
 "CPU us/req" is the CPU (user + system, psutil) of the hop itself per request: the model
 server's for ``direct``, nginx's (master + workers) or the sidecar's (all its threads: proxy
@@ -379,6 +381,9 @@ def start_targets(args, procs: Processes, delay: float, tag: str, *, fixed: bool
         sidecar = SidecarProcess(procs, upstream, name=f"sidecar-{engine}-{tag}", engine=engine)
         targets[f"iw-{engine}"] = (sidecar.proxy, sidecar.pid)
         sidecars.append(sidecar)
+    for workers in args.workers:  # proxy.workers: N fast-engine processes feeding one monitoring process
+        sidecar = SidecarProcess(procs, upstream, name=f"sidecar-w{workers}-{tag}", engine="fast", workers=workers)
+        targets[f"iw-fast-w{workers}"] = (sidecar.proxy, sidecar.pid)
     args.shadow_sidecars = getattr(args, "shadow_sidecars", [])
     if not args.no_shadow:
         if fixed:
@@ -500,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--engines", nargs="+", choices=("fast", "aiohttp"), default=["fast", "aiohttp"],
                         help="a sidecar per proxy.engine, the iw-<engine> targets (the first also shadows)")
+    parser.add_argument("--workers", type=int, nargs="*", default=[2],
+                        help="a fast-engine sidecar with proxy.workers: N for each N, the iw-fast-wN targets "
+                             "(its CPU includes the worker processes); none: --workers with no value")
     parser.add_argument("--python-upstream", action="store_true",
                         help="throughput behind the Python model server instead of an nginx with a fixed body")
     parser.add_argument("--no-nginx", action="store_true")

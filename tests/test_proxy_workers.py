@@ -8,7 +8,9 @@ shutdown hands off every answered exchange; the configuration refuses what canno
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import threading
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Upstream, proxy_url, sample, scrape, wait_for
+from conftest import Upstream, admin_url, proxy_url, sample, scrape, wait_for
 from inferwatch.config import ConfigError, load_config
 
 # Families whose values depend on time or on the process, not on the requests.
@@ -82,6 +84,15 @@ def test_two_workers_count_and_window_exactly_what_one_process_does(upstream, si
     assert _comparable(scrape(workers)) == _comparable(scrape(single))
     text = scrape(workers)
     assert sample(text, "inferwatch_proxy_workers") == 2
+    assert sample(text, "inferwatch_connections_open", port="proxy") >= 0
+    assert text.count("# HELP inferwatch_requests_total ") == 1  # one family, whatever the processes
+    result = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"], input=text,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = requests.get(admin_url(workers, "/v1/status"), timeout=5).json()["proxy"]
+    assert status["workers"] == 2 and sorted(status["worker_pids"]) == sorted(workers.proxy_workers.pids)
+    ready = requests.get(admin_url(workers, "/readyz"), timeout=5).json()
+    assert ready["checks"]["proxy_workers"] == "2 of 2 running"
     assert sample(text, "inferwatch_malformed_requests_total") == 1
     assert sample(text, "inferwatch_payload_errors_total") == 1
     # the windows hold the same rows (in arrival order, which two processes may interleave)

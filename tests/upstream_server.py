@@ -51,6 +51,9 @@ def pattern(n: int):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as model servers set it: without it each event of a stream waits for the
+    # previous write's ACK, which a delayed-ACK peer holds 40 ms.
+    disable_nagle_algorithm = True
     delay = 0.0
     offset = 0.0
     streams: dict[str, str] = {}

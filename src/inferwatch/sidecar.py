@@ -208,6 +208,10 @@ class Sidecar:
             up = self.proxy.up_value == 1.0
             checks["upstream"] = "reachable" if up else f"unreachable ({self.cfg.upstream.url})"
             ok = ok and up
+        if self.proxy_workers is not None:  # the port is served while at least one worker listens
+            running = len(self.proxy_workers.running_pids())
+            checks["proxy_workers"] = f"{running} of {self.cfg.proxy.workers} running"
+            ok = ok and running > 0
         if self._draining.is_set():  # shutting down: the load balancer must stop sending first
             checks["shutdown"] = "draining"
             ok = False
@@ -227,7 +231,9 @@ class Sidecar:
             "model": {"name": self.cfg.model.name, "version": self.cfg.model.version, "info": self.cfg.model.info},
             "upstream": {"url": self.cfg.upstream.url,
                          "up": bool(self.proxy.up_value) if self.proxy else None},
-            "proxy": {"enabled": self.proxy is not None, "port": self.proxy_port, "grpc_port": self.grpc_port},
+            "proxy": {"enabled": self.proxy is not None, "port": self.proxy_port, "grpc_port": self.grpc_port,
+                      "workers": self.cfg.proxy.workers,
+                      "worker_pids": self.proxy_workers.running_pids() if self.proxy_workers is not None else []},
             "queue": {"depth": self.pipeline.queue.qsize(), "capacity": self.pipeline.queue.maxsize,
                       "processed": self.pipeline.processed},
             "windows": windows,

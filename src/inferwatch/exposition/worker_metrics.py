@@ -28,7 +28,7 @@ def metric_families(*holders: Any) -> dict[str, MetricWrapperBase]:
             if isinstance(metric, MetricWrapperBase)}
 
 
-def _child_value(kind: str, child: Any) -> Any:
+def _child_value(kind: str | None, child: Any) -> Any:
     if kind == "counter":
         return child._value.get()
     if kind == "histogram":  # raw (not cumulative) bucket counts and the sum
@@ -42,9 +42,9 @@ class MetricSnapshots:
     def __init__(self, families: dict[str, MetricWrapperBase]):
         self.families = [(name, metric) for name, metric in families.items()
                          if metric._type in ("counter", "histogram") or name in SUMMED_GAUGES]
-        self.sent: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self.sent: dict[tuple[str, Any], Any] = {}
 
-    def changed(self) -> list[tuple[str, tuple[str, ...], Any]]:
+    def changed(self) -> list[tuple[str, Any, Any]]:
         out = []
         for name, metric in self.families:
             with metric._lock:
@@ -66,7 +66,7 @@ class MetricMerger:
         self.last: dict[int, dict[tuple[str, tuple[str, ...]], Any]] = {}
         self.gauges: dict[tuple[str, tuple[str, ...]], dict[int, float]] = {}
 
-    def apply(self, worker: int, entries: list[tuple[str, tuple[str, ...], Any]]) -> None:
+    def apply(self, worker: int, entries: list[tuple[str, Any, Any]]) -> None:
         last = self.last.setdefault(worker, {})
         for name, labels, value in entries:
             metric = self.families.get(name)
@@ -75,7 +75,7 @@ class MetricMerger:
             key = (name, labels)
             previous = last.get(key)
             last[key] = value
-            child = metric.labels(*labels)
+            child: Any = metric.labels(*labels)
             if metric._type == "counter":
                 delta = value - (previous or 0.0)
                 child.inc(delta if delta >= 0 else value)  # below the last: the worker's series restarted

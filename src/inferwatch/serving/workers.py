@@ -8,7 +8,7 @@ most about 5,000 requests a second whatever the cores (docs/design.md, "The data
   processes that listen on it with ``SO_REUSEPORT`` (the kernel spreads connections over them)
   and listens for them on a Unix socket in a directory only its user can enter;
 - a worker runs the ``fast`` engine's proxy; its pipeline is a ``HandoffSender``, which batches
-  the exchanges (and shadow copies) of one loop turn into one frame to the sidecar, where they
+  the exchanges (and shadow copies) of a few milliseconds into one frame to the sidecar, where they
   enter the one pipeline: windows and monitors see what a single process would have seen;
 - a worker's request-path metrics live in its own registry and go to the sidecar as cumulative
   snapshots (every ``SNAPSHOT_SECONDS``, and a last one when it stops), which ``MetricMerger``
@@ -52,6 +52,11 @@ from inferwatch.pipeline.items import Exchange
 log = logging.getLogger(__name__)
 
 SNAPSHOT_SECONDS = 0.5
+# Exchanges leave for the sidecar at most this often (or at FLUSH_BYTES of bodies): one write and
+# one wake-up of the sidecar per few requests, not per request. The monitoring worker itself
+# polls every 20 ms (pipeline/handoff.py), so nothing is seen later for it.
+FLUSH_SECONDS = 0.005
+FLUSH_BYTES = 256 * 1024
 START_TIMEOUT_SECONDS = 25.0
 # How long a worker that will not stop is given after its drain time, before it is killed.
 STOP_GRACE_SECONDS = 5.0
@@ -87,7 +92,7 @@ class FrameReader:
 
 class HandoffSender(asyncio.Protocol):
     """The pipeline (and shadow mirror) of a worker's proxy: what it is given leaves for the
-    sidecar as one frame per loop turn. Past ``max_pending_bytes`` unsent (the sidecar is behind),
+    sidecar in one frame every ``FLUSH_SECONDS``. Past ``max_pending_bytes`` unsent (the sidecar is behind),
     exchanges are dropped and counted (``events_dropped``, reason ``handoff_full``)."""
 
     def __init__(self, max_pending_bytes: int, on_dropped: Callable[[Exchange], None],
@@ -98,7 +103,8 @@ class HandoffSender(asyncio.Protocol):
         self.transport: asyncio.WriteTransport | None = None
         self.exchanges: list[Exchange] = []
         self.mirrored: list[Any] = []
-        self.scheduled = False
+        self.pending_bytes = 0
+        self.scheduled: asyncio.TimerHandle | None = None
         self.reader = FrameReader()
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -124,12 +130,12 @@ class HandoffSender(asyncio.Protocol):
             self.on_dropped(exchange)
             return
         self.exchanges.append(exchange)
-        self._schedule()
+        self._schedule(len(exchange.request_body) + len(exchange.response_body or b""))
 
     def offer(self, request: Any) -> None:
         if self.transport is not None:
             self.mirrored.append(request)
-            self._schedule()
+            self._schedule(len(request.body))
 
     async def startup(self) -> None:  # the proxy's mirror hooks: the sidecar's mirror does the sending
         pass
@@ -137,13 +143,18 @@ class HandoffSender(asyncio.Protocol):
     async def cleanup(self) -> None:
         pass
 
-    def _schedule(self) -> None:
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+    def _schedule(self, nbytes: int) -> None:
+        self.pending_bytes += nbytes
+        if self.pending_bytes >= FLUSH_BYTES:
+            self.flush()
+        elif self.scheduled is None:
+            self.scheduled = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
-        self.scheduled = False
+        if self.scheduled is not None:
+            self.scheduled.cancel()
+            self.scheduled = None
+        self.pending_bytes = 0
         if not (self.exchanges or self.mirrored):
             return
         exchanges, mirrored = self.exchanges, self.mirrored
@@ -290,7 +301,7 @@ class ProxyWorkers:
     sidecar's proxy loop)."""
 
     def __init__(self, cfg: Config, metrics: Metrics, families: dict[str, MetricWrapperBase],
-                 submit: Callable[[Exchange], None], mirror: Any = None):
+                 submit: Callable[[Exchange], Any], mirror: Any = None):
         self.cfg = cfg
         self.count = cfg.proxy.workers
         self.metrics = metrics
@@ -314,6 +325,10 @@ class ProxyWorkers:
     @property
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers.values() if w.pid is not None]
+
+    def running_pids(self) -> list[int]:
+        """Workers that said hello and have not exited (any thread may ask)."""
+        return [w.pid for w in list(self.workers.values()) if w.pid is not None and w.process.poll() is None]
 
     async def start(self) -> int:
         """Reserve the port, start the workers, return the port once every one listens on it."""
@@ -385,7 +400,7 @@ class ProxyWorkers:
             if hello is not None and not hello.done():
                 hello.cancel()
             self._spawn(index)
-        self._running.set(sum(1 for w in self.workers.values() if w.pid is not None and w.process.poll() is None))
+        self._running.set(len(self.running_pids()))
         self._supervisor = asyncio.get_running_loop().call_later(0.5, self._supervise)
 
     # hand-offs (on the loop)
