@@ -261,8 +261,11 @@ def test_worker_exception_is_counted_and_worker_goes_on(sidecar, monkeypatch):
         return original(version)
 
     monkeypatch.setattr(sidecar.windows, "get", flaky)
-    for _ in range(2):
-        requests.post(proxy_url(sidecar, "/v1/models/m:predict"), json={"instances": [[1]]}, timeout=5)
+    # One at a time: exchanges queued together are windowed as one batch, which the bug would take whole.
+    requests.post(proxy_url(sidecar, "/v1/models/m:predict"), json={"instances": [[1]]}, timeout=5)
+    wait_for(lambda: sample(scrape(sidecar), "inferwatch_monitoring_errors_total", stage="worker") == 1)
+    requests.post(proxy_url(sidecar, "/v1/models/m:predict"), json={"instances": [[1]]}, timeout=5)
+    wait_for(lambda: sample(scrape(sidecar), "inferwatch_predictions_total") == 1)
     assert sidecar.pipeline.drain()
     text = scrape(sidecar)
     assert sample(text, "inferwatch_monitoring_errors_total", stage="worker") == 1
