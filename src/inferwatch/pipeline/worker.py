@@ -213,6 +213,7 @@ class Pipeline:
         """Wait until everything queued so far is processed (tests and benchmarks)."""
         deadline = time.monotonic() + timeout
         while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            self.queue.wake()
             time.sleep(0.002)
         return not self.queue.unfinished_tasks
 

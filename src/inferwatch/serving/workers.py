@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_SECONDS = 0.5
 # Exchanges leave for the sidecar at most this often (or at FLUSH_BYTES of bodies): one write and
 # one wake-up of the sidecar per few requests, not per request. The monitoring worker itself
-# polls every 20 ms (pipeline/handoff.py), so nothing is seen later for it.
+# polls every 100 ms (pipeline/handoff.py), so nothing is seen later for it.
 FLUSH_SECONDS = 0.005
 FLUSH_BYTES = 256 * 1024
 START_TIMEOUT_SECONDS = 25.0
