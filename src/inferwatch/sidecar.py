@@ -293,7 +293,8 @@ class Sidecar:
         maintenance = threading.Thread(target=self._maintain, name="inferwatch-maintenance", daemon=True)
         maintenance.start()
         self._threads.append(maintenance)
-        log.info("inferwatch %s: proxy on %s, admin on %s", __version__, self.proxy_port, self.admin_port)
+        workers = f" ({self.cfg.proxy.workers} worker processes)" if self.proxy_workers is not None else ""
+        log.info("inferwatch %s: proxy on %s%s, admin on %s", __version__, self.proxy_port, workers, self.admin_port)
         return self
 
     def _run_loop(self, proxy: Proxy, started: threading.Event, errors: list[BaseException]) -> None:
