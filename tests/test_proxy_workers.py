@@ -105,7 +105,7 @@ def test_two_workers_count_and_window_exactly_what_one_process_does(upstream, si
     assert sorted(one.prediction_ids) != sorted(two.prediction_ids)  # two sidecars, two id sources
 
 
-def test_a_worker_that_dies_is_started_again_and_serving_goes_on(upstream, sidecar_factory):
+def test_a_worker_that_dies_is_started_again_and_serving_goes_on(upstream, sidecar_factory, caplog):
     sidecar = sidecar_factory(upstream.url, **{"proxy.workers": 2})
     url = proxy_url(sidecar, "/v1/models/m:predict")
     for _ in range(10):
@@ -120,6 +120,13 @@ def test_a_worker_that_dies_is_started_again_and_serving_goes_on(upstream, sidec
         assert requests.post(url, json={"instances": [[1.0, 2.0]]}, timeout=10).status_code == 200
     # what the dead worker had reported stays counted; the new one adds to it
     assert wait_for(lambda: sample(scrape(sidecar), "inferwatch_requests_total") == 20)
+    # killed again soon after its start: a crash loop, so the next start waits twice as long
+    assert sidecar.proxy_workers.workers[0].pid not in (None, victim)  # the victim was worker 0
+    os.kill(sidecar.proxy_workers.workers[0].pid, signal.SIGKILL)
+    assert wait_for(lambda: sample(scrape(sidecar), "inferwatch_proxy_worker_restarts_total") == 2, 30)
+    assert wait_for(lambda: sample(scrape(sidecar), "inferwatch_proxy_workers") == 2, 30)
+    waits = [r.getMessage().rsplit(" in ", 1)[-1] for r in caplog.records if "starting it again" in r.getMessage()]
+    assert waits == ["0.5s", "1s"]
 
 
 def test_shutdown_hands_off_every_answered_exchange(sidecar_factory):

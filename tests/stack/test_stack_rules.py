@@ -20,7 +20,8 @@ ALERT_FILES = [p for p in RULE_FILES if p.name != "inferwatch-recording.yml"]
 TEAMS = {"inferwatch-data.yml": "data", "inferwatch-ml.yml": "ml", "inferwatch-ops.yml": "ops",
          "inferwatch-jobs.yml": "{{ $labels.team }}"}
 JOB_ALERTS = {"InferwatchJobFailed", "InferwatchJobNotSucceededRecently", "InferwatchJobDurationHigh"}
-BY_MODEL_ONLY = {"InferwatchInferenceCostOverBudget"}   # resource metrics carry `model`, not `model_version`
+# Resource metrics and the sidecar's own processes carry `model`, not `model_version`.
+BY_MODEL_ONLY = {"InferwatchInferenceCostOverBudget", "InferwatchProxyWorkerRestarts"}
 
 
 def alert_rules(with_file: bool = False):
@@ -303,7 +304,7 @@ def test_alert_conventions():
             assert "$labels.output }}" in description, name
     assert names == {"InferwatchModelServerDown", "InferwatchSidecarDown", "InferwatchHighErrorRate",
                      "InferwatchLatencySLOBurnRate", "InferwatchHighLatencyP99", "InferwatchEventsDropped",
-                     "InferwatchWatchdog",
+                     "InferwatchProxyWorkerRestarts", "InferwatchWatchdog",
                      "InferwatchFeatureDrift", "InferwatchDatasetDrift", "InferwatchMultivariateDrift",
                      "InferwatchPayloadErrors",
                      "InferwatchDriftEvaluationStale",

@@ -37,7 +37,7 @@ SeverityName = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[str, ...] = typing.get_args(SeverityName)
 Severity = Annotated[SeverityName,
                      Check(lambda v: v in SEVERITIES, f"must be one of {', '.join(SEVERITIES)}, got {{value!r}}")]
-DropReason = Literal["queue_full", "undecodable", "invalid"]
+DropReason = Literal["queue_full", "handoff_full", "undecodable", "invalid"]
 DROP_REASONS: tuple[str, ...] = typing.get_args(DropReason)
 
 Duration = Annotated[str, Check(lambda v: isinstance(v, str) and duration_seconds(v) is not None,
@@ -204,7 +204,13 @@ class HighLatencyP99(SecondsAlert):
 @dataclass(frozen=True)
 class EventsDropped(RatioAlert):
     threshold: Ratio = 0.01
-    reasons: DropReasons = field(default_factory=lambda: ["queue_full"])
+    reasons: DropReasons = field(default_factory=lambda: ["queue_full", "handoff_full"])
+
+
+@dataclass(frozen=True)
+class ProxyWorkerRestarts(Alert):
+    threshold: Count = 2              # restarts of proxy worker processes over 15m
+    for_: Duration = "5m"
 
 
 @dataclass(frozen=True)
@@ -344,6 +350,7 @@ class Alerts:
     InferwatchHighErrorRate: HighErrorRate = field(default_factory=HighErrorRate)
     InferwatchHighLatencyP99: HighLatencyP99 = field(default_factory=HighLatencyP99)
     InferwatchEventsDropped: EventsDropped = field(default_factory=EventsDropped)
+    InferwatchProxyWorkerRestarts: ProxyWorkerRestarts = field(default_factory=ProxyWorkerRestarts)
     InferwatchWatchdog: Watchdog = field(default_factory=Watchdog)
     # the data team
     InferwatchFeatureDrift: FeatureDrift = field(default_factory=FeatureDrift)

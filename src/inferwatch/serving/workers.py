@@ -60,6 +60,10 @@ FLUSH_BYTES = 256 * 1024
 START_TIMEOUT_SECONDS = 25.0
 # How long a worker that will not stop is given after its drain time, before it is killed.
 STOP_GRACE_SECONDS = 5.0
+# A worker that exits within STABLE_SECONDS of its start is started again after a delay that
+# doubles each time, up to MAX_RESTART_DELAY_SECONDS: a crash loop costs little CPU and log.
+STABLE_SECONDS = 10.0
+MAX_RESTART_DELAY_SECONDS = 30.0
 _LENGTH = struct.Struct("!I")
 
 
@@ -268,6 +272,8 @@ class _Worker:
     pid: int | None = None
     transport: asyncio.WriteTransport | None = None
     done: asyncio.Future | None = None  # set when its hand-off connection closes
+    delay: float = 0.0                  # how long it waited before it was started (crash-loop back-off)
+    restart_at: float | None = None     # exited: when it is started again
 
 
 class _HandoffReceiver(asyncio.Protocol):
@@ -372,7 +378,7 @@ class ProxyWorkers:
                 raise TimeoutError(f"proxy workers did not listen on port {self.port} within {START_TIMEOUT_SECONDS:g}s")
             await asyncio.wait(list(self._hellos.values()), timeout=0.05)
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int, delay: float = 0.0) -> None:
         spec = WorkerSpec(self.cfg, index, self.port, os.path.join(self._directory, "handoff.sock"),
                           logging.getLogger("inferwatch").getEffectiveLevel())
         process = subprocess.Popen([sys.executable, "-m", "inferwatch.serving.workers"], stdin=subprocess.PIPE,
@@ -381,25 +387,34 @@ class ProxyWorkers:
         process.stdin.write(pickle.dumps(spec))
         process.stdin.close()
         self._hellos[index] = asyncio.get_running_loop().create_future()
-        self.workers[index] = _Worker(index, process)
+        self.workers[index] = _Worker(index, process, delay=delay)
 
     def _supervise(self) -> None:
-        """A worker that exited without being told to is started again (counted, logged)."""
+        """A worker that exited without being told to is started again (counted, logged), at
+        once after a stable run, else after a growing delay."""
         self._supervisor = None
         if self.stopping:
             return
+        now = time.monotonic()
         for index, worker in list(self.workers.items()):
             code = worker.process.poll()
-            if code is None:
+            if code is None or worker.restart_at is not None and now < worker.restart_at:
                 continue
-            log.error("proxy worker %d (pid %s) exited with code %s; starting it again", index, worker.pid, code)
-            self._restarts.inc()
-            if worker.pid is not None:
-                self.merger.forget(worker.pid)
+            if worker.restart_at is None:  # just found exited
+                delay = 0.0 if now - worker.started > STABLE_SECONDS else \
+                    min(max(2 * worker.delay, 0.5), MAX_RESTART_DELAY_SECONDS)
+                log.error("proxy worker %d (pid %s) exited with code %s; starting it again%s", index, worker.pid,
+                          code, f" in {delay:g}s" if delay else "")
+                self._restarts.inc()
+                if worker.pid is not None:
+                    self.merger.forget(worker.pid)
+                worker.pid, worker.delay, worker.restart_at = None, delay, now + delay
+                if delay:
+                    continue
             hello = self._hellos.get(index)
             if hello is not None and not hello.done():
                 hello.cancel()
-            self._spawn(index)
+            self._spawn(index, worker.delay)
         self._running.set(len(self.running_pids()))
         self._supervisor = asyncio.get_running_loop().call_later(0.5, self._supervise)
 

@@ -122,6 +122,15 @@ OPS = AlertGroup("inferwatch-ops.alerts", "ops", (
                           "reasons_shown": "/".join(t.alerts.InferwatchEventsDropped.reasons)},
     ),
     AlertRule(
+        "InferwatchProxyWorkerRestarts",
+        summary="The sidecar's proxy worker processes keep exiting and being started again.",
+        expr="increase(inferwatch_proxy_worker_restarts_total{${selector}}[15m]) > ${threshold}\n",
+        description=("{{ $value | printf \"%.0f\" }} proxy worker processes of the sidecar for {{ $labels.model }} "
+                     "behind {{ $labels.instance }} exited and were started again over the last 15m; threshold: "
+                     "${threshold} for ${for}. Requests on a worker's connections fail when it exits; its last "
+                     "half second of counts is lost."),
+    ),
+    AlertRule(
         "InferwatchInferenceCostOverBudget",
         summary="The estimated inference cost of a model is over its daily budget.",
         expr="${budget_expr}",
