@@ -9,7 +9,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .actions import read_token_file, validate_actions
-from inferwatch.stats.registry import DRIFT_METHODS
 
 from .sections import BUILTIN_OUTPUT_RULES, OUTPUT_TYPES, UNBANDED, BandConfig
 
@@ -227,6 +226,10 @@ def _validate_drift(cfg: Config, problems: list[str]) -> None:
                             f"from 0 to 1, got {f.min_effect!r}")
     if not 0.0 <= d.dataset_drift_share <= 1.0:
         problems.append(f"{src}:drift.dataset_drift_share: expected a number from 0 to 1, got {d.dataset_drift_share}")
+    # Imported here, not at the top: the registry brings scipy, which a proxy worker process
+    # (serving/workers.py) unpickling its Config has no use for.
+    from inferwatch.stats.registry import DRIFT_METHODS
+
     known = ", ".join(DRIFT_METHODS)
     for i, method in enumerate(d.methods):
         if method not in DRIFT_METHODS:

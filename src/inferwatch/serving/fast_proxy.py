@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferwatch.config import ModelConfig, ProxyConfig, UpstreamConfig
 from inferwatch.exposition.metrics import OTHER, Metrics
-from inferwatch.pipeline.worker import Pipeline
 from .http1 import HttpServer, ServerRequest, error_answer
 from .proxy import HOP_BY_HOP, PREDICTION_ID_HEADER, Proxy, _Relay, origin_form
 from .shadow import ShadowMirror
 from .streaming import BodyTooLarge, Deadline, MonitorCopy, RequestBody
 from .upstream_pool import UpstreamConnection, UpstreamError, UpstreamHead, UpstreamPool
+
+if TYPE_CHECKING:  # for annotations only: the pipeline (numpy, scipy) is not needed to relay
+    from inferwatch.pipeline.worker import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -24,13 +24,15 @@ from yarl import URL
 from inferwatch.config import ModelConfig, ProxyConfig, UpstreamConfig
 from inferwatch.exposition.metrics import OTHER, Metrics, normalize_method
 from inferwatch.pipeline.items import Exchange
-from inferwatch.pipeline.worker import Pipeline
 from .connections import ProtocolLog
 from .failures import Throttle, exception_text, failure_detail, held_note, upstream_failure
 from inferwatch.ingest.codecs import v2_request_id
 from .routes import V2_INFER_ROUTES, Router
 from .shadow import MirroredRequest, ShadowMirror
 from .streaming import BodyTooLarge, ByteBudget, Deadline, MonitorCopy, RequestBody
+
+if TYPE_CHECKING:  # for annotations only: the pipeline (numpy, scipy) is not needed to relay
+    from inferwatch.pipeline.worker import Pipeline
 
 log = logging.getLogger(__name__)
 
