@@ -29,7 +29,7 @@ from inferwatch.pipeline.worker import Pipeline
 from inferwatch.pipeline.predlog import PredictionLogger
 from inferwatch.serving.proxy import Proxy
 from inferwatch.serving.admin_server import AdminServer
-from inferwatch.serving.connections import ConnectionGuard, ConnectionStats, limited_exception_handler
+from inferwatch.serving.connections import ConnectionStats, limited_exception_handler, new_event_loop, proxy_guard
 from inferwatch.monitors.resources import GPUCollector, ModelProcessCollector
 from inferwatch.pipeline.window import WindowStore
 
@@ -43,8 +43,7 @@ class Sidecar:
     def __init__(self, cfg: Config, registry: CollectorRegistry | None = None):
         self.cfg = cfg
         self.started_at = time.time()
-        self.metrics = Metrics(cfg.model.name, registry, max_model_versions=cfg.limits.max_model_versions,
-                               reserved_versions=[cfg.model.version])
+        self.metrics = Metrics.for_model(cfg.model, cfg.limits, registry)
         self.metrics.set_model_info(cfg.model.version, cfg.model.info, deployed_timestamp=self.started_at)
         kinds = {spec.name: spec.type for spec in cfg.payload.features if spec.type != "auto"}
         self.windows = WindowStore(
@@ -298,24 +297,17 @@ class Sidecar:
         return self
 
     def _run_loop(self, proxy: Proxy, started: threading.Event, errors: list[BaseException]) -> None:
-        try:
-            import uvloop  # optional: a faster event loop when installed
-
-            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-        except ImportError:
-            loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
         p = self.cfg.proxy
+        # Loop errors such as accept() out of descriptors logged once a minute, not once per retry.
+        loop.set_exception_handler(limited_exception_handler("proxy"))
         if p.workers > 1:  # the port is the worker processes'; this loop receives their hand-offs
             self._run_workers(loop, proxy, started, errors)
             return
-        # Header and idle timeouts and a connection limit (aiohttp has neither); loop errors such as
-        # accept() out of descriptors logged once a minute, not once per retry.
-        connections = ConnectionGuard("proxy", header_timeout=p.header_timeout_seconds,
-                                      idle_timeout=p.idle_timeout_seconds, max_connections=p.max_connections,
-                                      stats=self.connection_stats)
-        loop.set_exception_handler(limited_exception_handler("proxy"))
+        # Header and idle timeouts and a connection limit (aiohttp has neither).
+        connections = proxy_guard(p, self.connection_stats)
         try:
             if p.engine == "fast":  # serving/fast_proxy.py: its own server, behind the same guard
                 from inferwatch.serving.fast_proxy import FastProxy, FastRunner
@@ -353,7 +345,6 @@ class Sidecar:
         from inferwatch.exposition.worker_metrics import metric_families
         from inferwatch.serving.workers import ProxyWorkers
 
-        loop.set_exception_handler(limited_exception_handler("proxy"))
         self.proxy_workers = ProxyWorkers(self.cfg, self.metrics,
                                           metric_families(self.metrics, self.connection_stats),
                                           self.pipeline.submit_exchange, proxy.mirror)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import threading
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -18,6 +18,9 @@ from prometheus_client.process_collector import ProcessCollector
 
 from inferwatch import __version__
 from inferwatch.stats.heavy_hitters import FrequentSlots
+
+if TYPE_CHECKING:
+    from inferwatch.config import LimitsConfig, ModelConfig
 
 NAMESPACE = "inferwatch"
 OTHER = "other"
@@ -248,6 +251,14 @@ class Metrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
             GCCollector(registry=r)
+
+    @classmethod
+    def for_model(cls, model: "ModelConfig", limits: "LimitsConfig", registry: CollectorRegistry | None = None, *,
+                  sidecar_process_metrics: bool = True) -> "Metrics":
+        """The metrics of ``model`` with the configured label caps: the sidecar's, and a proxy
+        worker process's (serving/workers.py), which must cap labels alike."""
+        return cls(model.name, registry, max_model_versions=limits.max_model_versions,
+                   reserved_versions=[model.version], sidecar_process_metrics=sidecar_process_metrics)
 
     def set_model_info(self, version: str, info: dict[str, str], deployed_timestamp: float | None = None) -> None:
         """``inferwatch_model_info`` = 1, once per configured model version, with free-form labels."""

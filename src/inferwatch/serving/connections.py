@@ -21,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .failures import Throttle, held_note, malformed_reason
+
+if TYPE_CHECKING:
+    from inferwatch.config import ProxyConfig
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +243,21 @@ class ConnectionGuard:
             if now >= deadline:
                 self._close(connection, reason)
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_interval(), self._sweep)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (a faster one), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def proxy_guard(p: "ProxyConfig", stats: ConnectionStats) -> ConnectionGuard:
+    """The proxy port's guard from the ``proxy`` section: the sidecar's, or a proxy worker's."""
+    return ConnectionGuard("proxy", header_timeout=p.header_timeout_seconds, idle_timeout=p.idle_timeout_seconds,
+                           max_connections=p.max_connections, stats=stats)
 
 
 def limited_exception_handler(port: str, interval: float = 60.0) -> Callable[[asyncio.AbstractEventLoop, dict], None]:

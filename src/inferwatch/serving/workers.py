@@ -67,7 +67,6 @@ MAX_RESTART_DELAY_SECONDS = 30.0
 _LENGTH = struct.Struct("!I")
 
 
-
 def frame(message: Any) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _LENGTH.pack(len(data)) + data
@@ -197,12 +196,9 @@ def run_worker(spec: WorkerSpec) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=spec.log_level,
                         format=f"%(asctime)s %(levelname)s inferwatch proxy worker {spec.index}: %(message)s")
-    try:
-        import uvloop  # optional, as in the sidecar
+    from .connections import new_event_loop
 
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(_serve_worker(spec))
@@ -211,15 +207,14 @@ def run_worker(spec: WorkerSpec) -> None:
 
 
 async def _serve_worker(spec: WorkerSpec) -> None:
-    from .connections import ConnectionGuard, ConnectionStats, limited_exception_handler
+    from .connections import ConnectionStats, limited_exception_handler, proxy_guard
     from .fast_proxy import FastProxy, FastRunner
 
     cfg, p = spec.cfg, spec.cfg.proxy
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(limited_exception_handler("proxy"))
     registry = CollectorRegistry()
-    metrics = Metrics(cfg.model.name, registry, max_model_versions=cfg.limits.max_model_versions,
-                      reserved_versions=[cfg.model.version], sidecar_process_metrics=False)
+    metrics = Metrics.for_model(cfg.model, cfg.limits, registry, sidecar_process_metrics=False)
     stats = ConnectionStats(registry)
     stop_requested: asyncio.Future[float] = loop.create_future()
 
@@ -235,8 +230,7 @@ async def _serve_worker(spec: WorkerSpec) -> None:
     proxy = FastProxy(cfg.model, p, cfg.upstream, metrics, handoff,  # type: ignore[arg-type]
                       handoff if cfg.shadow.enabled else None)  # type: ignore[arg-type]
     proxy.probe_upstream = False  # the sidecar probes, once for all workers
-    guard = ConnectionGuard("proxy", header_timeout=p.header_timeout_seconds, idle_timeout=p.idle_timeout_seconds,
-                            max_connections=p.max_connections, stats=stats)
+    guard = proxy_guard(p, stats)
     runner = FastRunner(proxy, guard)
     server, _ = await runner.serve(p.listen_address, spec.port, reuse_port=True)
     snapshots = MetricSnapshots(metric_families(metrics, stats))
@@ -245,7 +239,9 @@ async def _serve_worker(spec: WorkerSpec) -> None:
     async def send_snapshots() -> None:
         while True:
             await asyncio.sleep(SNAPSHOT_SECONDS)
-            handoff.send(("metrics", snapshots.changed()))
+            changed = snapshots.changed()
+            if changed:  # an idle worker sends nothing
+                handoff.send(("metrics", changed))
 
     snapshot_task = loop.create_task(send_snapshots())
     timeout = await stop_requested
@@ -450,7 +446,7 @@ class ProxyWorkers:
             hello = self._hellos.get(index)
             if hello is not None and not hello.done():
                 hello.set_result(pid)
-            self._running.set(sum(1 for w in self.workers.values() if w.pid is not None))
+            self._running.set(len(self.running_pids()))
             if self.stopping:  # started while the others were told to stop
                 receiver.transport.write(frame(("stop", 0.0)))  # type: ignore[union-attr]
 
